@@ -1,0 +1,39 @@
+# milkcells: an annotated, compartment-split single-cell atlas of human milk.
+#
+#   snakemake --cores 8                                  # the simulated demo
+#   snakemake --cores 8 --config samples=my.tsv outdir=out
+#   snakemake --cores 8 --configfile my_config.yaml
+#   snakemake --report results/report.html               # after a run
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True
+
+
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/cellcalling.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/doublets.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/integrate.smk"
+include: "workflow/rules/cluster.smk"
+include: "workflow/rules/markers.smk"
+include: "workflow/rules/annotate.smk"
+include: "workflow/rules/compartments.smk"
+include: "workflow/rules/composition.smk"
+include: "workflow/rules/plots.smk"

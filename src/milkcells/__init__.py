@@ -1,0 +1,52 @@
+"""milkcells: an annotated single-cell atlas of human milk.
+
+The science lives here as plain functions on :class:`~anndata.AnnData`; the
+Snakemake workflow and the notebooks call the same functions, stage by stage:
+
+``io`` (reading) -> ``cellcalling`` -> ``qc`` -> ``doublets`` -> ``preprocess``
+-> ``integrate`` -> ``cluster`` -> ``markers`` -> ``annotate`` ->
+``compartments`` -> ``composition`` -> ``plots``. ``datasets`` makes the
+simulated demo data.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import (
+    annotate,
+    cellcalling,
+    cluster,
+    compartments,
+    composition,
+    datasets,
+    doublets,
+    integrate,
+    io,
+    markers,
+    plots,
+    preprocess,
+    qc,
+)
+from ._utils import InputError
+
+try:
+    __version__ = version("milkcells")
+except PackageNotFoundError:  # pragma: no cover - source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "InputError",
+    "annotate",
+    "cellcalling",
+    "cluster",
+    "compartments",
+    "composition",
+    "datasets",
+    "doublets",
+    "integrate",
+    "io",
+    "markers",
+    "plots",
+    "preprocess",
+    "qc",
+    "__version__",
+]

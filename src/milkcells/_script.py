@@ -1,0 +1,33 @@
+"""Entry-point helper for the workflow's scripts (logging to the rule's log file)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup(snakemake) -> logging.Logger:
+    """Send log records and warnings to the rule's log file (and stderr); set thread counts."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if snakemake.log:
+        handlers.append(logging.FileHandler(str(snakemake.log[0]), mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    for noisy in ("numba", "h5py", "matplotlib", "fontTools", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    import scanpy as sc
+
+    sc.settings.n_jobs = max(int(getattr(snakemake, "threads", 1)), 1)
+    sc.settings.verbosity = 1
+    log = logging.getLogger(f"milkcells.rule.{snakemake.rule}")
+
+    def hook(exc_type, exc, tb):
+        log.error("rule %s failed", snakemake.rule, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = hook
+    return log

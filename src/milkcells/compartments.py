@@ -1,0 +1,109 @@
+"""The compartment split: each compartment re-clustered and typed on its own."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from ._utils import record_params
+from .annotate import UNASSIGNED, annotate_cell_types
+from .cluster import cluster
+from .integrate import integrate
+from .preprocess import highly_variable_genes, pca
+
+__all__ = ["subcluster_compartment", "collect_cell_types"]
+
+log = logging.getLogger(__name__)
+
+
+def subcluster_compartment(
+    adata: ad.AnnData,
+    compartment: str,
+    *,
+    markers=None,
+    n_top_genes: int = 2000,
+    hvg_batch_key: str | None = "sample",
+    n_pcs: int = 30,
+    integration: str = "harmony",
+    integration_key: str = "batch",
+    n_neighbors: int = 15,
+    resolution: float = 1.0,
+    min_score: float = 0.3,
+    min_margin: float = 0.05,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Take one compartment's cells, re-cluster them and call their cell types.
+
+    Parameters
+    ----------
+    adata
+        Annotated object with ``obs["compartment"]``, log-normalised ``X`` and
+        ``layers["counts"]``.
+    compartment
+        ``"epithelial"``, ``"immune"`` or ``"stromal"``.
+    markers
+        Marker table or path (default: the shipped table).
+    n_top_genes, hvg_batch_key, n_pcs, integration, integration_key, n_neighbors, resolution, seed
+        As in :mod:`milkcells.preprocess`, :func:`milkcells.integrate.integrate`
+        and :func:`milkcells.cluster.cluster`, applied within the compartment.
+    min_score, min_margin
+        As in :func:`milkcells.annotate.annotate_cell_types`.
+
+    Returns
+    -------
+    The compartment's cells (a copy, possibly empty) with new HVGs, PCA,
+    integration, UMAP, ``obs["leiden_compartment"]`` and ``obs["cell_type"]``.
+    """
+    sub = adata[adata.obs["compartment"].astype(str) == compartment].copy()
+    for key in ("X_pca", "X_pca_harmony", "X_umap"):
+        if key in sub.obsm:
+            sub.obsm[f"{key}_all"] = sub.obsm.pop(key)
+    for k in list(sub.obsp.keys()):
+        del sub.obsp[k]
+    params = dict(compartment=compartment, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, n_pcs=n_pcs,
+                  integration=integration, integration_key=integration_key, n_neighbors=n_neighbors,
+                  resolution=resolution, min_score=min_score, min_margin=min_margin, seed=seed)
+    if sub.n_obs < 20:
+        log.warning("compartment %s has %d cells: not re-clustered", compartment, sub.n_obs)
+        sub.obs["leiden_compartment"] = pd.Categorical(["0"] * sub.n_obs)
+        if sub.n_obs:
+            annotate_cell_types(sub, compartment=compartment, markers=markers,
+                                min_score=min_score, min_margin=min_margin)
+        else:
+            sub.obs["cell_type"] = pd.Categorical([], categories=[UNASSIGNED])
+            sub.obs["cell_type_confidence"] = np.zeros(0, np.float32)
+        record_params(sub, "subcluster", params)
+        return sub
+    highly_variable_genes(sub, n_top_genes=n_top_genes, batch_key=hvg_batch_key)
+    pca(sub, n_comps=n_pcs, seed=seed)
+    rep = integrate(sub, method=integration, key=integration_key, seed=seed)
+    cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
+            key_added="leiden_compartment", seed=seed)
+    annotate_cell_types(sub, compartment=compartment, markers=markers,
+                        groupby="leiden_compartment", min_score=min_score, min_margin=min_margin)
+    record_params(sub, "subcluster", params)
+    log.info("%s: %d cells, cell types %s", compartment, sub.n_obs, sub.obs["cell_type"].value_counts().to_dict())
+    return sub
+
+
+def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
+    """Copy ``cell_type`` and its confidence from compartment objects back into ``adata``.
+
+    Cells in no part (``unassigned`` compartment) get ``cell_type = "unassigned"``.
+    """
+    label = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
+    conf = pd.Series(0.0, index=adata.obs_names)
+    sub = pd.Series("", index=adata.obs_names, dtype=object)
+    for p in parts:
+        if p.n_obs == 0:
+            continue
+        comp = str(p.obs["compartment"].iloc[0])
+        label.loc[p.obs_names] = p.obs["cell_type"].astype(str).to_numpy()
+        conf.loc[p.obs_names] = p.obs["cell_type_confidence"].to_numpy()
+        sub.loc[p.obs_names] = [f"{comp}:{c}" for c in p.obs["leiden_compartment"].astype(str)]
+    adata.obs["cell_type"] = pd.Categorical(label.to_numpy())
+    adata.obs["cell_type_confidence"] = conf.to_numpy().astype(np.float32)
+    adata.obs["leiden_compartment"] = pd.Categorical(sub.to_numpy())

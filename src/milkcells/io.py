@@ -1,0 +1,401 @@
+"""Reading sample sheets and count matrices (10x MTX, 10x HDF5, h5ad).
+
+Every reader returns an :class:`~anndata.AnnData` with raw integer counts in
+``X`` (CSR, float32), unique gene symbols as ``var_names``, the Ensembl IDs in
+``var["gene_ids"]``, ``var["mt"]`` flagging mitochondrial genes, and
+``obs_names`` of the form ``"<sample>_<barcode>"`` with the barcode in
+``obs["barcode"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.io
+import scipy.sparse as sp
+
+from ._utils import InputError
+
+__all__ = [
+    "SAMPLE_SHEET_COLUMNS",
+    "read_sample_sheet",
+    "read_counts",
+    "read_sample",
+    "find_10x_mtx_files",
+    "write_10x_mtx",
+    "MilkcellsWarning",
+]
+
+log = logging.getLogger(__name__)
+
+#: Required and optional sample-sheet columns; more columns are allowed and
+#: carried into ``obs``.
+SAMPLE_SHEET_COLUMNS = {
+    "required": ("sample", "path"),
+    "optional": ("donor", "batch", "source", "days_postpartum"),
+}
+
+_SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class MilkcellsWarning(UserWarning):
+    """A documented warning: the input is unusual but the run can go on."""
+
+
+def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a sample sheet (TSV).
+
+    Parameters
+    ----------
+    path
+        Tab-separated file with the columns ``sample`` and ``path``, and
+        optionally ``donor``, ``batch``, ``source`` (``milk`` or ``tissue``)
+        and ``days_postpartum``; further columns are kept.
+
+    Returns
+    -------
+    The sheet indexed by ``sample``, with ``donor`` and ``batch`` defaulting to
+    the sample name, ``source`` to ``"milk"`` and ``days_postpartum`` as float
+    (NaN where unknown).
+
+    Raises
+    ------
+    InputError
+        On a missing file, missing columns, an empty or duplicated sample
+        name, an empty path or a non-numeric ``days_postpartum``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("sample sheet not found", file=path, expected="a tab-separated file")
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    except pd.errors.EmptyDataError:
+        raise InputError("sample sheet is empty", file=path) from None
+    df.columns = [c.strip() for c in df.columns]
+    for col in SAMPLE_SHEET_COLUMNS["required"]:
+        if col not in df.columns:
+            raise InputError(
+                f"missing column {col!r}; columns found: {list(df.columns)}",
+                file=path,
+                field=col,
+                expected="tab-separated columns 'sample' and 'path'",
+            )
+    if df.empty:
+        raise InputError("sample sheet lists no samples", file=path)
+    df = df.apply(lambda s: s.str.strip())
+    for i, row in df.iterrows():
+        line = i + 2
+        name = row["sample"]
+        if not name:
+            raise InputError(f"empty sample name on line {line}", file=path, field="sample")
+        if not _SAMPLE_NAME.match(name):
+            raise InputError(
+                f"sample name {name!r} on line {line} has unsupported characters",
+                file=path,
+                sample=name,
+                field="sample",
+                expected="letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
+        if not row["path"]:
+            raise InputError(f"empty path on line {line}", file=path, sample=name, field="path")
+    dup = df["sample"][df["sample"].duplicated()].unique()
+    if len(dup):
+        raise InputError(
+            f"duplicated sample names: {list(dup)}", file=path, field="sample", expected="unique names"
+        )
+    for col in ("donor", "batch"):
+        if col not in df.columns:
+            df[col] = df["sample"]
+        df[col] = df[col].where(df[col] != "", df["sample"])
+    if "source" not in df.columns:
+        df["source"] = "milk"
+    df["source"] = df["source"].replace("", "milk")
+    bad_source = set(df["source"]) - {"milk", "tissue"}
+    if bad_source:
+        raise InputError(
+            f"unknown source {sorted(bad_source)}", file=path, field="source", expected="'milk' or 'tissue'"
+        )
+    if "days_postpartum" not in df.columns:
+        df["days_postpartum"] = ""
+    days = pd.to_numeric(df["days_postpartum"].mask(df["days_postpartum"] == ""), errors="coerce")
+    bad = df.loc[days.isna() & (df["days_postpartum"] != ""), ["sample", "days_postpartum"]]
+    if len(bad):
+        s, v = bad.iloc[0]
+        raise InputError(
+            f"days_postpartum {v!r} is not a number",
+            file=path,
+            sample=s,
+            field="days_postpartum",
+            expected="a number of days, or empty when unknown",
+        )
+    if (days < 0).any():
+        s = df.loc[days < 0, "sample"].iloc[0]
+        raise InputError("days_postpartum is negative", file=path, sample=s, field="days_postpartum")
+    df["days_postpartum"] = days.astype(float)
+    return df.set_index("sample", drop=False)
+
+
+# --------------------------------------------------------------------------- 10x MTX
+
+
+def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) -> dict[str, Path]:
+    """Locate the matrix, features (or genes) and barcodes files of a 10x MTX folder.
+
+    Accepts gzipped or plain files, ``features.tsv`` (Cell Ranger >= 3) or
+    ``genes.tsv`` (Cell Ranger 2), with or without a common file prefix such as
+    ``LMC1_matrix.mtx``.
+    """
+    folder = Path(folder)
+    files = {p.name: p for p in folder.iterdir() if p.is_file()}
+    found: dict[str, Path] = {}
+    for key, stems in (
+        ("matrix", ("matrix.mtx",)),
+        ("features", ("features.tsv", "genes.tsv")),
+        ("barcodes", ("barcodes.tsv",)),
+    ):
+        hits = [
+            p
+            for name, p in sorted(files.items())
+            for stem in stems
+            if name.endswith(stem) or name.endswith(stem + ".gz")
+        ]
+        if not hits:
+            raise InputError(
+                f"no {key} file in the 10x folder (found {sorted(files)})",
+                file=folder,
+                sample=sample,
+                expected=" or ".join(f"[prefix]{s}[.gz]" for s in stems),
+            )
+        if len(hits) > 1:
+            raise InputError(
+                f"several {key} files: {[h.name for h in hits]}",
+                file=folder,
+                sample=sample,
+                expected="one 10x sample per folder",
+            )
+        found[key] = hits[0]
+    return found
+
+
+def _read_10x_mtx(folder: Path, sample: str | None) -> ad.AnnData:
+    files = find_10x_mtx_files(folder, sample=sample)
+    try:
+        mat = scipy.io.mmread(files["matrix"])
+    except Exception as e:  # noqa: BLE001 - reported with context
+        raise InputError(
+            f"cannot read Matrix Market file: {e}", file=files["matrix"], sample=sample
+        ) from e
+    mat = sp.csr_matrix(mat.T)  # genes x barcodes -> barcodes x genes
+    feats = pd.read_csv(files["features"], sep="\t", header=None, dtype=str)
+    bcs = pd.read_csv(files["barcodes"], sep="\t", header=None, dtype=str)[0]
+    if mat.shape[1] != len(feats):
+        raise InputError(
+            f"matrix has {mat.shape[1]} genes but the features file {len(feats)} rows",
+            file=files["matrix"],
+            sample=sample,
+            expected="matching gene counts",
+        )
+    if mat.shape[0] != len(bcs):
+        raise InputError(
+            f"matrix has {mat.shape[0]} barcodes but the barcodes file {len(bcs)} rows",
+            file=files["matrix"],
+            sample=sample,
+            expected="matching barcode counts",
+        )
+    gene_ids = feats[0].to_numpy()
+    symbols = feats[1].to_numpy() if feats.shape[1] > 1 else gene_ids
+    ftype = feats[2].to_numpy() if feats.shape[1] > 2 else np.full(len(feats), "Gene Expression")
+    with warnings.catch_warnings():
+        # duplicated names are checked (barcodes) or made unique (genes) by read_counts
+        warnings.filterwarnings("ignore", message=".* names are not unique", category=UserWarning)
+        adata = ad.AnnData(
+            X=mat,
+            obs=pd.DataFrame(index=pd.Index(bcs.to_numpy(), name=None)),
+            var=pd.DataFrame({"gene_ids": gene_ids, "feature_types": ftype}, index=symbols),
+        )
+    adata.uns["milkcells_source_file"] = str(files["matrix"])
+    return adata
+
+
+def write_10x_mtx(adata: ad.AnnData, folder: str | os.PathLike, *, prefix: str = "", gzip: bool = True) -> None:
+    """Write counts as a Cell Ranger >= 3 style MTX folder (for fixtures and exports)."""
+    import gzip as _gz
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gzip else ""
+    opener = _gz.open if gzip else open
+    gene_ids = adata.var["gene_ids"] if "gene_ids" in adata.var else adata.var_names
+    ftype = adata.var["feature_types"] if "feature_types" in adata.var else "Gene Expression"
+    feats = pd.DataFrame({"id": np.asarray(gene_ids), "name": adata.var_names, "type": ftype})
+    with opener(folder / f"{prefix}features.tsv{ext}", "wt") as fh:
+        feats.to_csv(fh, sep="\t", header=False, index=False)
+    barcodes = adata.obs["barcode"] if "barcode" in adata.obs else adata.obs_names
+    with opener(folder / f"{prefix}barcodes.tsv{ext}", "wt") as fh:
+        fh.write("\n".join(map(str, barcodes)) + "\n")
+    X = sp.csr_matrix(adata.X).T.tocoo()
+    X.data = np.rint(X.data).astype(np.int64)
+    with opener(folder / f"{prefix}matrix.mtx{ext}", "wb") as fh:
+        scipy.io.mmwrite(fh, X, field="integer")
+
+
+# --------------------------------------------------------------------------- generic
+
+
+def read_counts(path: str | os.PathLike, *, sample: str | None = None) -> ad.AnnData:
+    """Read one sample's count matrix, whatever its format.
+
+    Parameters
+    ----------
+    path
+        A 10x MTX folder, a 10x ``.h5`` file or an ``.h5ad`` file (counts in
+        ``X``, or in ``layers["counts"]`` when present).
+    sample
+        Sample name, used in error messages.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X`` (CSR) and barcodes as ``obs_names``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("input not found", file=path, sample=sample, field="path",
+                         expected="a 10x MTX folder, a 10x .h5 or an .h5ad file")
+    if path.is_dir():
+        adata = _read_10x_mtx(path, sample)
+    elif path.name.endswith(".h5ad"):
+        adata = ad.read_h5ad(path)
+        if "counts" in adata.layers:
+            adata.X = adata.layers["counts"]
+        adata.layers.clear()
+        adata.X = sp.csr_matrix(adata.X)
+        if "gene_ids" not in adata.var:
+            adata.var["gene_ids"] = adata.var_names.to_numpy()
+    elif path.name.endswith(".h5"):
+        import scanpy as sc
+
+        try:
+            adata = sc.read_10x_h5(path, gex_only=True)
+        except Exception as e:  # noqa: BLE001 - reported with context
+            raise InputError(f"cannot read 10x HDF5: {e}", file=path, sample=sample) from e
+        adata.X = sp.csr_matrix(adata.X)
+    else:
+        raise InputError(
+            "unrecognised input format",
+            file=path,
+            sample=sample,
+            field="path",
+            expected="a 10x MTX folder, a 10x .h5 or an .h5ad file",
+        )
+    _check_counts(adata, path, sample)
+    if "feature_types" in adata.var:
+        gex = adata.var["feature_types"].astype(str).isin(["Gene Expression", "nan", ""])
+        if not gex.all():
+            adata = adata[:, gex.to_numpy()].copy()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".* names are not unique", category=UserWarning)
+        adata.var_names = adata.var_names.astype(str)
+        adata.var_names_make_unique()
+    adata.obs_names = adata.obs_names.astype(str)
+    adata.X = adata.X.astype(np.float32)
+    return adata
+
+
+def _check_counts(adata: ad.AnnData, path: Path, sample: str | None) -> None:
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(
+            f"matrix is empty ({adata.n_obs} barcodes x {adata.n_vars} genes)",
+            file=path,
+            sample=sample,
+            expected="at least one barcode and one gene",
+        )
+    dup = adata.obs_names[adata.obs_names.duplicated()]
+    if len(dup):
+        raise InputError(
+            f"{len(dup)} duplicated barcodes, first {dup[0]!r}",
+            file=path,
+            sample=sample,
+            field="barcodes",
+            expected="unique barcodes",
+        )
+    X = adata.X
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if data.size and (not np.all(np.isfinite(data)) or np.any(data < 0)):
+        raise InputError(
+            "counts contain negative or non-finite values",
+            file=path,
+            sample=sample,
+            field="X",
+            expected="raw non-negative integer UMI counts",
+        )
+    if data.size and np.any(data != np.round(data)):
+        frac = float(np.mean(data != np.round(data)))
+        raise InputError(
+            f"counts are not integers ({frac:.1%} of stored values have a fraction); "
+            "this looks like normalised data",
+            file=path,
+            sample=sample,
+            field="X",
+            expected="raw integer UMI counts",
+        )
+    if float(data.sum()) == 0:
+        raise InputError("matrix holds no counts", file=path, sample=sample, expected="raw UMI counts")
+
+
+def read_sample(
+    path: str | os.PathLike,
+    *,
+    sample: str,
+    metadata: dict | None = None,
+) -> ad.AnnData:
+    """Read one sample and attach its sample-sheet metadata to ``obs``.
+
+    Parameters
+    ----------
+    path
+        Passed to :func:`read_counts`.
+    sample
+        Sample name; ``obs_names`` become ``"<sample>_<barcode>"``.
+    metadata
+        Sample-sheet fields (``donor``, ``batch``, ``source``,
+        ``days_postpartum``, ...) written as constant ``obs`` columns; columns
+        already present in an h5ad's ``obs`` (for example author labels) are
+        kept.
+
+    Returns
+    -------
+    AnnData with ``obs["sample"]``, ``obs["barcode"]``, the metadata columns,
+    ``var["mt"]`` and ``var["ribo"]``; ``uns["milkcells"]["ingest"]`` records
+    the source file.
+    """
+    adata = read_counts(path, sample=sample)
+    adata.obs["barcode"] = adata.obs_names.to_numpy()
+    adata.obs_names = [f"{sample}_{b}" for b in adata.obs["barcode"]]
+    adata.obs["sample"] = sample
+    for key, value in (metadata or {}).items():
+        if key in ("sample", "path"):
+            continue
+        adata.obs[key] = value
+    for col in ("sample", "donor", "batch", "source"):
+        if col in adata.obs:
+            adata.obs[col] = adata.obs[col].astype(str).astype("category")
+    sym = adata.var_names.str.upper()
+    adata.var["mt"] = sym.str.startswith("MT-")
+    adata.var["ribo"] = sym.str.startswith(("RPS", "RPL"))
+    if not adata.var["mt"].any():
+        warnings.warn(
+            f"sample {sample!r}, file {str(path)!r}: no mitochondrial genes (symbols starting "
+            "with 'MT-'); the mitochondrial QC filter is skipped for this sample",
+            MilkcellsWarning,
+            stacklevel=2,
+        )
+    adata.uns["milkcells"] = {"ingest": {"params": {"path": str(path), "sample": sample}}}
+    log.info("%s: read %d barcodes x %d genes from %s", sample, adata.n_obs, adata.n_vars, path)
+    return adata

@@ -1,0 +1,116 @@
+"""Figures. Every function returns a :class:`~matplotlib.figure.Figure`."""
+
+from __future__ import annotations
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scanpy as sc  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .annotate import load_marker_table, marker_sets  # noqa: E402
+
+__all__ = ["umap", "marker_dotplot", "qc_distributions", "composition_bars"]
+
+
+def umap(adata: ad.AnnData, color: str, *, ax=None, title: str | None = None) -> Figure:
+    """UMAP coloured by an ``obs`` column."""
+    if "X_umap" not in adata.obsm:
+        raise ValueError("umap needs obsm['X_umap']")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 5))
+    else:
+        fig = ax.figure
+    sc.pl.umap(adata, color=color, ax=ax, show=False, title=title or color, frameon=False,
+               size=max(120000 / max(adata.n_obs, 1), 3))
+    return fig
+
+
+def marker_dotplot(adata: ad.AnnData, *, groupby: str = "cell_type", markers=None, n_per_set: int = 4) -> Figure:
+    """Dot plot of the top curated markers of each cell type present."""
+    table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+    present = set(adata.obs[groupby].astype(str))
+    genes: dict[str, list[str]] = {}
+    for comp in ("epithelial", "immune", "stromal"):
+        sets = marker_sets(adata, table=table, level="cell_type", compartment=comp, min_genes=1)
+        for label, s in sets.items():
+            if label in present:
+                genes[label] = s["positive"][:n_per_set]
+    if not genes:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "no typed cells", ha="center")
+        ax.axis("off")
+        return fig
+    seen: set[str] = set()
+    dedup = {}
+    for k, v in genes.items():
+        keep = [g for g in v if g not in seen]
+        seen.update(keep)
+        if keep:
+            dedup[k] = keep
+    dp = sc.pl.dotplot(adata, dedup, groupby=groupby, show=False, return_fig=True)
+    dp.make_figure()
+    return dp.fig
+
+
+def qc_distributions(records: dict[str, dict]) -> Figure:
+    """Per sample: barcode-rank curve with the calling threshold, and histograms of
+    total counts, detected genes and mitochondrial % with the QC thresholds drawn."""
+    samples = list(records)
+    fig, axes = plt.subplots(len(samples), 4, figsize=(16, 2.8 * len(samples)), squeeze=False)
+    for i, s in enumerate(samples):
+        rec = records[s]
+        cc, q = rec.get("cell_calling", {}), rec.get("qc", {})
+        ax = axes[i, 0]
+        if "curve_rank" in cc:
+            ax.loglog(cc["curve_rank"], cc["curve_total"], lw=1.5)
+            ax.axhline(cc["threshold"], color="red", ls="--", lw=1, label=f"called >= {cc['threshold']:.0f}")
+            ax.legend(fontsize=7)
+        ax.set(xlabel="barcode rank", ylabel="total UMIs", title=f"{s}: {cc.get('input_type', '')} input")
+        m = q.get("metrics", {})
+        th = q.get("thresholds", {})
+        for j, (key, lo, hi, lab, log) in enumerate(
+            [
+                ("total_counts", "min_counts", "max_counts", "total UMIs", True),
+                ("n_genes_by_counts", "min_genes", "max_genes", "detected genes", True),
+                ("pct_counts_mt", None, "max_pct_mito", "mitochondrial %", False),
+            ],
+            start=1,
+        ):
+            ax = axes[i, j]
+            if key in m:
+                v = np.asarray(m[key], dtype=float)
+                bins = np.geomspace(max(v.min(), 1), max(v.max(), 2), 50) if log else 50
+                ax.hist(v, bins=bins, color="0.6")
+                if log:
+                    ax.set_xscale("log")
+                for t in (lo, hi):
+                    if t and t in th and np.isfinite(th[t]):
+                        ax.axvline(th[t], color="red", ls="--", lw=1)
+            ax.set(xlabel=lab, ylabel="cells")
+    fig.tight_layout()
+    return fig
+
+
+def composition_bars(table: pd.DataFrame, *, level: str = "cell_type", groupby: str = "sample") -> Figure:
+    """Stacked bars of each sample's shares (samples ordered by days postpartum)."""
+    df = table[table["level"] == level]
+    wide = df.pivot_table(index=groupby, columns="label", values="fraction", aggfunc="sum").fillna(0)
+    if "days_postpartum" in df:
+        order = df.groupby(groupby)["days_postpartum"].first().sort_values(na_position="last").index
+        wide = wide.loc[[o for o in order if o in wide.index]]
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(wide) + 3), 4.5))
+    bottom = np.zeros(len(wide))
+    cmap = plt.get_cmap("tab20")
+    for k, col in enumerate(wide.columns):
+        ax.bar(wide.index.astype(str), wide[col], bottom=bottom, label=col, color=cmap(k % 20))
+        bottom += wide[col].to_numpy()
+    ax.set(ylabel="fraction of cells", title=f"{level.replace('_', ' ')} composition per sample")
+    ax.tick_params(axis="x", rotation=60)
+    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig

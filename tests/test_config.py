@@ -1,0 +1,103 @@
+"""Defaults live once, in the config schema; the library's keyword defaults mirror it."""
+
+import inspect
+from importlib.resources import files
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from milkcells import (
+    annotate,
+    cellcalling,
+    cluster,
+    compartments,
+    datasets,
+    doublets,
+    integrate,
+    markers,
+    preprocess,
+    qc,
+)
+
+from .conftest import REPO
+
+SCHEMA = yaml.safe_load((files("milkcells") / "schemas" / "config.schema.yaml").read_text())
+
+# (config section, config key) -> (function, parameter)
+MIRRORS = {
+    ("cell_calling", "method"): (cellcalling.call_cells, "method"),
+    ("cell_calling", "lower"): (cellcalling.call_cells, "lower"),
+    ("cell_calling", "min_umis"): (cellcalling.call_cells, "min_umis"),
+    **{("qc", k): (qc.filter_cells, k) for k in SCHEMA["properties"]["qc"]["properties"]},
+    ("doublets", "expected_rate"): (doublets.remove_doublets, "expected_rate"),
+    ("doublets", "threshold"): (doublets.remove_doublets, "threshold"),
+    ("doublets", "fallback_threshold"): (doublets.remove_doublets, "fallback_threshold"),
+    ("preprocess", "min_cells"): (preprocess.merge_samples, "min_cells"),
+    ("preprocess", "target_sum"): (preprocess.preprocess, "target_sum"),
+    ("preprocess", "n_top_genes"): (preprocess.preprocess, "n_top_genes"),
+    ("preprocess", "hvg_batch_key"): (preprocess.preprocess, "hvg_batch_key"),
+    ("preprocess", "n_pcs"): (preprocess.preprocess, "n_pcs"),
+    ("preprocess", "scale"): (preprocess.preprocess, "scale"),
+    ("integration", "method"): (integrate.integrate, "method"),
+    ("integration", "key"): (integrate.integrate, "key"),
+    ("integration", "theta"): (integrate.integrate, "theta"),
+    ("integration", "max_iter"): (integrate.integrate, "max_iter"),
+    ("clustering", "n_neighbors"): (cluster.cluster, "n_neighbors"),
+    ("clustering", "resolution"): (cluster.cluster, "resolution"),
+    ("clustering", "compartment_resolution"): (compartments.subcluster_compartment, "resolution"),
+    ("markers", "method"): (markers.rank_markers, "method"),
+    ("markers", "n_genes"): (markers.rank_markers, "n_genes"),
+    ("annotation", "min_score"): (annotate.annotate_compartments, "min_score"),
+    ("annotation", "min_margin"): (annotate.annotate_compartments, "min_margin"),
+    ("annotation", "expr_floor"): (annotate.annotate_compartments, "expr_floor"),
+    ("annotation", "ambient_threshold"): (annotate.annotate_compartments, "ambient_threshold"),
+    ("annotation", "cell_override_margin"): (annotate.annotate_compartments, "cell_override_margin"),
+    ("annotation", "cell_type_min_margin"): (annotate.annotate_cell_types, "min_margin"),
+    ("demo", "n_cells"): (datasets.simulate_milk_sample, "n_cells"),
+    ("demo", "n_empty"): (datasets.simulate_milk_sample, "n_empty"),
+    ("demo", "n_genes"): (datasets.simulate_milk_sample, "n_genes"),
+}
+
+
+@pytest.mark.parametrize(("section", "key"), sorted(MIRRORS))
+def test_library_default_mirrors_schema(section, key):
+    func, param = MIRRORS[(section, key)]
+    schema_default = SCHEMA["properties"][section]["properties"][key]["default"]
+    assert inspect.signature(func).parameters[param].default == schema_default
+
+
+def test_every_schema_key_is_mirrored_or_workflow_only():
+    workflow_only = {("doublets", "enabled"), ("annotation", "marker_table")}
+    for section, spec in SCHEMA["properties"].items():
+        for key in spec.get("properties", {}):
+            assert (section, key) in MIRRORS or (section, key) in workflow_only, (section, key)
+
+
+def test_same_min_margin_for_subclusters():
+    a = inspect.signature(annotate.annotate_cell_types).parameters["min_margin"].default
+    b = inspect.signature(compartments.subcluster_compartment).parameters["min_margin"].default
+    assert a == b
+
+
+def test_shipped_configs_validate_and_agree_with_schema():
+    for path in (REPO / "config" / "config.yaml", REPO / ".test" / "config.yaml"):
+        cfg = yaml.safe_load(path.read_text())
+        validate(cfg, schema=str(files("milkcells") / "schemas" / "config.schema.yaml"), set_default=True)
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for section, values in cfg.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert SCHEMA["properties"][section]["properties"][key]["default"] == value, (section, key)
+        else:
+            assert SCHEMA["properties"][section]["default"] == values, section
+
+
+def test_schema_rejects_unknown_and_bad_values():
+    from snakemake.exceptions import WorkflowError
+
+    schema = str(files("milkcells") / "schemas" / "config.schema.yaml")
+    with pytest.raises(WorkflowError, match="qc"):
+        validate({"samples": "s.tsv", "outdir": "o", "qc": {"nmads_mito": -1}}, schema=schema)
+    with pytest.raises(WorkflowError):
+        validate({"samples": "s.tsv", "outdir": "o", "typo_key": 1}, schema=schema)

@@ -1,0 +1,93 @@
+"""The library stages chained as a notebook would call them, on small simulated data."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from milkcells import (
+    annotate,
+    cellcalling,
+    cluster,
+    compartments,
+    composition,
+    datasets,
+    doublets,
+    integrate,
+    markers,
+    preprocess,
+    qc,
+)
+
+
+@pytest.fixture(scope="module")
+def processed():
+    parts = []
+    for name, donor, days in (("A_d003", "A", 3), ("B_d150", "B", 150), ("C_d020", "C", 20)):
+        raw = datasets.simulate_milk_sample(name, donor=donor, days_postpartum=days, n_cells=300,
+                                            n_empty=1500, n_genes=800)
+        raw.obs_names = [f"{name}_{b}" for b in raw.obs_names]
+        raw.obs["sample"], raw.obs["donor"], raw.obs["batch"] = name, donor, donor
+        raw.obs["days_postpartum"] = float(days)
+        parts.append(doublets.remove_doublets(qc.filter_cells(cellcalling.call_cells(raw))))
+    m = preprocess.merge_samples(parts)
+    preprocess.preprocess(m, n_top_genes=600, n_pcs=20)
+    return m
+
+
+def test_merge_keeps_counts_and_records(processed):
+    m = processed
+    assert set(m.uns["milkcells"]["samples"]) == {"A_d003", "B_d150", "C_d020"}
+    assert "counts" in m.layers
+    assert np.allclose(m.layers["counts"].data, np.round(m.layers["counts"].data))
+    assert m.var["highly_variable"].sum() <= 600
+    assert not m.var.loc[m.var["highly_variable"], :].index.str.startswith("MT-").any()
+    assert m.obsm["X_pca"].shape[1] == 20
+
+
+def _batch_separation(emb, batches):
+    # mean distance between batch centroids relative to the overall spread
+    cents = np.array([emb[batches == b].mean(0) for b in np.unique(batches)])
+    d = np.linalg.norm(cents[:, None] - cents[None], axis=-1)
+    return d.sum() / (len(cents) * (len(cents) - 1)) / emb.std(0).sum()
+
+
+def test_harmony_reduces_donor_separation(processed):
+    m = processed.copy()
+    rep = integrate.integrate(m, key="batch")
+    assert rep == "X_pca_harmony"
+    b = m.obs["batch"].astype(str).to_numpy()
+    # compare within one cell type so biology does not enter
+    lc2 = (m.obs["sim_cell_type"].astype(str) == "LC2").to_numpy()
+    before = _batch_separation(m.obsm["X_pca"][lc2], b[lc2])
+    after = _batch_separation(m.obsm["X_pca_harmony"][lc2], b[lc2])
+    assert after < 0.5 * before, (before, after)
+    assert integrate.integrate(m, method="none") == "X_pca"
+    with pytest.raises(ValueError, match="method must be either 'harmony' or 'none'"):
+        integrate.integrate(m, method="scvi")
+
+
+def test_cluster_annotate_split_compose(processed):
+    m = processed.copy()
+    rep = integrate.integrate(m, key="batch")
+    cluster.cluster(m, use_rep=rep)
+    assert "X_umap" in m.obsm and m.obs["leiden"].nunique() >= 5
+    table = markers.rank_markers(m, method="t-test", n_genes=5)
+    assert set(table["group"].astype(str)) == set(m.obs["leiden"].astype(str))
+    assert (table.groupby("group", observed=True).size() == 5).all()
+    annotate.annotate_compartments(m)
+    parts = [compartments.subcluster_compartment(m, c) for c in annotate.COMPARTMENTS]
+    assert parts[2].n_obs == 0  # simulated milk has no stromal cells
+    compartments.collect_cell_types(m, parts)
+    res = datasets.truth_agreement(m)
+    assert res["compartment_accuracy"] >= 0.98, res
+    assert res["cell_type_ari"] >= 0.85, res
+    single = (m.obs["sim_status"] == "cell").to_numpy()
+    assert adjusted_rand_score(m.obs["sim_cell_type"][single], m.obs["cell_type"][single]) >= 0.85
+    comp = composition.composition_table(m)
+    sums = comp[comp["level"] == "cell_type"].groupby("sample")["fraction"].sum()
+    assert np.allclose(sums, 1.0)
+    sums = comp[comp["level"] == "compartment"].groupby("sample")["fraction"].sum()
+    assert np.allclose(sums, 1.0)
+    imm = comp[(comp["level"] == "compartment") & (comp["label"] == "immune")].set_index("sample")["fraction"]
+    assert imm["A_d003"] > imm["B_d150"]  # immune share falls over lactation
+    assert "days_postpartum" in comp.columns

@@ -1,0 +1,135 @@
+"""The Snakemake workflow end to end on the tiny simulated demo, plus its error handling."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from milkcells import datasets
+
+from .conftest import REPO, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+OUTPUTS = [
+    "annotated.h5ad",
+    "compartments/epithelial.h5ad",
+    "compartments/immune.h5ad",
+    "tables/qc_summary.tsv",
+    "tables/composition.tsv",
+    "tables/markers.tsv",
+    "tables/clusters.tsv",
+    "figures/umap_compartment.png",
+    "figures/umap_cell_type.png",
+    "figures/umap_sample.png",
+    "figures/marker_dotplot.png",
+    "figures/qc_distributions.png",
+    "figures/composition_cell_type.png",
+    "figures/composition_compartment.png",
+]
+
+
+def test_outputs_exist(tiny_run):
+    wd, _ = tiny_run
+    for rel in OUTPUTS:
+        p = wd / "out" / rel
+        assert p.is_file() and p.stat().st_size > 0, rel
+    assert not list((wd / "out").rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_annotated_atlas(tiny_run):
+    wd, _ = tiny_run
+    a = ad.read_h5ad(wd / "out" / "annotated.h5ad")
+    for col in ("sample", "donor", "compartment", "cell_type", "leiden", "total_counts", "pct_counts_mt",
+                "n_genes_by_counts", "doublet_score", "days_postpartum"):
+        assert col in a.obs, col
+    assert "X_umap" in a.obsm
+    counts = a.layers["counts"]
+    assert np.allclose(counts.data, np.round(counts.data))
+    assert set(a.obs["compartment"].astype(str)) <= {"epithelial", "immune", "stromal", "unassigned"}
+    uns = a.uns["milkcells"]
+    assert "scanpy" in uns["versions"] and "milkcells" in uns["versions"]
+    assert uns["config"]["qc"]["nmads_mito"] == 3
+    assert uns["integrate"]["params"]["method"] == "harmony"
+    res = datasets.truth_agreement(a)
+    assert res["compartment_accuracy"] >= 0.98, res
+    assert res["cell_type_ari"] >= 0.85, res
+
+
+def test_compartment_files(tiny_run):
+    wd, _ = tiny_run
+    full = ad.read_h5ad(wd / "out" / "annotated.h5ad")
+    for comp in ("epithelial", "immune"):
+        sub = ad.read_h5ad(wd / "out" / "compartments" / f"{comp}.h5ad")
+        assert (sub.obs["compartment"].astype(str) == comp).all()
+        assert sub.n_obs == (full.obs["compartment"].astype(str) == comp).sum()
+        assert "leiden_compartment" in sub.obs and "X_umap" in sub.obsm
+        assert "counts" in sub.layers
+
+
+def test_tables(tiny_run):
+    wd, _ = tiny_run
+    qcs = pd.read_csv(wd / "out" / "tables" / "qc_summary.tsv", sep="\t")
+    assert list(qcs["sample"]) == ["SIM1_d004", "SIM1_d120", "SIM2_d010"]
+    assert (qcs["input_type"] == "raw").all()
+    assert (qcs["barcodes_in"] > qcs["cells_called"]).all()
+    assert (qcs["cells_called"] - qcs["removed_qc_total"] - qcs["doublets"] == qcs["kept"]).all()
+    for f in ("removed_low_counts", "removed_high_counts", "removed_low_genes", "removed_high_genes",
+              "removed_high_mito"):
+        assert f in qcs
+    comp = pd.read_csv(wd / "out" / "tables" / "composition.tsv", sep="\t")
+    assert {"sample", "donor", "days_postpartum", "level", "label", "n_cells", "fraction"} <= set(comp.columns)
+    imm = comp[(comp.level == "compartment") & (comp.label == "immune")].set_index("sample")["fraction"]
+    assert imm["SIM1_d004"] > imm["SIM1_d120"]
+    mk = pd.read_csv(wd / "out" / "tables" / "markers.tsv", sep="\t")
+    assert {"group", "gene", "logfoldchange", "pval_adj"} <= set(mk.columns) and len(mk) > 0
+
+
+def test_rerun_does_nothing(tiny_run):
+    wd, _ = tiny_run
+    proc = run_snakemake(wd, "-n", "--configfile", str(REPO / ".test" / "config.yaml"),
+                         "--config", "samples=samples.tsv", "outdir=out")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_report(tiny_run):
+    wd, _ = tiny_run
+    run_snakemake(wd, "--configfile", str(REPO / ".test" / "config.yaml"),
+                  "--config", "samples=samples.tsv", "outdir=out", "--report", "report.html")
+    html = (wd / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "qc_summary" in html
+
+
+def test_bad_sample_sheet_fails_before_running(tmp_path):
+    (tmp_path / "s.tsv").write_text("sample\tpath\tdays_postpartum\nA\tmissing_dir\t5\n")
+    proc = run_snakemake(tmp_path, "--cores", "1", "--config", "samples=s.tsv", "outdir=o", check=False)
+    assert proc.returncode != 0
+    msg = proc.stdout + proc.stderr
+    assert "sample 'A'" in msg and "missing_dir" in msg and "field 'path'" in msg
+    assert not (tmp_path / "o").exists()
+
+    (tmp_path / "s.tsv").write_text("sample\tpath\tdays\nA\tx\n")
+    proc = run_snakemake(tmp_path, "--cores", "1", "--config", "samples=s.tsv", "outdir=o", check=False)
+    assert proc.returncode != 0
+
+
+def test_bad_config_value_fails(tmp_path):
+    (tmp_path / "s.tsv").write_text("sample\tpath\nA\tx.h5ad\n")
+    proc = run_snakemake(tmp_path, "--cores", "1", "--config", "samples=s.tsv", "qc={'nmads_mito': -2}",
+                         check=False)
+    assert proc.returncode != 0
+    assert "nmads_mito" in proc.stdout + proc.stderr
+
+
+def test_failed_rule_leaves_no_finished_output(tmp_path, called_sample):
+    bad = called_sample[:50].copy()
+    bad.X = bad.X * 0.5  # not integer counts
+    bad.write_h5ad(tmp_path / "bad.h5ad")
+    (tmp_path / "s.tsv").write_text("sample\tpath\nBAD\tbad.h5ad\n")
+    proc = run_snakemake(tmp_path, "--cores", "1", "--config", "samples=s.tsv", "outdir=o", check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "o" / "logs" / "ingest" / "BAD.log").read_text()
+    assert "sample 'BAD'" in log and "not integers" in log
+    assert not (tmp_path / "o" / "samples" / "BAD" / "ingested.h5ad").exists()
+    assert not (tmp_path / "o" / "annotated.h5ad").exists()
+    assert (tmp_path / "bad.h5ad").exists()  # input untouched

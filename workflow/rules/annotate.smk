@@ -1,0 +1,26 @@
+rule annotate_compartments:
+    """Score curated milk markers per cluster; call epithelial, immune, stromal or unassigned."""
+    input:
+        out("intermediate", "clustered.h5ad"),
+    output:
+        adata=out("intermediate", "compartments_called.h5ad"),
+        clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
+    params:
+        cfg=config["annotation"],
+    log:
+        out("logs", "annotate_compartments.log"),
+    script:
+        "../scripts/annotate_compartments.py"
+
+
+rule annotated:
+    """Collect the cell types called within each compartment into the full atlas."""
+    input:
+        adata=out("intermediate", "compartments_called.h5ad"),
+        parts=expand(out("compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
+    output:
+        out("annotated.h5ad"),
+    log:
+        out("logs", "annotated.log"),
+    script:
+        "../scripts/annotated.py"

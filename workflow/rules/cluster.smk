@@ -1,0 +1,14 @@
+rule cluster:
+    """kNN graph, UMAP and Leiden clustering of all cells."""
+    input:
+        out("intermediate", "integrated.h5ad"),
+    output:
+        out("intermediate", "clustered.h5ad"),
+    params:
+        n_neighbors=config["clustering"]["n_neighbors"],
+        resolution=config["clustering"]["resolution"],
+        seed=config["seed"],
+    log:
+        out("logs", "cluster.log"),
+    script:
+        "../scripts/cluster.py"

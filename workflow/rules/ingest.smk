@@ -1,0 +1,12 @@
+rule ingest:
+    """Read one sample (10x MTX folder, 10x .h5 or .h5ad) and attach its sample-sheet fields."""
+    input:
+        sample_input,
+    output:
+        temp(out("samples", "{sample}", "ingested.h5ad")),
+    params:
+        metadata=sample_metadata,
+    log:
+        out("logs", "ingest", "{sample}.log"),
+    script:
+        "../scripts/ingest.py"

@@ -1,0 +1,13 @@
+rule integrate:
+    """Integrate donors/batches on the PCA embedding (Harmony, or none)."""
+    input:
+        out("intermediate", "preprocessed.h5ad"),
+    output:
+        out("intermediate", "integrated.h5ad"),
+    params:
+        cfg=config["integration"],
+        seed=config["seed"],
+    log:
+        out("logs", "integrate.log"),
+    script:
+        "../scripts/integrate.py"

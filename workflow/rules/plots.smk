@@ -1,0 +1,40 @@
+rule plot_umap:
+    """UMAP of all cells coloured by compartment, cell type, sample or cluster."""
+    input:
+        out("annotated.h5ad"),
+    output:
+        report(out("figures", "umap_{key}.png"), caption="../report/umap.rst", category="Atlas", subcategory="UMAP"),
+    wildcard_constraints:
+        key="compartment|cell_type|sample|leiden",
+    log:
+        out("logs", "plots", "umap_{key}.log"),
+    script:
+        "../scripts/plot_umap.py"
+
+
+rule plot_markers:
+    """Dot plot of curated markers per cell type."""
+    input:
+        out("annotated.h5ad"),
+    output:
+        report(out("figures", "marker_dotplot.png"), caption="../report/marker_dotplot.rst", category="Atlas"),
+    params:
+        marker_table=config["annotation"]["marker_table"],
+    log:
+        out("logs", "plots", "marker_dotplot.log"),
+    script:
+        "../scripts/plot_markers.py"
+
+
+rule plot_composition:
+    """Stacked bars of compartment and cell-type shares per sample."""
+    input:
+        out("tables", "composition.tsv"),
+    output:
+        report(out("figures", "composition_{level}.png"), caption="../report/composition_bars.rst", category="Composition"),
+    wildcard_constraints:
+        level="cell_type|compartment",
+    log:
+        out("logs", "plots", "composition_{level}.log"),
+    script:
+        "../scripts/plot_composition.py"

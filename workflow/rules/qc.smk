@@ -1,0 +1,25 @@
+rule qc:
+    """Per-sample QC with MAD-based thresholds and floors."""
+    input:
+        out("samples", "{sample}", "called.h5ad"),
+    output:
+        out("samples", "{sample}", "qc.h5ad"),
+    params:
+        cfg=config["qc"],
+    log:
+        out("logs", "qc", "{sample}.log"),
+    script:
+        "../scripts/qc.py"
+
+
+rule qc_summary:
+    """Per-sample table of barcodes, called cells, cells removed by each filter and doublets; QC figure."""
+    input:
+        per_sample("singlets.h5ad"),
+    output:
+        table=report(out("tables", "qc_summary.tsv"), caption="../report/qc_summary.rst", category="Quality control"),
+        figure=report(out("figures", "qc_distributions.png"), caption="../report/qc_distributions.rst", category="Quality control"),
+    log:
+        out("logs", "qc_summary.log"),
+    script:
+        "../scripts/qc_summary.py"

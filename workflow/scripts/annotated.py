@@ -1,0 +1,16 @@
+import anndata as ad
+
+from milkcells import compartments
+from milkcells._script import setup
+from milkcells._utils import package_versions, write_h5ad
+
+setup(snakemake)
+adata = ad.read_h5ad(snakemake.input.adata)
+parts = [ad.read_h5ad(p) for p in snakemake.input.parts]
+compartments.collect_cell_types(adata, parts)
+adata.uns["milkcells"]["cell_types"] = {
+    str(p.obs["compartment"].iloc[0]): p.uns["milkcells"]["cell_type"]["clusters"] for p in parts if p.n_obs
+}
+adata.uns["milkcells"]["config"] = {k: v for k, v in snakemake.config.items() if v is not None}
+adata.uns["milkcells"]["versions"] = package_versions()
+write_h5ad(adata, snakemake.output[0])

@@ -1,0 +1,9 @@
+import anndata as ad
+
+from milkcells import composition
+from milkcells._script import setup
+from milkcells._utils import write_table
+
+setup(snakemake)
+adata = ad.read_h5ad(snakemake.input[0])
+write_table(composition.composition_table(adata), snakemake.output[0])

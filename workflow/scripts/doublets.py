@@ -1,0 +1,16 @@
+import anndata as ad
+
+from milkcells import doublets
+from milkcells._script import setup
+from milkcells._utils import record_params, write_h5ad
+
+log = setup(snakemake)
+cfg = dict(snakemake.params.cfg)
+adata = ad.read_h5ad(snakemake.input[0])
+if cfg.pop("enabled"):
+    adata = doublets.remove_doublets(adata, seed=snakemake.params.seed, **cfg)
+else:
+    log.info("doublet detection disabled in the config")
+    record_params(adata, "doublets", {"enabled": False})
+    adata.uns["milkcells"]["doublets"].update({"n_doublets": 0, "n_kept": int(adata.n_obs)})
+write_h5ad(adata, snakemake.output[0])

@@ -1,0 +1,13 @@
+import anndata as ad
+
+from milkcells import plots, qc
+from milkcells._script import setup
+from milkcells._utils import save_figure, write_table
+
+setup(snakemake)
+records = {}
+for path in snakemake.input:
+    a = ad.read_h5ad(path, backed="r")
+    records[str(a.obs["sample"].iloc[0]) if a.n_obs else path.split("/")[-2]] = a.uns.get("milkcells", {})
+write_table(qc.qc_summary_table(records), snakemake.output.table)
+save_figure(plots.qc_distributions(records), snakemake.output.figure)
