@@ -4,12 +4,15 @@
 #   snakemake --cores 8 --config samples=my.tsv outdir=out
 #   snakemake --cores 8 --configfile my_config.yaml
 #   snakemake --report results/report.html               # after a run
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# the defaults ship beside this Snakefile, wherever the working directory is
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

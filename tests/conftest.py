@@ -12,7 +12,8 @@ import pytest
 from milkcells import datasets
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+# the project's shared reference data sit beside the clone; MILKCELLS_SHARED_DATA overrides
+SHARED = Path(os.environ.get("MILKCELLS_SHARED_DATA", REPO.parent / "shared" / "data"))
 TUMOUR = SHARED / "breast_tumour_copykat_302"
 
 

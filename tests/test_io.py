@@ -18,7 +18,8 @@ def _sheet(tmp_path, text, name="samples.tsv"):
 
 def test_sample_sheet_defaults(tmp_path):
     p = _sheet(tmp_path, "sample\tpath\textra\nA1\ta.h5ad\tx\nB-2\tb.h5ad\ty\n")
-    df = io.read_sample_sheet(p)
+    with pytest.warns(io.MilkcellsWarning, match="'extra'"):
+        df = io.read_sample_sheet(p)
     assert list(df.index) == ["A1", "B-2"]
     assert list(df["donor"]) == ["A1", "B-2"] and list(df["batch"]) == ["A1", "B-2"]
     assert set(df["source"]) == {"milk"}
@@ -37,6 +38,8 @@ def test_sample_sheet_defaults(tmp_path):
         ("sample\tpath\tdays_postpartum\nA\ta\tthree\n", "days_postpartum 'three' is not a number"),
         ("sample\tpath\tsource\nA\ta\tblood\n", "unknown source"),
         ("sample\tpath\nA B\ta\n", "unsupported characters"),
+        ("sample\tpath\tdays_post_partum\nA\ta\t5\n", "did you mean 'days_postpartum'"),
+        ("sample\tpath\tDonor\nA\ta\tD1\n", "did you mean 'donor'"),
     ],
 )
 def test_sample_sheet_errors_name_file_and_field(tmp_path, text, needle):

@@ -9,6 +9,7 @@ Every reader returns an :class:`~anndata.AnnData` with raw integer counts in
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -89,6 +90,25 @@ def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
             )
     if df.empty:
         raise InputError("sample sheet lists no samples", file=path)
+    known = SAMPLE_SHEET_COLUMNS["required"] + SAMPLE_SHEET_COLUMNS["optional"]
+    for col in df.columns:
+        if col in known:
+            continue
+        near = difflib.get_close_matches(col.lower(), [k for k in known if k not in df.columns], n=1, cutoff=0.75)
+        if near:
+            raise InputError(
+                f"unknown column {col!r}; did you mean {near[0]!r}?",
+                file=path,
+                field=col,
+                expected=f"columns among {list(known)} (other columns are carried into obs)",
+            )
+    extra = [c for c in df.columns if c not in known]
+    if extra:
+        warnings.warn(
+            f"file {str(path)!r}: columns {extra} are not milkcells columns; they are carried into obs as they are",
+            MilkcellsWarning,
+            stacklevel=2,
+        )
     df = df.apply(lambda s: s.str.strip())
     for i, row in df.iterrows():
         line = i + 2
@@ -382,7 +402,7 @@ def read_sample(
     for key, value in (metadata or {}).items():
         if key in ("sample", "path"):
             continue
-        adata.obs[key] = value
+        adata.obs[key] = np.nan if value is None else value
     for col in ("sample", "donor", "batch", "source"):
         if col in adata.obs:
             adata.obs[col] = adata.obs[col].astype(str).astype("category")

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import scanpy as sc
 
 from ._utils import record_params
+from .io import MilkcellsWarning
 
 __all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "preprocess"]
 
@@ -38,8 +39,19 @@ def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3) -> ad.Ann
         raise ValueError("no samples to merge")
     records = {}
     for a in adatas:
-        name = str(a.obs["sample"].iloc[0]) if a.n_obs else str(a.uns.get("milkcells", {}))
-        records[name] = {k: v for k, v in a.uns.get("milkcells", {}).items() if k != "versions"}
+        name = str(a.uns.get("milkcells", {}).get("ingest", {}).get("params", {}).get("sample", ""))
+        if not name and a.n_obs:
+            name = str(a.obs["sample"].iloc[0])
+        records[name or f"sample_{len(records) + 1}"] = {
+            k: v for k, v in a.uns.get("milkcells", {}).items() if k != "versions"
+        }
+    empty = [name for name, a in zip(records, adatas, strict=True) if a.n_obs == 0]
+    if empty:
+        warnings.warn(f"samples {empty} have no cells left after QC and doublet removal; they are left out",
+                      MilkcellsWarning, stacklevel=2)
+        adatas = [a for a in adatas if a.n_obs > 0]
+    if not adatas:
+        raise ValueError(f"no sample has cells left after QC: {list(records)}")
     shared = set(adatas[0].var_names)
     for a in adatas[1:]:
         shared &= set(a.var_names)
@@ -54,7 +66,11 @@ def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3) -> ad.Ann
         if "ambient_fraction" in a.var and a.n_obs:
             ambient[f"ambient_fraction_{a.obs['sample'].iloc[0]}"] = a.var["ambient_fraction"]
     merged = ad.concat(list(adatas), join="inner", merge="first", index_unique=None)
-    merged.var = merged.var.drop(columns=["ambient_fraction"], errors="ignore")
+    # per-sample gene statistics do not describe the merged data
+    merged.var = merged.var.drop(
+        columns=["ambient_fraction", "n_cells_by_counts", "mean_counts", "pct_dropout_by_counts", "total_counts"],
+        errors="ignore",
+    )
     for col, frac in ambient.items():
         merged.var[col] = frac.reindex(merged.var_names).to_numpy(dtype=float)
     for col in ("sample", "donor", "batch", "source"):

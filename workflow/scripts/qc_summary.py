@@ -8,6 +8,6 @@ setup(snakemake)
 records = {}
 for path in snakemake.input:
     a = ad.read_h5ad(path, backed="r")
-    records[str(a.obs["sample"].iloc[0]) if a.n_obs else path.split("/")[-2]] = a.uns.get("milkcells", {})
+    records[a.uns["milkcells"]["ingest"]["params"]["sample"]] = a.uns["milkcells"]
 write_table(qc.qc_summary_table(records), snakemake.output.table)
 save_figure(plots.qc_distributions(records), snakemake.output.figure)
