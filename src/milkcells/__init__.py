@@ -12,6 +12,7 @@ simulated demo data.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import (
+    ambient,
     annotate,
     cellcalling,
     cluster,
@@ -19,6 +20,7 @@ from . import (
     composition,
     datasets,
     doublets,
+    download,
     integrate,
     io,
     markers,
@@ -35,6 +37,7 @@ except PackageNotFoundError:  # pragma: no cover - source tree without install
 
 __all__ = [
     "InputError",
+    "ambient",
     "annotate",
     "cellcalling",
     "cluster",
@@ -42,6 +45,7 @@ __all__ = [
     "composition",
     "datasets",
     "doublets",
+    "download",
     "integrate",
     "io",
     "markers",

@@ -174,9 +174,16 @@ def marker_sets(
     return out
 
 
-def _columns(adata: ad.AnnData, genes: list[str]) -> np.ndarray:
-    X = adata[:, genes].X
-    return X.toarray() if sp.issparse(X) else np.asarray(X)
+def _columns(adata: ad.AnnData, genes: list[str], layer: str | None = None) -> np.ndarray:
+    """Log-normalised expression of ``genes``: ``X``, or a counts ``layer`` normalised on the fly."""
+    if layer is None:
+        X = adata[:, genes].X
+        return X.toarray() if sp.issparse(X) else np.asarray(X)
+    counts = adata.layers[layer]
+    size = np.asarray(counts.sum(axis=1)).ravel()
+    cols = counts[:, adata.var_names.get_indexer(genes)]
+    cols = cols.toarray() if sp.issparse(cols) else np.asarray(cols)
+    return np.log1p(cols / np.maximum(size, 1)[:, None] * 1e4)
 
 
 def score_marker_sets(
@@ -185,8 +192,9 @@ def score_marker_sets(
     *,
     groupby: str,
     expr_floor: float = 0.5,
+    layer: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score each marker set per cell and per group (log-normalised ``X``).
+    """Score each marker set per cell and per group (log-normalised ``X``, or a counts ``layer``).
 
     Returns
     -------
@@ -197,7 +205,7 @@ def score_marker_sets(
     cats = list(groups.cat.categories)
     if not genes or not sets:
         return (pd.DataFrame(index=adata.obs_names), pd.DataFrame(index=pd.Index(cats, name=groupby)))
-    X = _columns(adata, genes)
+    X = _columns(adata, genes, layer)
     onehot = np.zeros((adata.n_obs, len(cats)))
     codes = groups.cat.codes.to_numpy()
     onehot[np.arange(adata.n_obs)[codes >= 0], codes[codes >= 0]] = 1
@@ -261,8 +269,9 @@ def _annotate(
     min_margin: float,
     expr_floor: float,
     cell_override_margin: float | None = None,
+    layer: str | None = None,
 ) -> pd.DataFrame:
-    cell_scores, grp_scores = score_marker_sets(adata, sets, groupby=groupby, expr_floor=expr_floor)
+    cell_scores, grp_scores = score_marker_sets(adata, sets, groupby=groupby, expr_floor=expr_floor, layer=layer)
     calls = assign_labels(grp_scores, min_score=min_score, min_margin=min_margin)
     grp = adata.obs[groupby].astype(str).to_numpy()
     calls.index = calls.index.astype(str)
@@ -364,6 +373,7 @@ def annotate_cell_types(
     min_margin: float = 0.05,
     expr_floor: float = 0.5,
     ambient_threshold: float = 0.01,
+    layer: str | None = None,
 ) -> pd.DataFrame:
     """Call each (sub)cluster's cell type among the types of one compartment.
 
@@ -379,6 +389,10 @@ def annotate_cell_types(
         Marker table or its path (default: the shipped milk table).
     min_score, min_margin, expr_floor, ambient_threshold
         As in :func:`annotate_compartments`.
+    layer
+        A counts layer to take the evidence from (for example
+        ``"ambient_corrected"`` from :func:`milkcells.ambient.correct_ambient`);
+        ``None``: log-normalised ``X``.
 
     Returns
     -------
@@ -391,9 +405,9 @@ def annotate_cell_types(
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
     sets = marker_sets(adata, table=table, level="cell_type", compartment=compartment, exclude=excluded)
     res = _annotate(adata, sets, groupby=groupby, key="cell_type", min_score=min_score,
-                    min_margin=min_margin, expr_floor=expr_floor)
+                    min_margin=min_margin, expr_floor=expr_floor, layer=layer)
     record_params(adata, "cell_type", dict(compartment=compartment, groupby=groupby, min_score=min_score,
                                            min_margin=min_margin, expr_floor=expr_floor,
-                                           ambient_threshold=ambient_threshold))
+                                           ambient_threshold=ambient_threshold, layer=layer))
     adata.uns["milkcells"]["cell_type"]["clusters"] = res.reset_index()
     return res

@@ -52,6 +52,9 @@ def subcluster_compartment(
     min_score, min_margin
         As in :func:`milkcells.annotate.annotate_cell_types`.
 
+    Cell types are called on ambient-corrected evidence when
+    ``layers["ambient_corrected"]`` is present (:mod:`milkcells.ambient`).
+
     Returns
     -------
     The compartment's cells (a copy, possibly empty) with new HVGs, PCA,
@@ -63,15 +66,17 @@ def subcluster_compartment(
             sub.obsm[f"{key}_all"] = sub.obsm.pop(key)
     for k in list(sub.obsp.keys()):
         del sub.obsp[k]
+    layer = "ambient_corrected" if "ambient_corrected" in sub.layers else None
     params = dict(compartment=compartment, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, n_pcs=n_pcs,
                   integration=integration, integration_key=integration_key, n_neighbors=n_neighbors,
-                  resolution=resolution, min_score=min_score, min_margin=min_margin, seed=seed)
+                  resolution=resolution, min_score=min_score, min_margin=min_margin, seed=seed,
+                  evidence_layer=layer or "X")
     if sub.n_obs < 20:
         log.warning("compartment %s has %d cells: not re-clustered", compartment, sub.n_obs)
         sub.obs["leiden_compartment"] = pd.Categorical(["0"] * sub.n_obs)
         if sub.n_obs:
             annotate_cell_types(sub, compartment=compartment, markers=markers,
-                                min_score=min_score, min_margin=min_margin)
+                                min_score=min_score, min_margin=min_margin, layer=layer)
         else:
             sub.obs["cell_type"] = pd.Categorical([], categories=[UNASSIGNED])
             sub.obs["cell_type_confidence"] = np.zeros(0, np.float32)
@@ -83,7 +88,7 @@ def subcluster_compartment(
     cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
             key_added="leiden_compartment", seed=seed)
     annotate_cell_types(sub, compartment=compartment, markers=markers,
-                        groupby="leiden_compartment", min_score=min_score, min_margin=min_margin)
+                        groupby="leiden_compartment", min_score=min_score, min_margin=min_margin, layer=layer)
     record_params(sub, "subcluster", params)
     log.info("%s: %d cells, cell types %s", compartment, sub.n_obs, sub.obs["cell_type"].value_counts().to_dict())
     return sub

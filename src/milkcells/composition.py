@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-__all__ = ["composition_table"]
+__all__ = [
+    "composition_table",
+    "parse_days_postpartum",
+    "shares_from_counts",
+    "time_correlations",
+    "compare_periods",
+    "author_label_map",
+    "nyquist2022_analysis",
+]
 
 _SAMPLE_FIELDS = ("donor", "batch", "source", "days_postpartum")
 
@@ -52,3 +62,153 @@ def composition_table(adata: ad.AnnData, *, groupby: str = "sample") -> pd.DataF
         df = df[[groupby, *fields, "level", "compartment", "label", "n_cells", "fraction",
                  "fraction_of_compartment"]]
     return df.sort_values([groupby, "level", "compartment", "label"]).reset_index(drop=True)
+
+
+_TIME = re.compile(r"(?:^|_)(\d+(?:\.\d+)?)(dpp|d|wkpp|wk|w|mopp|mo|m)(?=_|$)", re.IGNORECASE)
+_UNIT_DAYS = {"d": 1.0, "w": 7.0, "m": 30.4375}
+
+
+def parse_days_postpartum(name: str) -> float:
+    """Days postpartum encoded in a sample name, NaN when there is none.
+
+    Understands the Nyquist et al. 2022 convention: ``BM01_5dpp_r1`` (5 days),
+    ``BM01_7wkpp_r1`` and ``BM01_23wk_r1`` (weeks), ``..._3mo_...`` (months of
+    30.44 days). Names such as ``BM04_t1_r2`` carry no time.
+    """
+    m = _TIME.search(str(name))
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _UNIT_DAYS[m.group(2)[0].lower()]
+
+
+def shares_from_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """Per-sample shares from a samples x labels table of cell counts (missing = 0)."""
+    counts = counts.fillna(0).astype(float)
+    totals = counts.sum(axis=1)
+    if (totals <= 0).any():
+        raise ValueError(f"samples without cells: {list(totals.index[totals <= 0])}")
+    return counts.div(totals, axis=0)
+
+
+def time_correlations(
+    shares: pd.DataFrame, days: pd.Series, *, max_days: float = 400, min_samples: int = 5
+) -> pd.DataFrame:
+    """Spearman correlation of each label's per-sample share with days postpartum.
+
+    As Nyquist et al. 2022 (Fig. 2B): samples with a known time under
+    ``max_days`` days.
+
+    Parameters
+    ----------
+    shares
+        Samples x labels shares (:func:`shares_from_counts` or the pivoted composition table).
+    days
+        Days postpartum per sample (NaN when unknown).
+    max_days
+        Samples at or after this time are left out.
+    min_samples
+        Labels with fewer usable samples get NaN.
+
+    Returns
+    -------
+    One row per label: ``label``, ``n_samples``, ``spearman_r``, ``pvalue``.
+    """
+    from scipy.stats import spearmanr
+
+    days = days.reindex(shares.index).astype(float)
+    keep = days.notna() & (days < max_days)
+    rows = []
+    for label in shares.columns:
+        x, y = days[keep], shares.loc[keep, label]
+        if keep.sum() < min_samples or y.nunique() < 2:
+            r, p = np.nan, np.nan
+        else:
+            r, p = spearmanr(x, y)
+        rows.append({"label": label, "n_samples": int(keep.sum()), "spearman_r": float(r), "pvalue": float(p)})
+    return pd.DataFrame(rows)
+
+
+def compare_periods(
+    shares: pd.Series,
+    days: pd.Series,
+    *,
+    counts: pd.Series | None = None,
+    early_max: float = 21,
+    late_min: float = 140,
+) -> dict[str, float]:
+    """Compare a share between early (<= ``early_max`` days) and late (> ``late_min`` days) samples.
+
+    Returns the number of samples, mean and median share of each period, the
+    pooled share (all cells of the period together, when ``counts`` gives the
+    cells per sample) and the one-sided Mann-Whitney p-value that the share is
+    lower late than early.
+    """
+    from scipy.stats import mannwhitneyu
+
+    days = days.reindex(shares.index).astype(float)
+    early = shares[days <= early_max]
+    late = shares[days > late_min]
+    if len(early) < 2 or len(late) < 2:
+        raise ValueError(f"need at least two samples per period, got {len(early)} early and {len(late)} late")
+    out = {
+        "n_early": int(len(early)),
+        "n_late": int(len(late)),
+        "mean_early": float(early.mean()),
+        "mean_late": float(late.mean()),
+        "median_early": float(early.median()),
+        "median_late": float(late.median()),
+        "pvalue_lower_late": float(mannwhitneyu(late, early, alternative="less").pvalue),
+    }
+    if counts is not None:
+        c = counts.reindex(shares.index).astype(float)
+        out["pooled_early"] = float((shares[early.index] * c[early.index]).sum() / c[early.index].sum())
+        out["pooled_late"] = float((shares[late.index] * c[late.index]).sum() / c[late.index].sum())
+    return out
+
+
+def author_label_map(study: str | None = None) -> pd.DataFrame:
+    """The shipped table mapping the milk studies' author labels to milkcells labels."""
+    from importlib.resources import files
+
+    with (files("milkcells") / "data" / "author_labels.tsv").open() as fh:
+        table = pd.read_csv(fh, sep="\t", comment="#", dtype=str, keep_default_na=False)
+    return table if study is None else table[table["study"] == study].reset_index(drop=True)
+
+
+def nyquist2022_analysis(path, *, max_days: float = 400) -> dict:
+    """Composition over lactation on the published Nyquist et al. 2022 per-sample counts.
+
+    Parameters
+    ----------
+    path
+        ``nyquist2022_sample_celltype_counts.csv``: one row per sample, one
+        column per author cell type, cell counts (empty = 0).
+    max_days
+        Samples at or after this time are left out of the correlations.
+
+    Returns
+    -------
+    ``n_samples``, ``n_timed``, ``shares`` (samples x milkcells labels, plus
+    ``immune`` and ``epithelial``), ``days``, ``correlations``
+    (:func:`time_correlations`) and ``immune_periods`` (:func:`compare_periods`
+    of the immune share, first 3 weeks vs after 20 weeks).
+    """
+    counts = pd.read_csv(path, index_col=0)
+    mapping = author_label_map("nyquist2022").set_index("author_label")
+    unknown = [c for c in counts.columns if c not in mapping.index]
+    if unknown:
+        raise ValueError(f"{path}: unknown cell-type columns {unknown}")
+    counts = counts.fillna(0).rename(columns=mapping["cell_type"].to_dict())
+    shares = shares_from_counts(counts)
+    comp = mapping.drop_duplicates("cell_type").set_index("cell_type")["compartment"]
+    for c in ("epithelial", "immune"):
+        shares[c] = shares[[t for t in counts.columns if comp[t] == c]].sum(axis=1)
+    days = pd.Series({s: parse_days_postpartum(s) for s in shares.index})
+    return {
+        "n_samples": int(len(shares)),
+        "n_timed": int((days.notna() & (days < max_days)).sum()),
+        "shares": shares,
+        "days": days,
+        "correlations": time_correlations(shares, days, max_days=max_days),
+        "immune_periods": compare_periods(shares["immune"], days, counts=counts.sum(axis=1)),
+    }

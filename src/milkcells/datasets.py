@@ -183,7 +183,7 @@ def simulate_milk_sample(
     n_cells
         Number of real singlet cells (doublets and dying cells come on top).
     n_empty
-        Number of empty droplets holding ambient RNA only; as many again
+        Number of empty droplets holding ambient RNA only; twice as many
         barely-used barcodes (1-20 UMIs) are added.
     n_genes
         Size of the gene universe (marker, mitochondrial, ribosomal,
@@ -249,8 +249,8 @@ def simulate_milk_sample(
     for start in range(0, n_empty, 2000):
         n = min(2000, n_empty - start)
         blocks.append(sp.csr_matrix(draw_ambient(n, ambient_umis, 0.6)))
-    for start in range(0, n_empty, 2000):
-        n = min(2000, n_empty - start)
+    for start in range(0, 2 * n_empty, 2000):  # barely used barcodes: most of a raw matrix
+        n = min(2000, 2 * n_empty - start)
         blocks.append(sp.csr_matrix(draw_ambient(n, 4.0, 0.9)))
     X = sp.vstack(blocks).tocsr().astype(np.float32)
     keep_empty = np.asarray(X[n_cells + n_doub + n_dying:].sum(axis=1)).ravel() > 0

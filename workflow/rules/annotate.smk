@@ -16,7 +16,7 @@ rule annotate_compartments:
 rule annotated:
     """Collect the cell types called within each compartment into the full atlas."""
     input:
-        adata=out("intermediate", "compartments_called.h5ad"),
+        adata=out("intermediate", "ambient_corrected.h5ad"),
         parts=expand(out("compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
     output:
         out("annotated.h5ad"),

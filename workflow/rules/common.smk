@@ -74,6 +74,7 @@ def final_outputs():
         out("tables", "composition.tsv"),
         out("tables", "markers.tsv"),
         out("tables", "clusters.tsv"),
+        out("tables", "ambient.tsv"),
         *expand(out("figures", "umap_{key}.png"), key=["compartment", "cell_type", "sample", "leiden"]),
         out("figures", "marker_dotplot.png"),
         out("figures", "qc_distributions.png"),

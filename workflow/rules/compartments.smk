@@ -1,7 +1,7 @@
 rule subcluster:
     """One compartment's cells, re-clustered and typed within the compartment."""
     input:
-        out("intermediate", "compartments_called.h5ad"),
+        out("intermediate", "ambient_corrected.h5ad"),
     output:
         out("compartments", "{compartment}.h5ad"),
     params:

@@ -1,0 +1,1143 @@
+"""Downloading public data so that a finished file can be trusted.
+
+:func:`fetch` downloads one URL to one file:
+
+- **resumable**: bytes go to ``<dest>.part``; an existing ``.part`` is resumed
+  with an HTTP ``Range: bytes=N-`` request (``206 Partial Content`` is
+  appended; a ``200`` answer restarts from byte zero; a ``416`` answer means
+  the ``.part`` is already complete when the server's size equals it, and is
+  discarded otherwise);
+- **retried** with exponential backoff (``backoff * 2**k`` seconds) on HTTP
+  5xx, 408 and 429, connection errors and resets, timeouts and a body that
+  ends before its ``Content-Length`` (the next attempt resumes where the last
+  one stopped); any other 4xx answer (404, 403, ...) fails at once;
+- **verified**: size (the expected one, else the server's ``Content-Length``),
+  sha256 and md5 when given, and the format: a ``.gz`` file must be one
+  complete gzip stream (:func:`check_gzip`), a Matrix Market ``.mtx`` /
+  ``.mtx.gz`` file must have a valid header and as many entries as it
+  announces (:func:`check_mtx`);
+- **atomic**: ``.part`` is renamed to ``dest`` only after every check passed;
+  when a check fails the ``.part`` is deleted, so nothing that looks finished is
+  left behind. A ``dest`` that already exists is never written again: when it
+  verifies it is returned as is (``"downloaded": False``), otherwise
+  :class:`DownloadError` tells you to remove it.
+
+:func:`fetch_all` downloads a list of ``{"url", "filename", "sha256", "md5",
+"size"}`` items (read from a TSV by :func:`read_url_list`) into one folder,
+optionally copying them from a local ``mirror`` folder instead of the network,
+and writes a manifest (:func:`write_manifest`, :func:`read_manifest`).
+
+Errors
+------
+Transfer and verification failures raise :class:`DownloadError`, a subclass
+of :class:`OSError` (as are the network errors of ``requests``); its message
+names the URL, the file and what was expected. Bad arguments and malformed
+user files (a URL list, a manifest, a matrix checked with :func:`check_mtx`)
+raise :class:`milkcells.InputError` (a :class:`ValueError`).
+
+The HTTP client is `requests <https://requests.readthedocs.io>`_, which is
+already installed as a dependency of Snakemake. Proxies are taken from the
+usual environment variables (``HTTPS_PROXY``, ...), as ``requests`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import re
+import shutil
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+import urllib3
+
+from ._utils import InputError, atomic_path
+
+__all__ = [
+    "USER_AGENT",
+    "MANIFEST_COLUMNS",
+    "URL_LIST_COLUMNS",
+    "DownloadError",
+    "fetch",
+    "fetch_all",
+    "read_url_list",
+    "write_manifest",
+    "read_manifest",
+    "url_join",
+    "check_gzip",
+    "check_mtx",
+    "check_10x_triplet",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _package_version() -> str:
+    try:
+        return version("milkcells")
+    except PackageNotFoundError:  # pragma: no cover - source tree without install
+        return "0+unknown"
+
+
+#: The ``User-Agent`` sent with every request, so archive operators can see
+#: who is downloading and where to find us.
+USER_AGENT = f"milkcells/{_package_version()} (+https://github.com/milkcells/milkcells)"
+
+#: Columns of a manifest written by :func:`write_manifest`, in order.
+MANIFEST_COLUMNS = ("url", "path", "size", "sha256", "md5", "time")
+
+#: Columns of a URL list read by :func:`read_url_list`.
+URL_LIST_COLUMNS = {"required": ("url",), "optional": ("filename", "sha256", "md5", "size")}
+
+_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
+_RETRY_STATUS = frozenset({408, 429})
+_MAX_DELAY = 120.0  # cap on one backoff pause, seconds
+_PROGRESS_AFTER = 5.0  # a download is "long" after this many seconds: log its progress
+_PROGRESS_EVERY = 10.0  # and then at least every 10 % or this many seconds
+_READ_BLOCK = 1 << 20
+_MAX_LINE = 1 << 16
+_NETWORK_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class DownloadError(OSError):
+    """A download failed, or a file does not match what was expected.
+
+    A subclass of :class:`OSError`. The message names the URL, the file, the
+    problem (for retried failures: the number of attempts and the last
+    failure) and what was expected.
+
+    Attributes
+    ----------
+    url, path
+        The URL and the destination (or mirror) file, when known.
+    expected
+        What was expected, when it applies.
+    attempts
+        How many HTTP requests were made, for transfer failures.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        url: str | None = None,
+        path: str | os.PathLike | None = None,
+        expected: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        where = []
+        if url is not None:
+            where.append(f"url {url!r}")
+        if path is not None:
+            where.append(f"file {str(path)!r}")
+        msg = f"{', '.join(where)}: {problem}" if where else problem
+        if expected:
+            msg += f" (expected {expected})"
+        super().__init__(msg)
+        self.problem = problem
+        self.url = url
+        self.path = None if path is None else str(path)
+        self.expected = expected
+        self.attempts = attempts
+
+
+class _Transient(Exception):
+    """A failure worth retrying (5xx, connection trouble, short body)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class _Expected:
+    """What a file must match; ``None`` means "not checked"."""
+
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+
+    @classmethod
+    def checked(cls, *, sha256=None, md5=None, size=None, file=None, line=None) -> _Expected:
+        """Validate and normalise user-given expectations (``InputError`` if malformed)."""
+        where = "" if line is None else f" on line {line}"
+        sums = {}
+        for name, value in (("sha256", sha256), ("md5", md5)):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                sums[name] = None
+                continue
+            text = str(value).strip().lower()
+            if not _HEX[name].match(text):
+                n = 64 if name == "sha256" else 32
+                raise InputError(f"malformed {name} {value!r}{where}", file=file, field=name,
+                                 expected=f"{n} hexadecimal digits")
+            sums[name] = text
+        if size is not None and not (isinstance(size, str) and not size.strip()):
+            try:
+                if isinstance(size, bool) or (isinstance(size, float) and not size.is_integer()):
+                    raise ValueError(size)
+                size = int(size)
+            except (TypeError, ValueError):
+                raise InputError(f"malformed size {size!r}{where}", file=file, field="size",
+                                 expected="a whole number of bytes") from None
+            if size < 0:
+                raise InputError(f"negative size {size}{where}", file=file, field="size",
+                                 expected="a whole number of bytes")
+        else:
+            size = None
+        return cls(sha256=sums["sha256"], md5=sums["md5"], size=size)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def url_join(base: str, *parts: str) -> str:
+    """Join an archive base URL and path parts with exactly one ``/`` between them.
+
+    Trailing slashes on ``base`` and leading/trailing slashes on the parts do
+    not matter; a trailing slash on the last part is kept (a folder). Empty
+    parts are skipped. Characters that are not allowed in a URL path (such as
+    spaces) are percent-encoded; existing ``%xx`` escapes are kept.
+
+    Parameters
+    ----------
+    base
+        Base URL, such as ``"https://ftp.ebi.ac.uk/biostudies/fire/"`` or
+        ``"http://127.0.0.1:8000"`` (without a query string).
+    *parts
+        Path parts, each possibly holding several segments (``"Files/a.mtx.gz"``).
+
+    Returns
+    -------
+    str
+        The joined URL.
+
+    Examples
+    --------
+    >>> url_join("https://ftp.ebi.ac.uk/biostudies/fire/", "E-MTAB-/841/E-MTAB-9841", "Files/")
+    'https://ftp.ebi.ac.uk/biostudies/fire/E-MTAB-/841/E-MTAB-9841/Files/'
+    """
+    segments = [p.strip("/") for p in parts if p and p.strip("/")]
+    if not segments:
+        return base
+    url = "/".join([base.rstrip("/"), *(quote(s, safe="/%!$&'()*+,;=:@-._~") for s in segments)])
+    if parts[-1].endswith("/"):
+        url += "/"
+    return url
+
+
+def _utc(timestamp: float | None = None) -> str:
+    moment = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def _digest(path: Path) -> tuple[int, str, str]:
+    """Size, sha256 and md5 of a file, read once."""
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as f:
+        while block := f.read(_READ_BLOCK):
+            sha.update(block)
+            md5.update(block)
+            size += len(block)
+    return size, sha.hexdigest(), md5.hexdigest()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - unreachable
+
+
+# --------------------------------------------------------------------------- format checks
+
+
+def _open_text_source(path: Path, gzipped: bool):
+    if not path.is_file():
+        raise InputError("file not found", file=path)
+    if gzipped:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                raise InputError("not a gzip file (no gzip magic bytes)", file=path,
+                                 expected="a gzip-compressed file, as its .gz name says")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+@contextlib.contextmanager
+def _gzip_errors(path: Path):
+    """Turn the errors of a damaged gzip stream into an :class:`InputError`."""
+    try:
+        yield
+    except EOFError as exc:
+        raise InputError(f"truncated gzip stream ({exc})", file=path,
+                         expected="a complete gzip stream") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(f"corrupt gzip stream ({exc})", file=path,
+                         expected="a complete gzip stream") from None
+
+
+def check_gzip(path: str | os.PathLike) -> int:
+    """Check that a file is one complete, uncorrupted gzip stream.
+
+    The file is decompressed fully, block by block (constant memory), so a
+    truncated file or a CRC error is found.
+
+    Parameters
+    ----------
+    path
+        The gzip file (its name does not matter).
+
+    Returns
+    -------
+    int
+        The number of uncompressed bytes.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, not gzip, truncated or corrupt.
+    """
+    path = Path(path)
+    total = 0
+    with _gzip_errors(path), _open_text_source(path, gzipped=True) as f:
+        while block := f.read(_READ_BLOCK):
+            total += len(block)
+    return total
+
+
+_MTX_FIELDS = {"real": 3, "integer": 3, "complex": 4, "pattern": 2}
+_MTX_SYMMETRIES = ("general", "symmetric", "skew-symmetric", "hermitian")
+_MTX_HEADER = ("'%%MatrixMarket matrix coordinate <real|integer|complex|pattern> "
+               "<general|symmetric|skew-symmetric|hermitian>'")
+_BLANK_AFTER_NEWLINE = re.compile(rb"\n[ \t\r\f\v]*(?=\n)")
+_BLANK_AT_START = re.compile(rb"[ \t\r\f\v]*\n")
+
+
+def _count_lines(f, path: Path) -> tuple[int, bytes | None, bytes | None]:
+    """Count the non-blank lines left in ``f``; also return the first and the last.
+
+    Works on blocks (C speed), not line by line, so a 10x matrix with hundreds
+    of millions of entries is counted in seconds.
+    """
+    count, first, last, rest = 0, None, None, b""
+    while True:
+        block = f.read(_READ_BLOCK)
+        buf = rest + block
+        if not block:
+            if buf.strip():
+                count += 1
+                last = buf
+                first = buf if first is None else first
+            return count, first, last
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            if len(buf) > _MAX_LINE:
+                raise InputError("a line is longer than 64 KiB", file=path,
+                                 expected="a text file with short lines")
+            rest = buf
+            continue
+        seg, rest = buf[: cut + 1], buf[cut + 1 :]
+        blank = len(_BLANK_AFTER_NEWLINE.findall(seg)) + (1 if _BLANK_AT_START.match(seg) else 0)
+        n = seg.count(b"\n") - blank
+        if n:
+            tail = seg.rstrip()
+            last = tail[tail.rfind(b"\n") + 1 :]
+            if first is None:
+                head = seg.lstrip()
+                first = head[: head.find(b"\n")]
+            count += n
+
+
+def _check_entry(line: bytes, *, rows: int, cols: int, field: str, path: Path, which: str) -> None:
+    tokens = line.split()
+    ok = len(tokens) == _MTX_FIELDS[field]
+    try:
+        i, j = int(tokens[0]), int(tokens[1])
+        ok = ok and 1 <= i <= rows and 1 <= j <= cols
+        parse = int if field == "integer" else float
+        for t in tokens[2:]:
+            parse(t)
+    except (ValueError, IndexError):
+        ok = False
+    if not ok:
+        shown = line.decode("ascii", errors="replace").strip()[:80]
+        raise InputError(f"malformed {which} entry {shown!r}", file=path,
+                         expected=f"'row col{'' if field == 'pattern' else ' value'}' with "
+                                  f"1 <= row <= {rows} and 1 <= col <= {cols}")
+
+
+def _check_mtx(path: Path, *, gzipped: bool) -> dict[str, Any]:
+    with _gzip_errors(path), _open_text_source(path, gzipped) as f:
+        header = f.readline(_MAX_LINE)
+        tokens = header.decode("ascii", errors="replace").split()
+        banner = [t.lower() for t in tokens[:2]]
+        if len(tokens) != 5 or banner != ["%%matrixmarket", "matrix"]:
+            shown = header[:80].decode("ascii", errors="replace").strip()
+            raise InputError(f"not a Matrix Market header: {shown!r}", file=path,
+                             expected=_MTX_HEADER)
+        fmt, field, symmetry = (t.lower() for t in tokens[2:])
+        if fmt != "coordinate":
+            raise InputError(f"Matrix Market format {fmt!r} is not supported", file=path,
+                             expected="'coordinate' (sparse), as written by Cell Ranger and scipy")
+        if field not in _MTX_FIELDS or symmetry not in _MTX_SYMMETRIES:
+            raise InputError(f"unknown Matrix Market field/symmetry {field!r} {symmetry!r}",
+                             file=path, expected=_MTX_HEADER)
+        line = f.readline(_MAX_LINE)
+        while line.startswith(b"%") or (line and not line.strip()):
+            line = f.readline(_MAX_LINE)
+        try:
+            rows, cols, nnz = (int(t) for t in line.split())
+            if min(rows, cols, nnz) < 0 or nnz > rows * cols:
+                raise ValueError
+        except ValueError:
+            shown = line[:80].decode("ascii", errors="replace").strip()
+            raise InputError(f"bad size line {shown!r}", file=path,
+                             expected="'rows columns entries': three whole numbers, "
+                                      "entries <= rows * columns") from None
+        n, first, last = _count_lines(f, path)
+    if n != nnz:
+        hint = "truncated, or lines missing?" if n < nnz else "extra lines?"
+        raise InputError(f"the header announces {nnz} entries but the file holds {n} ({hint})",
+                         file=path, expected=f"{nnz} entry lines")
+    if nnz:
+        for which, entry in (("first", first), ("last", last)):
+            _check_entry(entry, rows=rows, cols=cols, field=field, path=path, which=which)
+    return {"rows": rows, "cols": cols, "nnz": nnz, "field": field, "symmetry": symmetry}
+
+
+def check_mtx(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a Matrix Market file (``.mtx`` or gzipped ``.mtx.gz``).
+
+    Checks the header (``%%MatrixMarket matrix coordinate <field>
+    <symmetry>``), the size line (rows, columns, entries) and that the number
+    of entry lines equals the announced number of entries (a truncated or
+    damaged file fails). The first and the last entry are parsed and their
+    indices checked against the dimensions; the entries in between are
+    counted, not parsed, so that large matrices are checked quickly. Comment
+    lines (``%``) and blank lines are allowed. A ``.gz`` file must also be a
+    complete gzip stream.
+
+    Parameters
+    ----------
+    path
+        The matrix file; it is read as gzip when its name ends with ``.gz``.
+
+    Returns
+    -------
+    dict
+        ``{"rows", "cols", "nnz", "field", "symmetry"}``.
+
+    Raises
+    ------
+    InputError
+        When the file is missing or any check fails; the message names the
+        file and what was expected.
+    """
+    path = Path(path)
+    return _check_mtx(path, gzipped=path.name.endswith(".gz"))
+
+
+def _count_rows(path: Path) -> int:
+    with _gzip_errors(path), _open_text_source(path, path.name.endswith(".gz")) as f:
+        return _count_lines(f, path)[0]
+
+
+def check_10x_triplet(
+    matrix: str | os.PathLike,
+    features: str | os.PathLike,
+    barcodes: str | os.PathLike,
+) -> dict[str, int]:
+    """Check that a 10x matrix, its features and its barcodes belong together.
+
+    The matrix is checked with :func:`check_mtx`; then its rows must equal the
+    number of lines of ``features`` (``features.tsv`` or ``genes.tsv``) and
+    its columns the number of lines of ``barcodes``. Each file may be gzipped
+    (``.gz`` name) or not.
+
+    Parameters
+    ----------
+    matrix
+        ``matrix.mtx(.gz)``: features x barcodes.
+    features
+        ``features.tsv(.gz)`` or ``genes.tsv(.gz)``, one feature per line.
+    barcodes
+        ``barcodes.tsv(.gz)``, one barcode per line.
+
+    Returns
+    -------
+    dict
+        ``{"features", "barcodes", "nnz"}``.
+
+    Raises
+    ------
+    InputError
+        When a file is missing or malformed, or the dimensions disagree.
+    """
+    matrix, features, barcodes = Path(matrix), Path(features), Path(barcodes)
+    info = check_mtx(matrix)
+    n_features, n_barcodes = _count_rows(features), _count_rows(barcodes)
+    problems = []
+    if info["rows"] != n_features:
+        problems.append(f"{info['rows']} rows but {n_features} features in {str(features)!r}")
+    if info["cols"] != n_barcodes:
+        problems.append(f"{info['cols']} columns but {n_barcodes} barcodes in {str(barcodes)!r}")
+    if problems:
+        if (info["rows"], info["cols"]) == (n_barcodes, n_features):
+            problems.append("the matrix looks transposed (barcodes x features)")
+        raise InputError("; ".join(problems), file=matrix,
+                         expected=f"{n_features} rows (features) x {n_barcodes} columns (barcodes)")
+    return {"features": n_features, "barcodes": n_barcodes, "nnz": info["nnz"]}
+
+
+def _check_format(path: Path, name: str) -> None:
+    """Format check chosen by the final file name ``name`` (``path`` may be a ``.part``)."""
+    if name.endswith((".mtx", ".mtx.gz")):
+        _check_mtx(path, gzipped=name.endswith(".gz"))
+    elif name.endswith(".gz"):
+        check_gzip(path)
+
+
+def _verify(path: Path, *, name: str, expect: _Expected, url: str, shown: Path) -> dict[str, Any]:
+    """Size, checksums and format of ``path``; :class:`DownloadError` naming ``shown``."""
+    size, sha256, md5 = _digest(path)
+    if expect.size is not None and size != expect.size:
+        raise DownloadError(f"size mismatch: {size} bytes", url=url, path=shown,
+                            expected=f"{expect.size} bytes")
+    for algo, got in (("sha256", sha256), ("md5", md5)):
+        want = getattr(expect, algo)
+        if want is not None and got != want:
+            raise DownloadError(f"{algo} mismatch: got {got}", url=url, path=shown,
+                                expected=f"{algo} {want}")
+    try:
+        _check_format(path, name)
+    except InputError as exc:
+        raise DownloadError(f"format check failed: {exc}", url=url, path=shown,
+                            expected=exc.expected) from exc
+    return {"size": size, "sha256": sha256, "md5": md5}
+
+
+def _record(url: str, dest: Path, info: Mapping, *, downloaded: bool, source: str,
+            when: str) -> dict:
+    return {"url": url, "path": str(dest), "size": info["size"], "sha256": info["sha256"],
+            "md5": info["md5"], "downloaded": downloaded, "source": source, "time": when}
+
+
+def _reuse(url: str, dest: Path, expect: _Expected) -> dict:
+    """Return the record of an existing ``dest`` that verifies; never modify it."""
+    if not dest.is_file():
+        raise DownloadError("exists but is not a regular file", url=url, path=dest)
+    try:
+        info = _verify(dest, name=dest.name, expect=expect, url=url, shown=dest)
+    except DownloadError as exc:
+        raise DownloadError(f"the existing file does not verify ({exc.problem}); it is left "
+                            "untouched: remove it to download again", url=url, path=dest,
+                            expected=exc.expected) from exc
+    log.debug("%s: already present and verified", dest)
+    return _record(url, dest, info, downloaded=False, source="existing",
+                   when=_utc(dest.stat().st_mtime))
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """``"bytes 10-99/100"`` -> (10, 99, 100); ``"bytes */100"`` -> (None, None, 100)."""
+    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None, None, None
+    start, end, total = m.groups()
+    return (None if start is None else int(start), None if end is None else int(end),
+            None if total == "*" else int(total))
+
+
+def _int_header(resp: requests.Response, name: str) -> int | None:
+    try:
+        return int(resp.headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+class _Progress:
+    """Log the progress of long downloads at INFO (every 10 % or every few seconds)."""
+
+    def __init__(self, url: str, done: int, total: int | None, enabled: bool) -> None:
+        self.url, self.done, self.total, self.enabled = url, done, total, enabled
+        self.start = self.last_time = time.monotonic()
+        self.last_done = done
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.start < _PROGRESS_AFTER:
+            return
+        step = self.total is not None and self.total > 0 and \
+            (self.done - self.last_done) * 10 >= self.total
+        if step or now - self.last_time >= _PROGRESS_EVERY:
+            rate = (self.done - self.last_done) / max(now - self.last_time, 1e-9)
+            of = ""
+            if self.total:
+                of = f" of {_human(self.total)} ({100 * self.done / self.total:.0f} %)"
+            log.info("%s: %s%s, %s/s", self.url, _human(self.done), of, _human(rate))
+            self.last_time, self.last_done = now, self.done
+
+
+def _request_headers(session: requests.Session, offset: int) -> dict[str, str]:
+    # identity: the bytes on disk are exactly the served file, and Range/Content-Length
+    # count those bytes (a .gz is not transparently decompressed)
+    headers = {"Accept-Encoding": "identity"}
+    if session.headers.get("User-Agent") in (None, requests.utils.default_user_agent()):
+        headers["User-Agent"] = USER_AGENT
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return headers
+
+
+def _attempt(session, url, part: Path, *, dest: Path, expect: _Expected, timeout, chunk_size,
+             progress) -> int:
+    """One HTTP request appending to ``part``; return the offset it started from.
+
+    Raises :class:`_Transient` for failures worth retrying and
+    :class:`DownloadError` for the others.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    try:
+        resp = session.get(url, headers=_request_headers(session, offset), stream=True,
+                           timeout=timeout)
+    except requests.exceptions.SSLError as exc:
+        raise DownloadError(f"TLS error: {exc}", url=url, path=dest) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+    except requests.RequestException as exc:
+        raise DownloadError(f"request failed: {type(exc).__name__}: {exc}", url=url,
+                            path=dest) from exc
+    with resp:
+        status = resp.status_code
+        if status == 416 and offset:
+            total = _parse_content_range(resp.headers.get("Content-Range"))[2]
+            if total == offset and expect.size in (None, total):
+                log.info("%s: the partial download %s is already complete", url, part)
+                return offset
+            part.unlink(missing_ok=True)
+            raise _Transient(f"HTTP 416 for a resume from byte {offset} (server size {total}); "
+                             "discarded the partial file, restarting from zero")
+        if status >= 500 or status in _RETRY_STATUS:
+            retry_after = _int_header(resp, "Retry-After")
+            raise _Transient(f"HTTP {status} {resp.reason}",
+                             retry_after=None if retry_after is None else float(retry_after))
+        if status not in (200, 206):
+            raise DownloadError(f"HTTP {status} {resp.reason}; not retried", url=url, path=dest,
+                                expected="HTTP 200")
+        length = _int_header(resp, "Content-Length")
+        if status == 206:
+            start, end, total = _parse_content_range(resp.headers.get("Content-Range"))
+            if not offset or start != offset:
+                part.unlink(missing_ok=True)
+                got = resp.headers.get("Content-Range")
+                raise _Transient(f"HTTP 206 with Content-Range {got!r} for a resume from byte "
+                                 f"{offset}; restarting from zero")
+            if length is not None and end is not None and length != end - start + 1:
+                length = None  # inconsistent headers: rely on the total size
+            mode = "ab"
+        else:
+            if offset:
+                log.info("%s: the server ignored the Range request; restarting from zero", url)
+                offset = 0
+            total = length
+            mode = "wb"
+        if expect.size is not None and total is not None and total != expect.size:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"the server reports {total} bytes", url=url, path=dest,
+                                expected=f"{expect.size} bytes")
+        if offset:
+            log.info("%s: resuming from byte %d", url, offset)
+        meter = _Progress(url, offset, total, progress)
+        stream = resp.raw.stream(chunk_size, decode_content=False)
+        with open(part, mode) as f:
+            while True:
+                try:
+                    block = next(stream)
+                except StopIteration:
+                    break
+                except _NETWORK_ERRORS as exc:
+                    raise _Transient(f"connection lost after {meter.done} bytes "
+                                     f"({type(exc).__name__}: {exc})") from exc
+                f.write(block)
+                meter.update(len(block))
+            f.flush()
+            os.fsync(f.fileno())
+        got = part.stat().st_size
+        want = total if total is not None else expect.size
+        if want is not None and got < want:
+            raise _Transient(f"connection closed after {got} of {want} bytes")
+        return offset
+
+
+def _transfer(session, url, part: Path, *, expect, retries, backoff, timeout, chunk_size,
+              progress, dest: Path) -> int:
+    """Fill ``part`` with the whole resource, retrying; return the last attempt's start offset."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _attempt(session, url, part, dest=dest, expect=expect, timeout=timeout,
+                            chunk_size=chunk_size, progress=progress)
+        except DownloadError as exc:
+            exc.attempts = attempt
+            raise
+        except _Transient as exc:
+            if attempt > retries:
+                raise DownloadError(f"failed after {attempt} attempts; last failure: {exc}",
+                                    url=url, path=dest, attempts=attempt) from exc
+            delay = min(backoff * 2 ** (attempt - 1), _MAX_DELAY)
+            if exc.retry_after is not None:
+                delay = max(delay, min(exc.retry_after, _MAX_DELAY))
+            log.warning("%s: %s; retrying in %.2f s (attempt %d of %d)", url, exc, delay,
+                        attempt + 1, retries + 1)
+            time.sleep(delay)
+
+
+def _check_options(retries, backoff, chunk_size) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InputError(f"retries must be a whole number >= 0, not {retries!r}", field="retries")
+    if not backoff >= 0:
+        raise InputError(f"backoff must be >= 0 seconds, not {backoff!r}", field="backoff")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"chunk_size must be a positive whole number, not {chunk_size!r}",
+                         field="chunk_size")
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def fetch(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    size: int | None = None,
+    retries: int = 5,
+    backoff: float = 0.5,
+    timeout: float | tuple[float, float] = 60,
+    chunk_size: int = 1 << 20,
+    progress: bool = True,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """Download ``url`` to ``dest``: resumable, retried, verified and atomic.
+
+    Bytes are written to ``dest + ".part"``, resuming an existing ``.part``
+    with a ``Range`` request. Failures worth retrying (HTTP 5xx, 408, 429,
+    connection errors and resets, timeouts, a body shorter than its
+    ``Content-Length``) are retried ``retries`` times, pausing ``backoff *
+    2**k`` seconds (at most 120 s, longer when the server sends
+    ``Retry-After``), each retry resuming where the last stopped. Other HTTP
+    errors (404, 403, ...) fail at once. The ``.part`` becomes ``dest`` only
+    when size, checksums and format (see the module docstring) all check out;
+    otherwise it is deleted. When a file assembled from several responses
+    fails a check, it is downloaded once more from byte zero before giving up
+    (the remote file may have changed between the pieces).
+
+    After a transfer failure (retries exhausted) the ``.part`` file is kept,
+    so the next call resumes it; after a failed check it is deleted. An
+    existing ``dest`` is never written: when it verifies against the same
+    checks it is returned without any request (``"downloaded": False``), and
+    when it does not, :class:`DownloadError` asks you to remove it.
+
+    Parameters
+    ----------
+    url
+        ``http://`` or ``https://`` URL.
+    dest
+        Destination file; its folder is created.
+    sha256, md5
+        Expected checksums (hexadecimal, any case), checked when given.
+    size
+        Expected size in bytes; when ``None``, the server's ``Content-Length``
+        is used.
+    retries
+        Number of retries after the first attempt (``retries + 1`` requests at
+        most).
+    backoff
+        First pause between attempts, in seconds; doubled at each retry.
+    timeout
+        Seconds to wait to connect and between bytes (a ``requests`` timeout;
+        a ``(connect, read)`` pair is accepted).
+    chunk_size
+        Bytes read from the network at a time.
+    progress
+        Log the progress of long downloads (running for more than a few
+        seconds) at INFO, every 10 % or every 10 s.
+    session
+        A :class:`requests.Session` to reuse (connection pooling, proxies,
+        authentication); a new one is made and closed otherwise.
+
+    Returns
+    -------
+    dict
+        ``{"url", "path", "size", "sha256", "md5", "downloaded", "source",
+        "time"}``: ``downloaded`` is ``True`` when this call put the file in
+        place; ``source`` is ``"network"`` or ``"existing"`` (``"mirror"`` from
+        :func:`fetch_all`); ``time`` (ISO 8601, UTC) is when the file was
+        finished (for an existing file: its modification time).
+
+    Raises
+    ------
+    DownloadError
+        When the download fails (at once for 4xx, else after the retries; the
+        message names the URL and the last failure), when a check fails, or
+        when an existing ``dest`` does not verify.
+    InputError
+        When a checksum, size or option is malformed.
+    """
+    dest = Path(dest)
+    expect = _Expected.checked(sha256=sha256, md5=md5, size=size)
+    _check_options(retries, backoff, chunk_size)
+    if dest.exists() or dest.is_symlink():
+        return _reuse(url, dest, expect)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise InputError(f"unsupported URL {url!r}", field="url", expected="an http(s):// URL")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = _part_path(dest)
+    own_session = session is None
+    session = _new_session() if own_session else session
+    started = time.monotonic()
+    log.info("downloading %s -> %s", url, dest)
+    try:
+        for last_chance in (False, True):
+            offset = _transfer(session, url, part, expect=expect, retries=retries,
+                               backoff=backoff, timeout=timeout, chunk_size=chunk_size,
+                               progress=progress, dest=dest)
+            try:
+                info = _verify(part, name=dest.name, expect=expect, url=url, shown=dest)
+            except DownloadError as exc:
+                part.unlink(missing_ok=True)
+                if offset and not last_chance:
+                    log.warning("%s; the file was assembled from several pieces, downloading "
+                                "it again from the start", exc)
+                    continue
+                raise
+            break
+        os.replace(part, dest)
+    finally:
+        if own_session:
+            session.close()
+    elapsed = time.monotonic() - started
+    log.info("downloaded %s (%s in %.1f s, sha256 %s)", dest, _human(info["size"]), elapsed,
+             info["sha256"])
+    return _record(url, dest, info, downloaded=True, source="network", when=_utc())
+
+
+# --------------------------------------------------------------------------- lists and manifests
+
+
+def _safe_relative(name: str, *, file=None, line=None) -> str:
+    where = "" if line is None else f" on line {line}"
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name or name.endswith("/"):
+        raise InputError(f"unsafe file name {name!r}{where}", file=file, field="filename",
+                         expected="a relative path inside the download folder, without '..'")
+    return str(rel)
+
+
+def _normalise_item(item: Mapping, *, file=None, line=None) -> dict[str, Any]:
+    where = "" if line is None else f" on line {line}"
+    if not isinstance(item, Mapping):
+        raise InputError(f"item {item!r}{where} is not a mapping", file=file,
+                         expected="a dict with 'url' and optional 'filename', 'sha256', "
+                                  "'md5', 'size'")
+    url = str(item.get("url") or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise InputError(f"malformed URL {url!r}{where}", file=file, field="url",
+                         expected="an http:// or https:// URL")
+    filename = str(item.get("filename") or "").strip() or unquote(parts.path.rsplit("/", 1)[-1])
+    if not filename:
+        raise InputError(f"no file name in the URL {url!r}{where}", file=file, field="filename",
+                         expected="a URL ending in a file name, or a 'filename'")
+    filename = _safe_relative(filename, file=file, line=line)
+    expect = _Expected.checked(sha256=item.get("sha256"), md5=item.get("md5"),
+                               size=item.get("size"), file=file, line=line)
+    return {"url": url, "filename": filename, "sha256": expect.sha256, "md5": expect.md5,
+            "size": expect.size}
+
+
+def _unique_filenames(items: list[dict], file=None) -> None:
+    seen: dict[str, str] = {}
+    for item in items:
+        other = seen.setdefault(item["filename"], item["url"])
+        if other != item["url"]:
+            raise InputError(f"two URLs save to the same file {item['filename']!r}: {other!r} and "
+                             f"{item['url']!r}", file=file, field="filename",
+                             expected="unique file names")
+
+
+def read_url_list(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a list of URLs with expected checksums from a TSV file.
+
+    The file has a header line naming its columns: ``url`` (required) and,
+    optionally, ``filename`` (default: the last segment of the URL; may hold
+    sub-folders), ``sha256``, ``md5`` and ``size`` (bytes). Empty cells mean
+    "unknown". Blank lines and lines starting with ``#`` are skipped; further
+    columns are ignored.
+
+    Parameters
+    ----------
+    path
+        The tab-separated file.
+
+    Returns
+    -------
+    list of dict
+        ``{"url", "filename", "sha256", "md5", "size"}`` per line (checksums
+        in lower case, size as int, unknown values ``None``), ready for
+        :func:`fetch_all`.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, a column is missing, a line has the wrong
+        number of fields, a URL, checksum or size is malformed, or two URLs
+        save to the same file name; the message names the file, the line and
+        the field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("URL list not found", file=path, expected="a tab-separated file")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [(n, row) for n, row in enumerate(csv.reader(f, delimiter="\t",
+                                                             quoting=csv.QUOTE_NONE), start=1)
+                if row and any(c.strip() for c in row) and not row[0].startswith("#")]
+    if not rows:
+        raise InputError("URL list is empty", file=path,
+                         expected="a header line with a 'url' column")
+    header = [c.strip() for c in rows[0][1]]
+    if "url" not in header:
+        raise InputError(f"missing column 'url' (columns: {header})", file=path, field="url",
+                         expected="a header line with the columns url[, filename, sha256, md5, "
+                                  "size]")
+    items = []
+    for n, row in rows[1:]:
+        if len(row) != len(header):
+            raise InputError(f"line {n} has {len(row)} fields", file=path,
+                             expected=f"{len(header)} tab-separated fields like the header")
+        values = dict(zip(header, (c.strip() for c in row), strict=True))
+        if not values["url"]:
+            raise InputError(f"empty URL on line {n}", file=path, field="url")
+        items.append(_normalise_item(values, file=path, line=n))
+    _unique_filenames(items, file=path)
+    return items
+
+
+def write_manifest(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Write a download manifest: a TSV with the columns :data:`MANIFEST_COLUMNS`.
+
+    One line per file: ``url``, ``path`` (as recorded), ``size`` (bytes),
+    ``sha256``, ``md5`` and ``time`` (ISO 8601, UTC, when the file was
+    finished). The file is written atomically (a temporary file renamed into
+    place). Run-specific fields of the records (``downloaded``, ``source``)
+    are not written, so re-running a finished download writes the same
+    manifest.
+
+    Parameters
+    ----------
+    records
+        Records returned by :func:`fetch` / :func:`fetch_all` (or read by
+        :func:`read_manifest`).
+    path
+        The manifest file, conventionally ``<dataset>/manifest.tsv``.
+
+    Raises
+    ------
+    InputError
+        When a record lacks a column or a value holds a tab or a newline.
+    """
+    lines = ["\t".join(MANIFEST_COLUMNS)]
+    for i, rec in enumerate(records):
+        values = []
+        for col in MANIFEST_COLUMNS:
+            if col not in rec and col != "md5":
+                raise InputError(f"record {i} has no {col!r}", file=path, field=col)
+            value = "" if rec.get(col) is None else str(rec[col])
+            if re.search(r"[\t\r\n]", value):
+                raise InputError(f"record {i}: {col} {value!r} holds a tab or a newline", file=path,
+                                 field=col)
+            values.append(value)
+        lines.append("\t".join(values))
+    with atomic_path(path, suffix=".tsv") as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a manifest written by :func:`write_manifest`.
+
+    Parameters
+    ----------
+    path
+        The manifest TSV.
+
+    Returns
+    -------
+    list of dict
+        One ``{"url", "path", "size", "sha256", "md5", "time"}`` per file,
+        ``size`` as int and an empty ``md5`` as ``None``.
+
+    Raises
+    ------
+    InputError
+        When the file is missing or malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("manifest not found", file=path,
+                         expected="a TSV written by write_manifest")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows or tuple(rows[0]) != MANIFEST_COLUMNS:
+        raise InputError(f"unexpected header {rows[0] if rows else []}", file=path,
+                         expected=f"the columns {list(MANIFEST_COLUMNS)}")
+    out = []
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != len(MANIFEST_COLUMNS):
+            raise InputError(f"line {n} has {len(row)} fields", file=path,
+                             expected=f"{len(MANIFEST_COLUMNS)} fields")
+        rec: dict[str, Any] = dict(zip(MANIFEST_COLUMNS, row, strict=True))
+        expect = _Expected.checked(sha256=rec["sha256"], md5=rec["md5"], size=rec["size"],
+                                   file=path, line=n)
+        rec.update(size=expect.size, sha256=expect.sha256, md5=expect.md5)
+        out.append(rec)
+    return out
+
+
+def _from_mirror(item: Mapping, source: Path, dest: Path, expect: _Expected) -> dict:
+    """Copy ``source`` to ``dest`` through a ``.part`` file, verified like a download."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = _part_path(dest)
+    try:
+        shutil.copyfile(source, part)
+        info = _verify(part, name=dest.name, expect=expect, url=item["url"], shown=source)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    log.info("copied %s from the mirror %s", dest, source)
+    return _record(item["url"], dest, info, downloaded=True, source="mirror", when=_utc())
+
+
+def fetch_all(
+    items: Iterable[Mapping[str, Any]],
+    dest_dir: str | os.PathLike,
+    *,
+    manifest: str | os.PathLike | None = None,
+    mirror: str | os.PathLike | None = None,
+    **kw: Any,
+) -> list[dict[str, Any]]:
+    """Download a list of files with expected checksums into one folder.
+
+    Each item is saved as ``dest_dir / filename`` with :func:`fetch` (so an
+    existing, verified file is not downloaded again). Items are handled in
+    order and the first failure raises; files finished before it are kept
+    and skipped by the next run.
+
+    Parameters
+    ----------
+    items
+        Mappings with ``"url"`` and optionally ``"filename"`` (default: the
+        last segment of the URL), ``"sha256"``, ``"md5"`` and ``"size"``, as
+        returned by :func:`read_url_list`.
+    dest_dir
+        The download folder.
+    manifest
+        When given, a manifest of all the files is written there
+        (:func:`write_manifest`) once every file is in place.
+    mirror
+        A local folder holding (some of) the files under the same relative
+        names. A file found there is copied instead of downloaded, without
+        any network request, and verified the same way; files not found
+        there are downloaded. This lets the workflow run offline.
+    **kw
+        Options for :func:`fetch` (``retries``, ``backoff``, ``timeout``,
+        ``chunk_size``, ``progress``, ``session``); the checksums and sizes
+        come from the items.
+
+    Returns
+    -------
+    list of dict
+        One :func:`fetch` record per item, in order; ``source`` is
+        ``"network"``, ``"mirror"`` or ``"existing"``.
+
+    Raises
+    ------
+    DownloadError
+        When a download, a copy or a check fails (the message names the URL
+        and the file).
+    InputError
+        When an item is malformed or two items save to the same file.
+    TypeError
+        When ``kw`` holds an unknown option or a per-item one.
+    """
+    per_item = {"sha256", "md5", "size"} & kw.keys()
+    if per_item:
+        raise TypeError(f"fetch_all() takes {sorted(per_item)} from the items, not as options")
+    allowed = {"retries", "backoff", "timeout", "chunk_size", "progress", "session"}
+    unknown = kw.keys() - allowed
+    if unknown:
+        raise TypeError(f"fetch_all() got unexpected options {sorted(unknown)}")
+    normalised = [_normalise_item(item) for item in items]
+    _unique_filenames(normalised)
+    dest_dir = Path(dest_dir)
+    mirror = None if mirror is None else Path(mirror)
+    own_session = kw.get("session") is None
+    if own_session:
+        kw["session"] = _new_session()
+    records = []
+    try:
+        for item in normalised:
+            dest = dest_dir / item["filename"]
+            expect = _Expected(sha256=item["sha256"], md5=item["md5"], size=item["size"])
+            if mirror is not None and not (dest.exists() or dest.is_symlink()):
+                source = mirror / item["filename"]
+                if source.is_file():
+                    records.append(_from_mirror(item, source, dest, expect))
+                    continue
+                log.info("%s is not in the mirror %s; downloading it", item["filename"], mirror)
+            records.append(fetch(item["url"], dest, sha256=item["sha256"], md5=item["md5"],
+                                 size=item["size"], **kw))
+    finally:
+        if own_session:
+            kw["session"].close()
+    if manifest is not None:
+        write_manifest(records, manifest)
+    return records

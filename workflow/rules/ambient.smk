@@ -1,0 +1,11 @@
+rule ambient:
+    """Each sample's ambient-RNA contamination (from non-epithelial cells' milk transcripts); corrected counts."""
+    input:
+        out("intermediate", "compartments_called.h5ad"),
+    output:
+        adata=out("intermediate", "ambient_corrected.h5ad"),
+        table=report(out("tables", "ambient.tsv"), caption="../report/ambient.rst", category="Quality control"),
+    log:
+        out("logs", "ambient.log"),
+    script:
+        "../scripts/ambient.py"
