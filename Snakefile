@@ -28,6 +28,7 @@ rule all:
 
 
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/cellcalling.smk"
 include: "workflow/rules/qc.smk"

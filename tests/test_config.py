@@ -17,6 +17,7 @@ from milkcells import (
     integrate,
     markers,
     preprocess,
+    public,
     qc,
 )
 
@@ -54,6 +55,14 @@ MIRRORS = {
     ("annotation", "ambient_threshold"): (annotate.annotate_compartments, "ambient_threshold"),
     ("annotation", "cell_override_margin"): (annotate.annotate_compartments, "cell_override_margin"),
     ("annotation", "cell_type_min_margin"): (annotate.annotate_cell_types, "min_margin"),
+    ("dataset", "include_tissue"): (public.prepare_biostudies, "include_tissue"),
+    ("dataset", "mirror"): (public.prepare_biostudies, "mirror"),
+    ("dataset", "retries"): (public.prepare_biostudies, "retries"),
+    ("dataset", "backoff"): (public.prepare_biostudies, "backoff"),
+    ("dataset", "scp_label_column"): (public.prepare_scp, "label_column"),
+    ("dataset", "cellxgene_api_url"): (public.prepare_cellxgene, "api_url"),
+    ("dataset", "cellxgene_label_column"): (public.prepare_cellxgene, "label_column"),
+    ("dataset", "cellxgene_sample_column"): (public.prepare_cellxgene, "sample_column"),
     ("demo", "n_cells"): (datasets.simulate_milk_sample, "n_cells"),
     ("demo", "n_empty"): (datasets.simulate_milk_sample, "n_empty"),
     ("demo", "n_genes"): (datasets.simulate_milk_sample, "n_genes"),
@@ -68,7 +77,10 @@ def test_library_default_mirrors_schema(section, key):
 
 
 def test_every_schema_key_is_mirrored_or_workflow_only():
-    workflow_only = {("doublets", "enabled"), ("annotation", "marker_table")}
+    workflow_only = {("doublets", "enabled"), ("annotation", "marker_table")} | {
+        ("dataset", k) for k in ("source", "name", "download_dir", "accessions", "scp_counts", "scp_metadata",
+                                 "cellxgene_dataset_id", "cellxgene_obs_filter", "url_list")
+    }
     for section, spec in SCHEMA["properties"].items():
         for key in spec.get("properties", {}):
             assert (section, key) in MIRRORS or (section, key) in workflow_only, (section, key)
@@ -81,7 +93,7 @@ def test_same_min_margin_for_subclusters():
 
 
 def test_shipped_configs_validate_and_agree_with_schema():
-    for path in (REPO / "config" / "config.yaml", REPO / ".test" / "config.yaml"):
+    for path in (REPO / "config" / "config.yaml", REPO / ".test" / "config.yaml", REPO / "config" / "twigger2022.yaml"):
         cfg = yaml.safe_load(path.read_text())
         validate(cfg, schema=str(files("milkcells") / "schemas" / "config.schema.yaml"), set_default=True)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -91,6 +103,13 @@ def test_shipped_configs_validate_and_agree_with_schema():
                 assert SCHEMA["properties"][section]["properties"][key]["default"] == value, (section, key)
         else:
             assert SCHEMA["properties"][section]["default"] == values, section
+
+
+def test_biostudies_url_default_is_the_library_default():
+    from milkcells import sources
+
+    assert SCHEMA["properties"]["biostudies_url"]["default"] == sources.BIOSTUDIES_BASE_URL
+    assert inspect.signature(public.prepare_biostudies).parameters["base_url"].default == sources.BIOSTUDIES_BASE_URL
 
 
 def test_schema_rejects_unknown_and_bad_values():

@@ -91,3 +91,23 @@ def test_cluster_annotate_split_compose(processed):
     imm = comp[(comp["level"] == "compartment") & (comp["label"] == "immune")].set_index("sample")["fraction"]
     assert imm["A_d003"] > imm["B_d150"]  # immune share falls over lactation
     assert "days_postpartum" in comp.columns
+
+
+def test_resolution_sweep_prefers_stable_coherent_partitions(processed):
+    from milkcells import annotate
+
+    m = processed.copy()
+    epi = m[m.obs["sim_compartment"].astype(str) == "epithelial"].copy()
+    preprocess.highly_variable_genes(epi, n_top_genes=500)
+    preprocess.pca(epi, n_comps=15)
+    cluster.cluster(epi, use_rep="X_pca", umap=False)
+    sets = annotate.marker_sets(epi, table=annotate.load_marker_table(), level="cell_type", compartment="epithelial")
+    sweep = cluster.resolution_sweep(epi, resolutions=(0.2, 1.0, 4.0), marker_sets=sets)
+    assert list(sweep["resolution"]) == [0.2, 1.0, 4.0]
+    assert sweep["n_clusters"].is_monotonic_increasing
+    assert (sweep["stability"] <= 1).all() and (sweep["coherence"] <= 1).all()
+    # over-splitting four simulated types into many clusters is less stable than the natural partition
+    assert sweep.set_index("resolution").loc[4.0, "score"] < sweep["score"].max()
+    assert sweep.attrs["best"] in (0.2, 1.0)
+    with pytest.raises(ValueError, match="n_seeds"):
+        cluster.resolution_sweep(epi, n_seeds=1)

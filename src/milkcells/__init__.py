@@ -26,7 +26,9 @@ from . import (
     markers,
     plots,
     preprocess,
+    public,
     qc,
+    sources,
 )
 from ._utils import InputError
 
@@ -51,6 +53,8 @@ __all__ = [
     "markers",
     "plots",
     "preprocess",
+    "public",
     "qc",
+    "sources",
     "__version__",
 ]

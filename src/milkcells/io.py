@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 #: carried into ``obs``.
 SAMPLE_SHEET_COLUMNS = {
     "required": ("sample", "path"),
-    "optional": ("donor", "batch", "source", "days_postpartum"),
+    "optional": ("donor", "batch", "source", "days_postpartum", "chemistry", "accession"),
 }
 
 _SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

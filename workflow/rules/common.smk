@@ -17,9 +17,20 @@ OUTDIR = Path(config["outdir"])
 DEMO_DIR = "resources/demo"
 COMPARTMENTS = ["epithelial", "immune", "stromal"]
 
-SAMPLES = read_sample_sheet(config["samples"])
-validate(SAMPLES.astype({"days_postpartum": object}).where(SAMPLES.notna(), None),
-         schema=str(SCHEMAS / "samples.schema.yaml"))
+# Where the samples come from: the sample sheet (`samples`, the default), or a
+# public dataset pulled by the checkpoint `prepare_dataset` (dataset.source).
+DATASET = config["dataset"]
+MODE = DATASET["source"]
+DATASET_DIR = Path(DATASET["download_dir"]) / DATASET["name"]
+
+
+def check_sheet(sheet, path):
+    validate(sheet.astype({"days_postpartum": object}).where(sheet.notna(), None),
+             schema=str(SCHEMAS / "samples.schema.yaml"))
+    return sheet
+
+
+SAMPLES = check_sheet(read_sample_sheet(config["samples"]), config["samples"]) if MODE == "samples" else None
 
 
 def is_demo_path(path):
@@ -27,7 +38,7 @@ def is_demo_path(path):
     return p.parent.as_posix() == DEMO_DIR and p.name.startswith("simulated_") and p.suffix == ".h5ad"
 
 
-for _name, _row in SAMPLES.iterrows():
+for _name, _row in (SAMPLES.iterrows() if SAMPLES is not None else ()):
     if not is_demo_path(_row["path"]) and not os.path.exists(_row["path"]):
         raise milkcells.InputError(
             "input not found", file=_row["path"], sample=_name, field="path",
@@ -36,7 +47,7 @@ for _name, _row in SAMPLES.iterrows():
 
 
 wildcard_constraints:
-    sample="|".join(map(re.escape, SAMPLES.index)) if SAMPLES.size else "NONE",
+    sample="|".join(map(re.escape, SAMPLES.index)) if SAMPLES is not None else r"[A-Za-z0-9][A-Za-z0-9._-]*",
     compartment="|".join(COMPARTMENTS),
 
 
@@ -44,12 +55,20 @@ def out(*parts):
     return str(OUTDIR.joinpath(*parts))
 
 
+def sample_table():
+    """The sample sheet: the user's, or the one the checkpoint built for a public dataset."""
+    if SAMPLES is not None:
+        return SAMPLES
+    sheet = checkpoints.prepare_dataset.get().output.sheet
+    return check_sheet(read_sample_sheet(sheet), sheet)
+
+
 def sample_input(wildcards):
-    return SAMPLES.loc[wildcards.sample, "path"]
+    return sample_table().loc[wildcards.sample, "path"]
 
 
 def sample_metadata(wildcards):
-    row = SAMPLES.loc[wildcards.sample].drop(labels=["sample", "path"])
+    row = sample_table().loc[wildcards.sample].drop(labels=["sample", "path"])
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
 
 
@@ -63,7 +82,21 @@ def demo_row(wildcards):
 
 
 def per_sample(name):
-    return expand(out("samples", "{sample}", name), sample=SAMPLES.index)
+    """Input function: one file per sample (known once the sample sheet is)."""
+
+    def files(wildcards):
+        return expand(out("samples", "{sample}", name), sample=sample_table().index)
+
+    return files
+
+
+def dataset_inputs(wildcards):
+    """Local files a public-dataset import reads (SCP export, URL list)."""
+    if MODE == "scp":
+        return [DATASET["scp_counts"], DATASET["scp_metadata"]]
+    if MODE == "urls":
+        return [DATASET["url_list"]]
+    return []
 
 
 def final_outputs():

@@ -1,0 +1,124 @@
+"""The workflow pulls a public dataset from a local stand-in of the BioStudies archive.
+
+A server on 127.0.0.1 serves a fixture mirror laid out like the BioStudies file
+tree (the SDRFs of three Twigger-style accessions plus small per-sample MTX
+files in the Twigger naming, simulated droplets), with injected faults. The real
+workflow runs against it through the config's base URL.
+"""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from milkcells import datasets, io
+
+from .archive_server import Fault, serve
+from .conftest import REPO, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+FIXTURES = Path(__file__).parent / "data" / "sources"
+ACCESSIONS = {"E-MTAB-9841": "twigger_batch1_like.sdrf.txt", "E-MTAB-10855": "twigger_batch2_like.sdrf.txt",
+              "E-MTAB-10885": "twigger_batch3_like.sdrf.txt"}
+MILK = {"LMC1": ("E-MTAB-9841", False, 28), "LMC2": ("E-MTAB-9841", False, 10),
+        "AD4": ("E-MTAB-10855", True, 30), "AE4": ("E-MTAB-10855", True, 120)}
+
+
+def files_dir(root: Path, acc: str) -> Path:
+    return root / "E-MTAB-" / acc[-3:] / acc / "Files"
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    root = tmp_path_factory.mktemp("biostudies")
+    for acc, sdrf in ACCESSIONS.items():
+        d = files_dir(root, acc)
+        d.mkdir(parents=True)
+        shutil.copy(FIXTURES / sdrf, d / f"{acc}.sdrf.txt")
+    for sample, (acc, gz, days) in MILK.items():
+        raw = datasets.simulate_milk_sample(sample, donor=sample, days_postpartum=days, n_cells=200,
+                                            n_empty=800, n_genes=700)
+        io.write_10x_mtx(raw, files_dir(root, acc), prefix=f"{sample}_", gzip=gz)
+    return root
+
+
+def write_config(wd: Path, base_url: str, name: str = "twigger") -> Path:
+    cfg = yaml.safe_load((REPO / "config" / "twigger2022.yaml").read_text())
+    cfg.update(biostudies_url=base_url, outdir="out", markers={"method": "t-test"})
+    cfg["dataset"].update(name=name, download_dir=str(wd / "resources"), backoff=0.01, retries=3)
+    path = wd / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_pulls_and_analyses_the_archive(tmp_path, mirror):
+    lmc1 = "E-MTAB-/841/E-MTAB-9841/Files/LMC1_matrix.mtx"
+    ad4 = "E-MTAB-/855/E-MTAB-10855/Files/AD4_matrix.mtx.gz"
+    faults = {lmc1: Fault.error(500, times=2), ad4: Fault.drop(after=3000, times=1)}
+    with serve(mirror, faults=faults) as (base_url, server):
+        cfg = write_config(tmp_path, base_url)
+        run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+        assert server.count(lmc1) == 3  # two 500s, then success
+        ranges = [r.range for r in server.requests_for(ad4)]
+        assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")
+        n_get = server.count()
+
+        ds = tmp_path / "resources" / "twigger"
+        sheet = io.read_sample_sheet(ds / "samples.tsv")
+        assert sorted(sheet.index) == sorted(MILK)  # tissue skipped; LMC9 (molecule_info only) left out
+        assert set(sheet["batch"]) == {"E-MTAB-9841", "E-MTAB-10855"}
+        assert sheet.loc["LMC1", "days_postpartum"] == 28
+        for sample, (acc, _gz, _d) in MILK.items():
+            for f in files_dir(mirror, acc).glob(f"{sample}_*"):
+                assert (ds / "raw" / sample / f.name).read_bytes() == f.read_bytes()
+        assert not list(ds.rglob("*.part"))
+        manifest = pd.read_csv(ds / "manifest.tsv", sep="\t")
+        assert len(manifest) == 3 + 4 * 3 and manifest["sha256"].str.len().eq(64).all()
+        assert "molecule_info" in (ds / "prepare_dataset.log").read_text()
+
+        out = tmp_path / "out"
+        assert (out / "annotated.h5ad").is_file() and (out / "compartments" / "immune.h5ad").is_file()
+        qcs = pd.read_csv(out / "tables" / "qc_summary.tsv", sep="\t")
+        assert set(qcs["sample"]) == set(MILK) and (qcs["input_type"] == "raw").all()
+
+        # a second run downloads nothing and has nothing to do
+        proc = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+        assert "Nothing to be done" in proc.stdout + proc.stderr
+        assert server.count() == n_get
+        # even re-preparing the dataset finds every file in place
+        (ds / "samples.tsv").unlink()
+        run_snakemake(tmp_path, str(ds / "samples.tsv"), "--cores", "1", "--configfile", str(cfg))
+        assert server.count() == n_get
+
+
+def test_offline_from_a_mirror_folder(tmp_path, mirror):
+    cfg = write_config(tmp_path, "http://127.0.0.1:9/")  # nothing listens there
+    data = yaml.safe_load(cfg.read_text())
+    data["dataset"]["mirror"] = str(mirror)
+    cfg.write_text(yaml.safe_dump(data))
+    target = tmp_path / "resources" / "twigger" / "samples.tsv"
+    run_snakemake(tmp_path, str(target), "--cores", "1", "--configfile", str(cfg))
+    assert sorted(io.read_sample_sheet(target).index) == sorted(MILK)
+
+
+@pytest.mark.parametrize(
+    ("fault", "needle"),
+    [(Fault.not_found(), "404"), (Fault.truncated(2000), "gzip")],
+    ids=["404", "truncated-gzip"],
+)
+def test_download_failures_leave_nothing_finished(tmp_path, mirror, fault, needle):
+    path = "E-MTAB-/855/E-MTAB-10855/Files/AE4_matrix.mtx.gz"
+    with serve(mirror, faults={path: fault}) as (base_url, _server):
+        cfg = write_config(tmp_path, base_url)
+        proc = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    ds = tmp_path / "resources" / "twigger"
+    log = (ds / "prepare_dataset.log").read_text()
+    assert "AE4_matrix.mtx.gz" in log and needle in log
+    assert not (ds / "samples.tsv").exists()
+    assert not (ds / "raw" / "AE4" / "AE4_matrix.mtx.gz").exists()
+    assert not list(ds.rglob("*.part"))
+    assert not (tmp_path / "out").exists() or not (tmp_path / "out" / "annotated.h5ad").exists()
