@@ -9,18 +9,31 @@ def test_raw_and_filtered_detected(raw_sample, called_sample):
     assert not cellcalling.is_raw_matrix(called_sample)
 
 
-def test_inflection_separates_cells_from_empty_droplets(raw_sample, called_sample):
-    status = raw_sample.obs["sim_status"].astype(str)
-    real = status.isin(["cell", "doublet"])
-    called = raw_sample.obs_names.isin(called_sample.obs_names)
-    recall = (called & real.to_numpy()).sum() / real.sum()
-    empties_called = (called & (status == "empty").to_numpy()).sum() / (status == "empty").sum()
-    assert recall >= 0.9, recall
-    assert empties_called <= 0.01, empties_called
+def _recall_and_empties(raw, called):
+    status = raw.obs["sim_status"].astype(str)
+    real = status.isin(["cell", "doublet"]).to_numpy()
+    hit = raw.obs_names.isin(called.obs_names)
+    return (hit & real).sum() / real.sum(), (hit & (status == "empty").to_numpy()).sum() / (status == "empty").sum()
+
+
+def test_default_calls_raw_droplets_with_emptydrops(raw_sample, called_sample):
+    recall, empties = _recall_and_empties(raw_sample, called_sample)
+    print(f"EmptyDrops: recall {recall:.3f}, empty droplets called {empties:.4f}")
+    assert recall >= 0.95 and empties <= 0.01
     rec = called_sample.uns["milkcells"]["cell_calling"]
-    assert rec["input_type"] == "raw" and rec["method_used"] == "inflection"
+    assert rec["input_type"] == "raw" and rec["method_used"] == "emptydrops"
     assert rec["n_barcodes"] == raw_sample.n_obs and rec["n_called"] == called_sample.n_obs
+    assert rec["emptydrops"]["n_tested"] > 0
+    assert (called_sample.obs["emptydrops_fdr"] <= 0.01).all()
     assert rec["knee"] >= rec["inflection"]
+
+
+def test_inflection_separates_cells_from_empty_droplets(raw_sample):
+    called = cellcalling.call_cells(raw_sample, method="inflection")
+    recall, empties = _recall_and_empties(raw_sample, called)
+    print(f"inflection: recall {recall:.3f}, empty droplets called {empties:.4f}")
+    assert recall >= 0.9 and empties <= 0.01
+    assert called.uns["milkcells"]["cell_calling"]["method_used"] == "inflection"
 
 
 def test_filtered_input_kept_whole(called_sample):

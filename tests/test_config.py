@@ -30,6 +30,8 @@ MIRRORS = {
     ("cell_calling", "method"): (cellcalling.call_cells, "method"),
     ("cell_calling", "lower"): (cellcalling.call_cells, "lower"),
     ("cell_calling", "min_umis"): (cellcalling.call_cells, "min_umis"),
+    ("cell_calling", "fdr"): (cellcalling.call_cells, "fdr"),
+    ("cell_calling", "niters"): (cellcalling.call_cells, "niters"),
     **{("qc", k): (qc.filter_cells, k) for k in SCHEMA["properties"]["qc"]["properties"]},
     ("doublets", "expected_rate"): (doublets.remove_doublets, "expected_rate"),
     ("doublets", "threshold"): (doublets.remove_doublets, "threshold"),

@@ -41,7 +41,12 @@ def is_raw_matrix(adata: ad.AnnData, *, lower: float = 100, raw_fraction: float 
 
 
 def barcode_ranks(
-    totals: np.ndarray, *, lower: float = 100, smooth_sigma: float = 3.0, n_grid: int = 400
+    totals: np.ndarray,
+    *,
+    lower: float = 100,
+    exclude_from: int = 50,
+    smooth_sigma: float = 3.0,
+    n_grid: int = 400,
 ) -> dict[str, float]:
     """Knee and inflection of the barcode-rank curve.
 
@@ -51,6 +56,9 @@ def barcode_ranks(
         Total UMI count per barcode.
     lower
         Barcodes below this total are ignored when looking for the two points.
+    exclude_from
+        The top-ranked barcodes (sparse, noisy; as DropletUtils'
+        ``exclude.from``) are not searched for either point.
     smooth_sigma
         Width (in grid steps) of the Gaussian smoothing of the log-log curve.
     n_grid
@@ -81,8 +89,8 @@ def barcode_ranks(
     ys = gaussian_filter1d(yi, smooth_sigma, mode="nearest")
     d1 = np.gradient(ys, grid)
     d2 = np.gradient(d1, grid)
-    # ignore the first few grid points: the top barcodes are sparse and noisy
-    start = max(1, int(0.02 * n_grid))
+    # ignore the top barcodes: they are sparse and noisy
+    start = max(1, int(np.searchsorted(grid, np.log10(min(exclude_from, t.size / 2)))))
     infl = start + int(np.argmin(d1[start:]))
     curvature = d2 / (1 + d1**2) ** 1.5
     knee = start + int(np.argmin(curvature[start : max(infl, start + 1)])) if infl > start else infl
@@ -109,9 +117,12 @@ def ambient_profile(adata: ad.AnnData, *, lower: float = 100) -> np.ndarray:
 def call_cells(
     adata: ad.AnnData,
     *,
-    method: Literal["auto", "inflection", "knee", "none"] = "auto",
+    method: Literal["auto", "emptydrops", "inflection", "knee", "none"] = "auto",
     lower: float = 100,
     min_umis: float = 200,
+    fdr: float = 0.01,
+    niters: int = 10000,
+    seed: int = 0,
 ) -> ad.AnnData:
     """Call cells in one sample's droplets.
 
@@ -120,14 +131,19 @@ def call_cells(
     adata
         Raw or filtered counts of one sample.
     method
-        ``"inflection"`` or ``"knee"``: keep barcodes at or above that point of
-        the barcode-rank curve; ``"none"``: keep every barcode (input already
-        filtered); ``"auto"``: ``"inflection"`` when :func:`is_raw_matrix`
-        says the matrix is raw, else ``"none"``.
+        ``"emptydrops"``: EmptyDrops (:func:`milkcells.emptydrops.emptydrops`,
+        Lun et al. 2019), barcodes whose profile differs from the ambient RNA
+        at ``fdr``, plus every barcode above the knee; ``"inflection"`` or
+        ``"knee"``: keep barcodes at or above that point of the barcode-rank
+        curve; ``"none"``: keep every barcode (input already filtered);
+        ``"auto"``: ``"emptydrops"`` when :func:`is_raw_matrix` says the
+        matrix is raw, else ``"none"``.
     lower
         Lower bound of the curve, and the upper bound of the ambient pool.
     min_umis
         Never call a barcode with fewer UMIs than this.
+    fdr, niters, seed
+        EmptyDrops' false discovery rate, Monte Carlo iterations and seed.
 
     Returns
     -------
@@ -137,27 +153,42 @@ def call_cells(
     curve; ``var["ambient_fraction"]`` the ambient profile (NaN when the input
     is filtered).
     """
-    if method not in ("auto", "inflection", "knee", "none"):
+    if method not in ("auto", "emptydrops", "inflection", "knee", "none"):
         raise ValueError(
-            f"method must be one of 'auto', 'inflection', 'knee', 'none', but {method!r} was passed."
+            "method must be one of 'auto', 'emptydrops', 'inflection', 'knee', 'none', "
+            f"but {method!r} was passed."
         )
     totals = _totals(adata)
     raw = is_raw_matrix(adata, lower=lower)
-    used = ("inflection" if raw else "none") if method == "auto" else method
+    used = ("emptydrops" if raw else "none") if method == "auto" else method
     points: dict[str, float] = {}
+    extra: dict = {}
     if used == "none":
         keep = totals > 0
         threshold = float(totals[keep].min()) if keep.any() else 0.0
+    elif used == "emptydrops":
+        from .emptydrops import emptydrops
+
+        res = emptydrops(adata, lower=lower, niters=niters, fdr=fdr, seed=seed)
+        keep = res["is_cell"].to_numpy(dtype=bool) & (totals >= min_umis)
+        threshold = float(totals[keep].min()) if keep.any() else float("nan")
+        points = barcode_ranks(totals, lower=lower)
+        adata_fdr = res["fdr"].to_numpy(dtype=float)
+        extra = {"alpha": float(res.attrs["alpha"]), "retain": float(res.attrs["retain"]),
+                 "n_tested": int(res.attrs["n_tested"]), "fdr": fdr, "niters": niters}
     else:
         points = barcode_ranks(totals, lower=lower)
         threshold = max(points[used], min_umis)
         keep = totals >= threshold
     out = adata[keep].copy()
+    if used == "emptydrops":
+        out.obs["emptydrops_fdr"] = adata_fdr[keep].astype(np.float32)
     out.var["ambient_fraction"] = ambient_profile(adata, lower=lower) if raw else np.nan
     srt = np.sort(totals[totals > 0])[::-1]
     idx = np.unique(np.geomspace(1, srt.size, num=min(300, srt.size)).astype(int) - 1)
     uns = out.uns.setdefault("milkcells", {})
-    record_params(out, "cell_calling", {"method": method, "lower": lower, "min_umis": min_umis})
+    record_params(out, "cell_calling", {"method": method, "lower": lower, "min_umis": min_umis,
+                                        "fdr": fdr, "niters": niters, "seed": seed})
     uns["cell_calling"].update(
         {
             "method_used": used,
@@ -168,6 +199,7 @@ def call_cells(
             "curve_rank": (idx + 1).astype(float),
             "curve_total": srt[idx].astype(float),
             **{k: float(v) for k, v in points.items()},
+            **({"emptydrops": extra} if extra else {}),
         }
     )
     log.info(
