@@ -26,6 +26,12 @@ OUTPUTS = [
     "figures/qc_distributions.png",
     "figures/composition_cell_type.png",
     "figures/composition_compartment.png",
+    "figures/composition_time.png",
+    "figures/author_confusion.png",
+    "tables/ambient.tsv",
+    "tables/composition_time.tsv",
+    "tables/resolution_sweep.tsv",
+    "tables/author_agreement.tsv",
 ]
 
 
@@ -83,6 +89,19 @@ def test_tables(tiny_run):
     assert imm["SIM1_d004"] > imm["SIM1_d120"]
     mk = pd.read_csv(wd / "out" / "tables" / "markers.tsv", sep="\t")
     assert {"group", "gene", "logfoldchange", "pval_adj"} <= set(mk.columns) and len(mk) > 0
+
+
+def test_issue4_tables(tiny_run):
+    wd, _ = tiny_run
+    amb = pd.read_csv(wd / "out" / "tables" / "ambient.tsv", sep="\t")
+    assert list(amb["sample"]) == ["SIM1_d004", "SIM1_d120", "SIM2_d010"]
+    assert amb["rho"].between(0.01, 0.3).all()
+    sweep = pd.read_csv(wd / "out" / "tables" / "resolution_sweep.tsv", sep="\t")
+    assert set(sweep["compartment"]) == {"epithelial", "immune"} and sweep["chosen"].sum() == 2
+    agree = pd.read_csv(wd / "out" / "tables" / "author_agreement.tsv", sep="\t")
+    assert agree["adjusted_rand_index"].iloc[0] >= 0.85
+    time = pd.read_csv(wd / "out" / "tables" / "composition_time.tsv", sep="\t")
+    assert {"level", "label", "spearman_r", "pvalue"} <= set(time.columns)
 
 
 def test_rerun_does_nothing(tiny_run):

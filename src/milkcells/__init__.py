@@ -12,6 +12,7 @@ simulated demo data.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import (
+    agreement,
     ambient,
     annotate,
     cellcalling,
@@ -40,6 +41,7 @@ except PackageNotFoundError:  # pragma: no cover - source tree without install
 
 __all__ = [
     "InputError",
+    "agreement",
     "ambient",
     "annotate",
     "cellcalling",

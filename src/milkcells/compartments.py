@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ._utils import record_params
-from .annotate import UNASSIGNED, annotate_cell_types
-from .cluster import cluster
+from .annotate import UNASSIGNED, ambient_prone_genes, annotate_cell_types, load_marker_table, marker_sets
+from .cluster import cluster, resolution_sweep
 from .integrate import integrate
 from .preprocess import highly_variable_genes, pca
 
@@ -30,7 +30,7 @@ def subcluster_compartment(
     integration: str = "harmony",
     integration_key: str = "batch",
     n_neighbors: int = 15,
-    resolution: float = 1.0,
+    resolution: float | str = "auto",
     min_score: float = 0.3,
     min_margin: float = 0.05,
     seed: int = 0,
@@ -46,9 +46,14 @@ def subcluster_compartment(
         ``"epithelial"``, ``"immune"`` or ``"stromal"``.
     markers
         Marker table or path (default: the shipped table).
-    n_top_genes, hvg_batch_key, n_pcs, integration, integration_key, n_neighbors, resolution, seed
+    n_top_genes, hvg_batch_key, n_pcs, integration, integration_key, n_neighbors, seed
         As in :mod:`milkcells.preprocess`, :func:`milkcells.integrate.integrate`
         and :func:`milkcells.cluster.cluster`, applied within the compartment.
+    resolution
+        Leiden resolution, or ``"auto"``: chosen by
+        :func:`milkcells.cluster.resolution_sweep` (stability across seeds
+        times coherence with the compartment's cell-type marker sets); the
+        sweep is kept in ``uns["milkcells"]["subcluster"]["sweep"]``.
     min_score, min_margin
         As in :func:`milkcells.annotate.annotate_cell_types`.
 
@@ -85,11 +90,27 @@ def subcluster_compartment(
     highly_variable_genes(sub, n_top_genes=n_top_genes, batch_key=hvg_batch_key)
     pca(sub, n_comps=n_pcs, seed=seed)
     rep = integrate(sub, method=integration, key=integration_key, seed=seed)
+    sweep = None
+    if resolution == "auto":
+        cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=1.0, key_added="leiden_compartment",
+                umap=False, seed=seed)
+        table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+        sets = marker_sets(sub, table=table, level="cell_type", compartment=compartment,
+                           exclude=ambient_prone_genes(sub))
+        sweep = resolution_sweep(sub, marker_sets=sets, seed=seed)
+        resolution = sweep.attrs["best"]
+        log.info("%s: resolution %.2f chosen by stability and marker coherence", compartment, resolution)
+    elif not isinstance(resolution, (int, float)) or resolution <= 0:
+        raise ValueError(f"resolution must be a positive number or 'auto', but {resolution!r} was passed.")
     cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
             key_added="leiden_compartment", seed=seed)
     annotate_cell_types(sub, compartment=compartment, markers=markers,
                         groupby="leiden_compartment", min_score=min_score, min_margin=min_margin, layer=layer)
+    params["resolution_used"] = float(resolution)
     record_params(sub, "subcluster", params)
+    if sweep is not None:
+        sub.uns["milkcells"]["subcluster"]["sweep"] = sweep.assign(compartment=compartment,
+                                                                   chosen=sweep["resolution"] == resolution)
     log.info("%s: %d cells, cell types %s", compartment, sub.n_obs, sub.obs["cell_type"].value_counts().to_dict())
     return sub
 

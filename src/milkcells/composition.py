@@ -14,6 +14,7 @@ __all__ = [
     "shares_from_counts",
     "time_correlations",
     "compare_periods",
+    "composition_over_time",
     "author_label_map",
     "nyquist2022_analysis",
 ]
@@ -164,6 +165,36 @@ def compare_periods(
         out["pooled_early"] = float((shares[early.index] * c[early.index]).sum() / c[early.index].sum())
         out["pooled_late"] = float((shares[late.index] * c[late.index]).sum() / c[late.index].sum())
     return out
+
+
+def composition_over_time(table: pd.DataFrame, *, max_days: float = 400, groupby: str = "sample") -> pd.DataFrame:
+    """Spearman correlation of each compartment's and cell type's share with days postpartum.
+
+    Parameters
+    ----------
+    table
+        :func:`composition_table` output (needs ``days_postpartum``).
+    max_days
+        Samples at or after this time are left out.
+    groupby
+        The sample column.
+
+    Returns
+    -------
+    One row per ``level`` and ``label``: ``n_samples``, ``spearman_r``,
+    ``pvalue`` (NaN with fewer than five timed samples).
+    """
+    if "days_postpartum" not in table:
+        return pd.DataFrame(columns=["level", "label", "n_samples", "spearman_r", "pvalue"])
+    out = []
+    for level in ("compartment", "cell_type"):
+        df = table[table["level"] == level]
+        shares = df.pivot_table(index=groupby, columns="label", values="fraction", aggfunc="sum").fillna(0)
+        days = df.groupby(groupby)["days_postpartum"].first().astype(float)
+        res = time_correlations(shares, days, max_days=max_days)
+        res.insert(0, "level", level)
+        out.append(res)
+    return pd.concat(out, ignore_index=True)
 
 
 def author_label_map(study: str | None = None) -> pd.DataFrame:

@@ -14,7 +14,14 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from .annotate import load_marker_table, marker_sets  # noqa: E402
 
-__all__ = ["umap", "marker_dotplot", "qc_distributions", "composition_bars"]
+__all__ = [
+    "umap",
+    "marker_dotplot",
+    "qc_distributions",
+    "composition_bars",
+    "confusion_heatmap",
+    "shares_over_time",
+]
 
 
 def umap(adata: ad.AnnData, color: str, *, ax=None, title: str | None = None) -> Figure:
@@ -112,5 +119,50 @@ def composition_bars(table: pd.DataFrame, *, level: str = "cell_type", groupby: 
     ax.set(ylabel="fraction of cells", title=f"{level.replace('_', ' ')} composition per sample")
     ax.tick_params(axis="x", rotation=60)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(confusion: pd.DataFrame, *, title: str = "author labels vs milkcells calls") -> Figure:
+    """Row-normalised confusion matrix (rows: author labels, columns: calls), counts annotated."""
+    frac = confusion.div(confusion.sum(axis=1).replace(0, 1), axis=0)
+    fig, ax = plt.subplots(figsize=(0.55 * frac.shape[1] + 3, 0.45 * frac.shape[0] + 2))
+    im = ax.imshow(frac.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(frac.shape[1]), frac.columns, rotation=60, ha="right")
+    ax.set_yticks(range(frac.shape[0]), frac.index)
+    for i in range(frac.shape[0]):
+        for j in range(frac.shape[1]):
+            n = int(confusion.iat[i, j])
+            if n:
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                        color="white" if frac.iat[i, j] > 0.5 else "black")
+    ax.set(xlabel="milkcells cell type", ylabel="author label (mapped)", title=title)
+    fig.colorbar(im, ax=ax, label="fraction of the author label")
+    fig.tight_layout()
+    return fig
+
+
+def shares_over_time(table: pd.DataFrame, *, level: str = "cell_type", groupby: str = "sample") -> Figure:
+    """Each label's per-sample share against days postpartum (one panel per label)."""
+    df = table[(table["level"] == level) & table["days_postpartum"].notna()]
+    labels = sorted(df["label"].unique())
+    if not labels:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "no sample has days_postpartum", ha="center")
+        ax.axis("off")
+        return fig
+    ncol = min(4, len(labels))
+    nrow = int(np.ceil(len(labels) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    for ax, label in zip(axes.ravel(), labels, strict=False):
+        d = df[df["label"] == label]
+        donors = d["donor"].astype(str) if "donor" in d else pd.Series("", index=d.index)
+        for k, (donor, dd) in enumerate(d.groupby(donors)):
+            ax.plot(dd["days_postpartum"], dd["fraction"], "o-", ms=4, lw=0.8, label=donor,
+                    color=plt.get_cmap("tab10")(k % 10))
+        ax.set(title=label, xlabel="days postpartum", ylabel="share")
+    for ax in axes.ravel()[len(labels):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=6, title="donor", title_fontsize=6)
     fig.tight_layout()
     return fig

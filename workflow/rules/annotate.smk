@@ -19,7 +19,8 @@ rule annotated:
         adata=out("intermediate", "ambient_corrected.h5ad"),
         parts=expand(out("compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
     output:
-        out("annotated.h5ad"),
+        adata=out("annotated.h5ad"),
+        sweep=report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),
     log:
         out("logs", "annotated.log"),
     script:

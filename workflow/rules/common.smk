@@ -99,8 +99,13 @@ def dataset_inputs(wildcards):
     return []
 
 
+# the authors' labels to compare with, when the data carry them
+AUTHOR_KEY = config["annotation"]["author_label_column"] or ("author_label" if MODE in ("scp", "cellxgene") else None)
+
+
 def final_outputs():
-    return [
+    agreement = [out("tables", "author_agreement.tsv"), out("figures", "author_confusion.png")] if AUTHOR_KEY else []
+    return agreement + [
         out("annotated.h5ad"),
         *expand(out("compartments", "{compartment}.h5ad"), compartment=["epithelial", "immune"]),
         out("tables", "qc_summary.tsv"),
@@ -108,6 +113,9 @@ def final_outputs():
         out("tables", "markers.tsv"),
         out("tables", "clusters.tsv"),
         out("tables", "ambient.tsv"),
+        out("tables", "composition_time.tsv"),
+        out("tables", "resolution_sweep.tsv"),
+        out("figures", "composition_time.png"),
         *expand(out("figures", "umap_{key}.png"), key=["compartment", "cell_type", "sample", "leiden"]),
         out("figures", "marker_dotplot.png"),
         out("figures", "qc_distributions.png"),

@@ -1,10 +1,26 @@
 rule composition:
-    """Counts and shares of compartments and cell types per sample."""
+    """Counts and shares of compartments and cell types per sample; their correlation with days postpartum."""
     input:
         out("annotated.h5ad"),
     output:
-        report(out("tables", "composition.tsv"), caption="../report/composition.rst", category="Composition"),
+        table=report(out("tables", "composition.tsv"), caption="../report/composition.rst", category="Composition"),
+        time=report(out("tables", "composition_time.tsv"), caption="../report/composition_time.rst", category="Composition"),
     log:
         out("logs", "composition.log"),
     script:
         "../scripts/composition.py"
+
+
+rule agreement:
+    """Agreement of the calls with the authors' labels: ARI, per-label precision and recall, confusion matrix."""
+    input:
+        out("annotated.h5ad"),
+    output:
+        table=report(out("tables", "author_agreement.tsv"), caption="../report/author_agreement.rst", category="Atlas"),
+        figure=report(out("figures", "author_confusion.png"), caption="../report/author_agreement.rst", category="Atlas"),
+    params:
+        author_key=AUTHOR_KEY,
+    log:
+        out("logs", "agreement.log"),
+    script:
+        "../scripts/agreement.py"

@@ -38,3 +38,15 @@ rule plot_composition:
         out("logs", "plots", "composition_{level}.log"),
     script:
         "../scripts/plot_composition.py"
+
+
+rule plot_composition_time:
+    """Shares of each cell type against days postpartum, per donor."""
+    input:
+        out("tables", "composition.tsv"),
+    output:
+        report(out("figures", "composition_time.png"), caption="../report/composition_time.rst", category="Composition"),
+    log:
+        out("logs", "plots", "composition_time.log"),
+    script:
+        "../scripts/plot_composition_time.py"

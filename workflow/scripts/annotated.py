@@ -1,8 +1,9 @@
 import anndata as ad
+import pandas as pd
 
 from milkcells import compartments
 from milkcells._script import setup
-from milkcells._utils import package_versions, write_h5ad
+from milkcells._utils import package_versions, write_h5ad, write_table
 
 setup(snakemake)
 adata = ad.read_h5ad(snakemake.input.adata)
@@ -13,4 +14,6 @@ adata.uns["milkcells"]["cell_types"] = {
 }
 adata.uns["milkcells"]["config"] = {k: v for k, v in snakemake.config.items() if v is not None}
 adata.uns["milkcells"]["versions"] = package_versions()
-write_h5ad(adata, snakemake.output[0])
+sweeps = [p.uns["milkcells"]["subcluster"]["sweep"] for p in parts if "sweep" in p.uns["milkcells"].get("subcluster", {})]
+write_table(pd.concat(sweeps) if sweeps else pd.DataFrame(columns=["compartment", "resolution"]), snakemake.output.sweep)
+write_h5ad(adata, snakemake.output.adata)
