@@ -11,7 +11,7 @@ from scipy.stats import ks_2samp, kstest
 from milkcells import cellcalling, datasets
 from milkcells.emptydrops import _NullSimulator, ambient_proportions, emptydrops, estimate_alpha
 
-IMMUNE = ["neutrophil", "T cell", "B cell", "macrophage", "dendritic cell"]
+IMMUNE = [t for t, ct in datasets.SIM_CELL_TYPES.items() if ct.compartment == "immune"]
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,11 @@ proteins (the non-epithelial compartments) show how much ambient RNA a droplet
 picks up: their milk-protein counts over what the ambient profile predicts for
 their library size gives the contamination fraction ``rho`` (the SoupX idea,
 Young & Behjati 2020, with the milk-protein genes as the genes known not to be
-expressed). ``rho`` is estimated per sample, pooled over its non-epithelial
-cells, and per cell. Corrected counts subtract the expected ambient counts,
-``max(0, y - rho * n * a)``.
+expressed). A droplet encloses about the same volume of soup whatever cell it
+holds, so each sample gets one number of ambient UMIs per droplet, estimated
+robustly over its non-epithelial cells; a cell's contamination ``rho`` is that
+number over its library size. Corrected counts subtract the expected ambient
+counts, ``max(0, y - rho * n * a)``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def estimate_contamination(
     genes: list[str] | None = None,
     layer: str = "counts",
     max_rho: float = 0.5,
+    outlier_factor: float = 3.0,
 ) -> pd.DataFrame:
     """Estimate the ambient contamination of each sample and cell.
 
@@ -73,16 +76,22 @@ def estimate_contamination(
         Layer of raw counts.
     max_rho
         Estimates are clipped to ``[0, max_rho]``.
+    outlier_factor
+        Cells whose estimate exceeds this multiple of the sample's median are
+        left out: they express milk transcripts themselves (for example
+        CSN1S1 macrophages, which take up milk).
 
     Returns
     -------
-    One row per sample: ``sample``, ``rho`` (10 %-trimmed mean of the per-cell
-    estimates of the usable cells, robust to a few doublets), ``rho_pooled`` (all usable
-    cells' milk counts over their expected ambient counts), ``n_cells_used``, ``ambient_milk_fraction`` (share of the milk genes in the
+    One row per sample: ``sample``, ``ambient_umis`` (ambient UMIs per droplet:
+    10 %-trimmed mean over the usable cells of their milk counts over the milk
+    share of the ambient profile), ``rho`` (median over the sample's cells of
+    ``ambient_umis`` over their library size), ``rho_pooled`` (the usable
+    cells' milk counts over what their library sizes predict), ``n_cells_used``, ``ambient_milk_fraction`` (share of the milk genes in the
     ambient profile) and ``top_ambient_genes``; NaN where a sample has no
     ambient profile (filtered input) or no usable cell. Sets
-    ``obs["ambient_contamination"]`` (per cell; pooled sample value for
-    ``expressing`` cells).
+    ``obs["ambient_contamination"]``: each cell's expected ambient share,
+    ``ambient_umis / library size``.
     """
     genes = [g for g in (genes or curated_ambient_genes()) if g in adata.var_names]
     counts = adata.layers[layer] if layer in adata.layers else adata.X
@@ -97,7 +106,7 @@ def estimate_contamination(
     for s in pd.unique(samples):
         a = _profile(adata, s)
         in_s = samples == s
-        row = {"sample": s, "rho": np.nan, "rho_pooled": np.nan, "n_cells_used": 0,
+        row = {"sample": s, "ambient_umis": np.nan, "rho": np.nan, "rho_pooled": np.nan, "n_cells_used": 0,
                "ambient_milk_fraction": np.nan, "top_ambient_genes": ""}
         if a is not None and len(gi):
             a_milk = float(a[gi].sum())
@@ -105,16 +114,22 @@ def estimate_contamination(
             row["top_ambient_genes"] = ",".join(adata.var_names[np.argsort(-a)[:5]])
             use = in_s & usable & (n > 0)
             if use.any() and a_milk > 0:
-                expected = n * a_milk
-                rho_cell[in_s & (n > 0)] = np.clip(milk[in_s & (n > 0)] / expected[in_s & (n > 0)], 0, max_rho)
-                pooled = float(np.clip(milk[use].sum() / expected[use].sum(), 0, max_rho))
-                robust = float(trim_mean(rho_cell[use], 0.1))
-                row.update(rho=robust, rho_pooled=pooled, n_cells_used=int(use.sum()))
-                rho_cell[in_s & ~usable] = robust
+                # ambient UMIs in each usable droplet, from its milk transcripts
+                amb = milk / a_milk
+                # cells holding far more milk RNA than their neighbours take it up themselves
+                # (CSN1S1 macrophages): leave them out of the estimate
+                use &= amb <= outlier_factor * max(float(np.median(amb[use])), 1.0)
+                umis = float(trim_mean(amb[use], 0.1))
+                # a droplet encloses about the same volume of soup whatever its cell:
+                # the same ambient UMIs in every droplet of the sample
+                rho_cell[in_s & (n > 0)] = np.clip(umis / n[in_s & (n > 0)], 0, max_rho)
+                row.update(ambient_umis=umis, rho=float(np.median(rho_cell[in_s & (n > 0)])),
+                           rho_pooled=float(milk[use].sum() / (n[use] * a_milk).sum()), n_cells_used=int(use.sum()))
         rows.append(row)
     adata.obs["ambient_contamination"] = rho_cell.astype(np.float32)
     table = pd.DataFrame(rows)
-    record_params(adata, "ambient", {"genes": genes, "expressing": list(expressing), "max_rho": max_rho})
+    record_params(adata, "ambient", {"genes": genes, "expressing": list(expressing), "max_rho": max_rho,
+                                     "outlier_factor": outlier_factor})
     adata.uns["milkcells"]["ambient"]["per_sample"] = table
     log.info("ambient contamination per sample: %s", dict(zip(table["sample"], table["rho"].round(3), strict=True)))
     return table

@@ -48,7 +48,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMPARTMENTS = ("epithelial", "immune", "stromal")
-MARKER_COLUMNS = ("level", "compartment", "cell_type", "ontology_id", "ontology_label", "positive", "negative", "source")
+MARKER_COLUMNS = (
+    "level", "compartment", "cell_type", "ontology_id", "ontology_label", "positive", "negative", "source", "parent",
+)
 UNASSIGNED = "unassigned"
 
 
@@ -97,6 +99,10 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     ct = df.loc[df["level"] == "cell_type", "cell_type"]
     if (ct == "").any() or ct.duplicated().any():
         raise InputError("cell types must be named and unique", file=src, field="cell_type")
+    orphans = set(df["parent"]) - {""} - set(ct)
+    if orphans:
+        raise InputError(f"parent {sorted(orphans)} is not a cell type of the table", file=src, field="parent",
+                         expected="the name of another cell_type row")
     return df
 
 
@@ -133,6 +139,7 @@ def marker_sets(
     table: pd.DataFrame,
     level: str,
     compartment: str | None = None,
+    parent: str | None = None,
     exclude: list[str] | None = None,
     min_genes: int = 2,
 ) -> dict[str, dict[str, list[str]]]:
@@ -148,6 +155,9 @@ def marker_sets(
         ``"compartment"`` or ``"cell_type"``.
     compartment
         With ``level="cell_type"``: only this compartment's cell types.
+    parent
+        With ``level="cell_type"``: the subtypes of this cell type; ``None``:
+        the top-level cell types (no parent).
     exclude
         Genes never used (for example :func:`ambient_prone_genes`).
     min_genes
@@ -160,6 +170,8 @@ def marker_sets(
     rows = table[table["level"] == level]
     if compartment is not None:
         rows = rows[rows["compartment"] == compartment]
+    if level == "cell_type" and "parent" in rows:
+        rows = rows[rows["parent"] == (parent or "")]
     present = set(adata.var_names)
     excl = set(exclude or ())
     out = {}
@@ -308,6 +320,38 @@ def _annotate(
     return table
 
 
+def _subtype(
+    adata: ad.AnnData, parent: str, children: dict, *, groupby: str, min_score: float, min_margin: float,
+    expr_floor: float, layer: str | None,
+) -> None:
+    """Refine ``parent`` cells into its subtypes: Leiden within the parent's clusters, then marker scores.
+
+    Cells whose subcluster has no clear subtype keep the parent label.
+    """
+    import scanpy as sc
+
+    clusters = sorted(set(adata.obs.loc[adata.obs["cell_type"].astype(str) == parent, groupby].astype(str)))
+    key = f"_{groupby}_sub"
+    if "connectivities" in adata.obsp:
+        adata.obs[groupby] = adata.obs[groupby].astype(str).astype("category")
+        sc.tl.leiden(adata, resolution=1.0, restrict_to=(groupby, clusters), key_added=key, flavor="igraph",
+                     n_iterations=2, directed=False, random_state=0)
+    else:
+        adata.obs[key] = adata.obs[groupby].astype(str)
+    mask = adata.obs["cell_type"].astype(str).to_numpy() == parent
+    sub = adata[mask]
+    _, grp = score_marker_sets(sub, children, groupby=key, expr_floor=expr_floor, layer=layer)
+    calls = assign_labels(grp, min_score=min_score, min_margin=min_margin)
+    calls.index = calls.index.astype(str)
+    label = calls.loc[sub.obs[key].astype(str).to_numpy(), "label"].to_numpy().astype(object)
+    label[label == UNASSIGNED] = parent
+    new = adata.obs["cell_type"].astype(str).to_numpy().astype(object)
+    new[mask] = label
+    adata.obs["cell_type"] = new
+    del adata.obs[key]
+    log.info("%s subtypes: %s", parent, pd.Series(label).value_counts().to_dict())
+
+
 def annotate_compartments(
     adata: ad.AnnData,
     *,
@@ -397,7 +441,12 @@ def annotate_cell_types(
     Returns
     -------
     The per-cluster table. Sets ``obs["cell_type"]``,
+    ``obs["cell_type_broad"]`` (the type before subtyping),
     ``obs["cell_type_confidence"]`` and ``obs["cell_type_score_<type>"]``.
+    Types with subtypes in the table (``parent`` column; for example CD4 and
+    CD8 T cells) are refined within their cells: Leiden on the type's own
+    clusters, then the subtypes' marker scores; where no subtype is clear,
+    the cell keeps the type's label.
     """
     if compartment not in COMPARTMENTS:
         raise ValueError(f"compartment must be one of {list(COMPARTMENTS)}, but {compartment!r} was passed.")
@@ -406,6 +455,17 @@ def annotate_cell_types(
     sets = marker_sets(adata, table=table, level="cell_type", compartment=compartment, exclude=excluded)
     res = _annotate(adata, sets, groupby=groupby, key="cell_type", min_score=min_score,
                     min_margin=min_margin, expr_floor=expr_floor, layer=layer)
+    adata.obs["cell_type_broad"] = adata.obs["cell_type"].astype(str)
+    # on ambient-corrected counts, milk transcripts are evidence again (e.g. CSN1S1 macrophages)
+    sub_excluded = [] if layer == "ambient_corrected" else excluded
+    for parent in sorted(set(table.loc[table["parent"] != "", "parent"]) & set(adata.obs["cell_type"].astype(str))):
+        children = marker_sets(adata, table=table, level="cell_type", compartment=compartment, parent=parent,
+                               exclude=sub_excluded)
+        if len(children) < 2:
+            continue
+        _subtype(adata, parent, children, groupby=groupby, min_score=min_score, min_margin=min_margin,
+                 expr_floor=expr_floor, layer=layer)
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
     record_params(adata, "cell_type", dict(compartment=compartment, groupby=groupby, min_score=min_score,
                                            min_margin=min_margin, expr_floor=expr_floor,
                                            ambient_threshold=ambient_threshold, layer=layer))

@@ -121,6 +121,7 @@ def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
     Cells in no part (``unassigned`` compartment) get ``cell_type = "unassigned"``.
     """
     label = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
+    broad = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
     conf = pd.Series(0.0, index=adata.obs_names)
     sub = pd.Series("", index=adata.obs_names, dtype=object)
     for p in parts:
@@ -128,8 +129,10 @@ def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
             continue
         comp = str(p.obs["compartment"].iloc[0])
         label.loc[p.obs_names] = p.obs["cell_type"].astype(str).to_numpy()
+        broad.loc[p.obs_names] = p.obs.get("cell_type_broad", p.obs["cell_type"]).astype(str).to_numpy()
         conf.loc[p.obs_names] = p.obs["cell_type_confidence"].to_numpy()
         sub.loc[p.obs_names] = [f"{comp}:{c}" for c in p.obs["leiden_compartment"].astype(str)]
     adata.obs["cell_type"] = pd.Categorical(label.to_numpy())
+    adata.obs["cell_type_broad"] = pd.Categorical(broad.to_numpy())
     adata.obs["cell_type_confidence"] = conf.to_numpy().astype(np.float32)
     adata.obs["leiden_compartment"] = pd.Categorical(sub.to_numpy())

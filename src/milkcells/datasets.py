@@ -2,7 +2,7 @@
 
 **These data are simulated.** No real milk count matrix ships with milkcells;
 the demo is generated, seeded and reproducible, by :func:`simulate_milk_sample`.
-Each sample holds the raw droplets of one 10x run: cells of nine milk cell types
+Each sample holds the raw droplets of one 10x run: cells of eleven milk cell types
 expressing published marker genes, ambient RNA dominated by casein and
 lactalbumin in *every* droplet, empty droplets, heterotypic doublets and dying
 high-mitochondrial cells, with a donor effect and an immune share that falls
@@ -62,10 +62,15 @@ SIM_CELL_TYPES: dict[str, _CellType] = {
                                                    "MMP7", "PROM1", "BCL11A"), np.log(3500), 0.1),
     "basal": _CellType("epithelial", ("ACTA2", "TP63", "KRT5", "KRT14", "KRT17", "MYLK", "OXTR",
                                       "TAGLN"), np.log(3000)),
-    "macrophage": _CellType("immune", ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G",
-                                       "TYROBP", "GPNMB", "LYZ", "CD74", "HLA-DRA"), np.log(3000)),
-    "T cell": _CellType("immune", ("CD3D", "CD3E", "CD2", "TRBC2", "IL7R", "ETS1", "LCK", "FYN",
-                                   "CD8A", "CXCR4"), np.log(1300)),
+    "GPNMB macrophage": _CellType("immune", ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G",
+                                             "TYROBP", "LYZ", "CD74", "HLA-DRA", "GPNMB", "EMILIN2", "LRP1",
+                                             "APOE"), np.log(3000)),
+    "CSN1S1 macrophage": _CellType("immune", ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G",
+                                              "TYROBP", "LYZ", "CD74", "HLA-DRA", "CTSL"), np.log(3000)),
+    "CD4 T cell": _CellType("immune", ("CD3D", "CD3E", "CD2", "TRBC2", "ETS1", "LCK", "FYN", "CXCR4",
+                                       "CD4", "IL7R", "CCR7", "LEF1"), np.log(1300)),
+    "CD8 T cell": _CellType("immune", ("CD3D", "CD3E", "CD2", "TRBC2", "ETS1", "LCK", "FYN", "CXCR4",
+                                       "CD8A", "CD8B", "GZMK", "NKG7"), np.log(1300)),
     "B cell": _CellType("immune", ("CD79A", "MS4A1", "CD19", "BANK1", "SEL1L3", "TCF4", "CD74",
                                    "HLA-DRA", "CXCR4"), np.log(1600)),
     "neutrophil": _CellType("immune", ("CXCL8", "CSF3R", "FCGR3B", "TREM1", "AQP9", "CEACAM8",
@@ -75,7 +80,10 @@ SIM_CELL_TYPES: dict[str, _CellType] = {
 }
 
 _EPI_MIX = {"LC2": 0.52, "LC1": 0.23, "luminal progenitor": 0.19, "basal": 0.06}
-_IMM_MIX = {"macrophage": 0.34, "neutrophil": 0.24, "T cell": 0.2, "dendritic cell": 0.12, "B cell": 0.1}
+_IMM_MIX = {"GPNMB macrophage": 0.2, "CSN1S1 macrophage": 0.14, "neutrophil": 0.24, "CD4 T cell": 0.12,
+            "CD8 T cell": 0.08, "dendritic cell": 0.12, "B cell": 0.1}
+#: Milk-protein programme of cells that take up milk: CSN1S1 macrophages (Nyquist et al. 2022)
+_CELL_MILK = {"CSN1S1 macrophage": {"CSN1S1": 0.02, "CSN2": 0.01}}
 
 
 def immune_share(days_postpartum: float) -> float:
@@ -147,6 +155,8 @@ def _profiles(genes: list[str], donor: str) -> tuple[dict[str, np.ndarray], np.n
             p[idx[g]] += 0.007 * rng_t.lognormal(0, 0.4)
         for g, w in MILK_GENES.items():
             p[idx[g]] += ct.milk * w
+        for g, w in _CELL_MILK.get(name, {}).items():
+            p[idx[g]] += w
         p[mito] = 0.0
         p /= p.sum()
         p = 0.96 * p
@@ -263,9 +273,12 @@ def simulate_milk_sample(
     comp += [SIM_CELL_TYPES[t].compartment for t in dying_types] + ["empty"] * int(keep_empty.sum())
     order = rng.permutation(X.shape[0])
     barcodes = _barcodes(rng, X.shape[0])
+    pair = [""] * n_cells + [f"{a}+{b}" for a, b in zip(types[pair[:, 0]], types[pair[:, 1]], strict=True)]
+    pair += [""] * (len(status) - len(pair))
     obs = pd.DataFrame(
         {
             "sim_status": pd.Categorical(np.asarray(status)[order]),
+            "sim_doublet_of": pd.Categorical(np.asarray(pair)[order]),
             "sim_compartment": pd.Categorical(np.asarray(comp)[order]),
             "sim_cell_type": pd.Categorical(np.asarray(ctype)[order]),
         },
