@@ -22,6 +22,7 @@ OUTPUTS = [
     "figures/umap_compartment.png",
     "figures/umap_cell_type.png",
     "figures/umap_sample.png",
+    "figures/umap_cell_type_confidence.png",
     "figures/marker_dotplot.png",
     "figures/qc_distributions.png",
     "figures/composition_cell_type.png",

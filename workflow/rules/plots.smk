@@ -5,7 +5,7 @@ rule plot_umap:
     output:
         report(out("figures", "umap_{key}.png"), caption="../report/umap.rst", category="Atlas", subcategory="UMAP"),
     wildcard_constraints:
-        key="compartment|cell_type|sample|leiden",
+        key="compartment|cell_type|cell_type_confidence|sample|leiden",
     log:
         out("logs", "plots", "umap_{key}.log"),
     script:
