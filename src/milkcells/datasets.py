@@ -7,7 +7,8 @@ expressing published marker genes, ambient RNA dominated by casein and
 lactalbumin in *every* droplet, empty droplets, heterotypic doublets and dying
 high-mitochondrial cells, with a donor effect and an immune share that falls
 over lactation. The truth is in ``obs``: ``sim_status`` (``cell``, ``doublet``,
-``dying``, ``empty``), ``sim_compartment`` and ``sim_cell_type``.
+``dying``, ``empty``), ``sim_compartment``, ``sim_cell_type`` and, for
+doublets, ``sim_doublet_of`` (the two cell types).
 """
 
 from __future__ import annotations

@@ -113,10 +113,9 @@ def prepare_biostudies(
             tables.append(sources.sdrf_samples(dest, accession=acc, include_tissue=include_tissue,
                                                base_url=base_url))
         except InputError as e:
-            if "no milk" in str(e).lower() or "no sample" in str(e).lower():
-                log.warning("%s: %s", acc, e)
-                continue
-            raise
+            if e.field != "source":  # only "no milk sample left" is not fatal
+                raise
+            log.warning("%s: %s", acc, e)
     if not tables:
         raise InputError("no usable sample in the SDRFs", field="accessions", expected="milk samples")
     samples = pd.concat(tables)
