@@ -51,12 +51,13 @@ MIRRORS = {
     ("clustering", "compartment_resolution"): (compartments.subcluster_compartment, "resolution"),
     ("markers", "method"): (markers.rank_markers, "method"),
     ("markers", "n_genes"): (markers.rank_markers, "n_genes"),
-    ("annotation", "min_score"): (annotate.annotate_compartments, "min_score"),
+    ("annotation", "compartment_min_score"): (annotate.annotate_compartments, "min_score"),
+    ("annotation", "min_score"): (annotate.annotate_cell_types, "min_score"),
     ("annotation", "min_margin"): (annotate.annotate_compartments, "min_margin"),
     ("annotation", "expr_floor"): (annotate.annotate_compartments, "expr_floor"),
     ("annotation", "ambient_threshold"): (annotate.annotate_compartments, "ambient_threshold"),
-    ("annotation", "cell_override_margin"): (annotate.annotate_compartments, "cell_override_margin"),
-    ("annotation", "cell_type_min_margin"): (annotate.annotate_cell_types, "min_margin"),
+    ("annotation", "min_purity"): (annotate.annotate_compartments, "min_purity"),
+    ("annotation", "milk_alpha"): (annotate.annotate_cell_types, "milk_alpha"),
     ("dataset", "include_tissue"): (public.prepare_biostudies, "include_tissue"),
     ("dataset", "mirror"): (public.prepare_biostudies, "mirror"),
     ("dataset", "retries"): (public.prepare_biostudies, "retries"),
@@ -88,10 +89,13 @@ def test_every_schema_key_is_mirrored_or_workflow_only():
             assert (section, key) in MIRRORS or (section, key) in workflow_only, (section, key)
 
 
-def test_same_min_margin_for_subclusters():
-    a = inspect.signature(annotate.annotate_cell_types).parameters["min_margin"].default
-    b = inspect.signature(compartments.subcluster_compartment).parameters["min_margin"].default
-    assert a == b
+@pytest.mark.parametrize("param", ["min_score", "min_margin", "min_purity", "expr_floor", "ambient_threshold"])
+def test_same_thresholds_for_cell_types_and_compartment_split(param):
+    funcs = [annotate.annotate_cell_types, compartments.subcluster_compartment]
+    if param != "min_score":  # compartments have their own, lower no-call baseline
+        funcs.append(annotate.annotate_compartments)
+    defaults = {inspect.signature(f).parameters[param].default for f in funcs}
+    assert len(defaults) == 1, (param, defaults)
 
 
 def test_shipped_configs_validate_and_agree_with_schema():

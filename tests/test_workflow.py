@@ -58,9 +58,12 @@ def test_annotated_atlas(tiny_run):
     assert "scanpy" in uns["versions"] and "milkcells" in uns["versions"]
     assert uns["config"]["qc"]["nmads_mito"] == 3
     assert uns["integrate"]["params"]["method"] == "harmony"
+    # the demo simulator plants the marker table's own genes, so this checks the plumbing, not the
+    # science: accuracy on data not built from the table is benchmarks/annotation_robustness.py's
     res = datasets.truth_agreement(a)
     assert res["compartment_accuracy"] >= 0.98, res
-    assert res["cell_type_ari"] >= 0.85, res
+    assert res["cell_type_macro_f1"] >= 0.85, res
+    assert min(res["cell_type_recall"].values()) >= 0.6, res
 
 
 def test_compartment_files(tiny_run):
@@ -100,7 +103,8 @@ def test_issue4_tables(tiny_run):
     sweep = pd.read_csv(wd / "out" / "tables" / "resolution_sweep.tsv", sep="\t")
     assert set(sweep["compartment"]) == {"epithelial", "immune"} and sweep["chosen"].sum() == 2
     agree = pd.read_csv(wd / "out" / "tables" / "author_agreement.tsv", sep="\t")
-    assert agree["adjusted_rand_index"].iloc[0] >= 0.85
+    assert list(agree.columns[:4]) == ["author_label", "recall", "precision", "f1"]
+    assert agree["total_macro_f1"].iloc[0] >= 0.85
     time = pd.read_csv(wd / "out" / "tables" / "composition_time.tsv", sep="\t")
     assert {"level", "label", "spearman_r", "pvalue"} <= set(time.columns)
 

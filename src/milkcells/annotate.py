@@ -1,21 +1,45 @@
-"""Marker-based annotation: compartments first, then cell types within them.
+"""Marker-based annotation: compartment -> cell type -> subtype, each with a confidence.
 
-Evidence for a marker set in a cluster is the mean, over the set's genes, of
-the cluster's mean log-normalised expression divided by the largest cluster
-mean of that gene (floored at ``expr_floor``, so a gene expressed nowhere
-cannot make a set look strong). Scores are thus in [0, 1]: 1 when every marker
-peaks in that cluster. Negative markers subtract half their score.
+**Evidence per cell, against all cells.** For every marker gene, milkcells
+takes its log-normalised expression in each cell relative to the gene's
+typical *expressed* level over all cells of the dataset (the ``scale_quantile``
+of its non-zero values, floored at ``expr_floor``), capped at 1. A marker set's
+score in a cell is the mean of its genes' relative expression, so it lies in
+[0, 1], means the same thing for every set (the share of the set's programme
+the cell shows) and does not depend on how the cells happen to be clustered:
+a one-cluster partition scores exactly as a fine one. Negative markers are not
+used (they cannot be made comparable across sets once milk transcripts are
+excluded).
 
-Milk-protein transcripts (caseins, lactalbumin, ...) float in every droplet
-of a milk sample. They are never taken as evidence: the curated list in
-``data/ambient_genes.txt`` and, when empty droplets were seen, every gene that
-makes up at least ``ambient_threshold`` of a sample's ambient profile are
-removed from all marker sets. So ambient casein cannot make an immune cell
-epithelial.
+**Calls per cluster, from the distribution of its cells.** Each cell's scores
+are averaged over its neighbours in the kNN graph (denoising sparse cells).
+A cluster takes a label when (1) the cluster's mean score of the label is at
+least ``min_score`` (the "no call" baseline every label must beat), (2) the
+label leads the runner-up by ``min_margin`` of its score, and (3) at least
+``min_purity`` of the cluster's informative cells have that label as their own
+best set. A cluster that fails (3) mixes populations: its cells are called one
+by one from their smoothed scores under the same thresholds (so a cluster of
+mixed immune types never gets one label). A cluster failing (1) or (2) is
+``unassigned``: labels are never forced.
 
-A cluster gets the best-scoring label when its score is at least
-``min_score`` and beats the runner-up by ``min_margin``; otherwise it is
-``unassigned`` (never forced).
+**The hierarchy.** A compartment's evidence in a cell is the geometric mean of
+its core set (EPCAM/keratins, PTPRC, ...) and its best cell-type set, so a
+population needs both: smooth-muscle genes of basal cells in a fibroblast make
+no epithelium without keratins, and a population weak in the core but clear in
+its type (pericytes, neutrophils) still lands in its compartment. Cell types are called within a compartment on the
+ambient-corrected counts, and types with subtypes in the table (``parent``)
+are refined within their own cells. ``obs`` gets ``compartment``,
+``cell_type_broad`` and ``cell_type`` (the finest label called), each with a
+``*_confidence`` (the smoothed lead of the label over the best other set,
+relative to its score; 0 when unassigned).
+
+**Milk transcripts** (caseins, lactalbumin, the curated list in
+``data/ambient_genes.txt``, and every gene making up at least
+``ambient_threshold`` of a sample's ambient RNA) are evidence at no level,
+except in a cell whose counts of that gene significantly exceed its expected
+ambient counts (one-sided Poisson test at ``milk_alpha`` against
+``rho * n * a``, :mod:`milkcells.ambient`). Before the ambient estimate (the
+compartment call) they are not evidence at all.
 """
 
 from __future__ import annotations
@@ -35,11 +59,16 @@ from ._utils import InputError, record_params
 __all__ = [
     "COMPARTMENTS",
     "MARKER_COLUMNS",
+    "UNASSIGNED",
     "load_marker_table",
     "curated_ambient_genes",
     "ambient_prone_genes",
     "marker_sets",
-    "score_marker_sets",
+    "gene_scale",
+    "milk_excess",
+    "score_cells",
+    "smooth_scores",
+    "call_groups",
     "assign_labels",
     "annotate_compartments",
     "annotate_cell_types",
@@ -48,9 +77,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMPARTMENTS = ("epithelial", "immune", "stromal")
-MARKER_COLUMNS = (
-    "level", "compartment", "cell_type", "ontology_id", "ontology_label", "positive", "negative", "source", "parent",
-)
+MARKER_COLUMNS = ("level", "compartment", "cell_type", "ontology_id", "ontology_label", "positive", "source", "parent")
 UNASSIGNED = "unassigned"
 
 
@@ -61,12 +88,13 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     ----------
     path
         A TSV with the columns of :data:`MARKER_COLUMNS` (``#`` lines are
-        comments); ``None`` reads the table shipped with milkcells.
+        comments); ``None`` reads the table shipped with milkcells. A
+        ``negative`` column is accepted and ignored (with a warning).
 
     Returns
     -------
-    The table, with ``positive`` and ``negative`` as lists of gene entries
-    (an entry ``"A|B"`` means A, or its alias B where A is absent).
+    The table, with ``positive`` as lists of gene entries (an entry ``"A|B"``
+    means A, or its alias B where A is absent).
     """
     src = files("milkcells") / "data" / "markers.tsv" if path is None else Path(path)
     try:
@@ -81,6 +109,9 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     for col in MARKER_COLUMNS:
         if col not in df.columns:
             df[col] = ""
+    if "negative" in df.columns and (df["negative"].str.strip() != "").any():
+        log.warning("marker table %s: the 'negative' column is not used (negative markers cannot be made "
+                    "comparable across sets)", src)
     bad_level = set(df["level"]) - {"compartment", "cell_type"}
     if bad_level:
         raise InputError(f"unknown level {sorted(bad_level)}", file=src, field="level",
@@ -89,8 +120,7 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     if bad_comp:
         raise InputError(f"unknown compartment {sorted(bad_comp)}", file=src, field="compartment",
                          expected=f"one of {list(COMPARTMENTS)}")
-    for col in ("positive", "negative"):
-        df[col] = [[g.strip() for g in s.split(",") if g.strip()] for s in df[col]]
+    df["positive"] = [[g.strip() for g in s.split(",") if g.strip()] for s in df["positive"]]
     empty = df.loc[df["positive"].map(len) == 0]
     if len(empty):
         r = empty.iloc[0]
@@ -142,7 +172,7 @@ def marker_sets(
     parent: str | None = None,
     exclude: list[str] | None = None,
     min_genes: int = 2,
-) -> dict[str, dict[str, list[str]]]:
+) -> dict[str, list[str]]:
     """Marker sets of one level, restricted to genes present in ``adata`` and not excluded.
 
     Parameters
@@ -154,23 +184,23 @@ def marker_sets(
     level
         ``"compartment"`` or ``"cell_type"``.
     compartment
-        With ``level="cell_type"``: only this compartment's cell types.
+        Only this compartment's sets.
     parent
         With ``level="cell_type"``: the subtypes of this cell type; ``None``:
         the top-level cell types (no parent).
     exclude
-        Genes never used (for example :func:`ambient_prone_genes`).
+        Genes never used.
     min_genes
-        Sets with fewer positive genes present are left out (and logged).
+        Sets with fewer genes present are left out (and logged).
 
     Returns
     -------
-    ``{label: {"positive": [...], "negative": [...]}}``.
+    ``{label: [genes]}``.
     """
     rows = table[table["level"] == level]
     if compartment is not None:
         rows = rows[rows["compartment"] == compartment]
-    if level == "cell_type" and "parent" in rows:
+    if level == "cell_type":
         rows = rows[rows["parent"] == (parent or "")]
     present = set(adata.var_names)
     excl = set(exclude or ())
@@ -178,178 +208,295 @@ def marker_sets(
     for _, r in rows.iterrows():
         label = r["compartment"] if level == "compartment" else r["cell_type"]
         pos = _resolve(r["positive"], present, excl)
-        neg = _resolve(r["negative"], present, excl)
         if len(pos) < min_genes:
             log.info("marker set %r skipped: %d of its genes in the data", label, len(pos))
             continue
-        out[label] = {"positive": pos, "negative": neg}
+        out[label] = pos
     return out
 
 
 def _columns(adata: ad.AnnData, genes: list[str], layer: str | None = None) -> np.ndarray:
-    """Log-normalised expression of ``genes``: ``X``, or a counts ``layer`` normalised on the fly."""
+    """Log-normalised expression of ``genes`` (dense): ``X``, or a counts ``layer`` normalised on the fly."""
+    idx = adata.var_names.get_indexer(genes)
     if layer is None:
-        X = adata[:, genes].X
-        return X.toarray() if sp.issparse(X) else np.asarray(X)
+        X = adata.X[:, idx]
+        return (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32)
     counts = adata.layers[layer]
     size = np.asarray(counts.sum(axis=1)).ravel()
-    cols = counts[:, adata.var_names.get_indexer(genes)]
+    cols = counts[:, idx]
     cols = cols.toarray() if sp.issparse(cols) else np.asarray(cols)
-    return np.log1p(cols / np.maximum(size, 1)[:, None] * 1e4)
+    return np.log1p(cols / np.maximum(size, 1)[:, None] * 1e4).astype(np.float32)
 
 
-def score_marker_sets(
+def gene_scale(
     adata: ad.AnnData,
-    sets: dict[str, dict[str, list[str]]],
+    genes: list[str],
     *,
-    groupby: str,
-    expr_floor: float = 0.5,
     layer: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score each marker set per cell and per group (log-normalised ``X``, or a counts ``layer``).
+    scale_quantile: float = 0.9,
+    expr_floor: float = 1.0,
+) -> pd.Series:
+    """Each gene's typical expressed level over all cells of ``adata``.
+
+    The ``scale_quantile`` of the gene's non-zero log-normalised values,
+    floored at ``expr_floor`` (so a gene seen only as stray single UMIs cannot
+    look fully expressed). It depends on the gene's level in the cells that
+    express it, not on how many cells do, so rare and common types' markers
+    are on one scale.
 
     Returns
     -------
-    ``(cell_scores, group_scores)``: cells x sets and groups x sets.
+    The scale per gene (log-normalised units), indexed by gene.
     """
-    genes = sorted({g for s in sets.values() for g in s["positive"] + s["negative"]})
-    groups = adata.obs[groupby].astype("category")
-    cats = list(groups.cat.categories)
-    if not genes or not sets:
-        return (pd.DataFrame(index=adata.obs_names), pd.DataFrame(index=pd.Index(cats, name=groupby)))
     X = _columns(adata, genes, layer)
-    onehot = np.zeros((adata.n_obs, len(cats)))
-    codes = groups.cat.codes.to_numpy()
-    onehot[np.arange(adata.n_obs)[codes >= 0], codes[codes >= 0]] = 1
-    sizes = np.maximum(onehot.sum(0), 1)
-    means = (onehot.T @ X) / sizes[:, None]  # groups x genes
-    scale = np.maximum(means.max(0), expr_floor)
-    cell_rel = np.clip(X / scale, 0, 2)
-    grp_rel = means / scale
+    out = np.full(len(genes), expr_floor, dtype=float)
+    for j in range(len(genes)):
+        nz = X[:, j][X[:, j] > 0]
+        if len(nz):
+            out[j] = max(float(np.quantile(nz, scale_quantile)), expr_floor)
+    return pd.Series(out, index=pd.Index(genes))
+
+
+def milk_excess(
+    adata: ad.AnnData,
+    genes: list[str],
+    *,
+    alpha: float = 1e-3,
+    sample_key: str = "sample",
+    layer: str = "counts",
+) -> np.ndarray:
+    """Cells whose counts of each gene significantly exceed their expected ambient counts.
+
+    The expected ambient counts of gene g in cell c are ``rho_c * n_c * a_g``
+    (``obs["ambient_contamination"]`` and ``var["ambient_fraction_<sample>"]``
+    from :func:`milkcells.ambient.estimate_contamination`); a count is in
+    excess when the one-sided Poisson p-value is below ``alpha``. Without an
+    ambient estimate nothing is in excess.
+
+    Returns
+    -------
+    Boolean array, cells x genes.
+    """
+    from scipy.stats import poisson
+
+    out = np.zeros((adata.n_obs, len(genes)), dtype=bool)
+    if not genes or "ambient_contamination" not in adata.obs or layer not in adata.layers:
+        return out
+    counts = adata.layers[layer]
+    n = np.asarray(counts.sum(axis=1)).ravel()
+    idx = adata.var_names.get_indexer(genes)
+    y = counts[:, idx]
+    y = y.toarray() if sp.issparse(y) else np.asarray(y)
+    rho = adata.obs["ambient_contamination"].to_numpy(dtype=float)
+    samples = adata.obs[sample_key].astype(str).to_numpy() if sample_key in adata.obs else np.array([""] * adata.n_obs)
+    for s in pd.unique(samples):
+        col = f"ambient_fraction_{s}"
+        if col not in adata.var:
+            continue
+        a = pd.to_numeric(adata.var[col], errors="coerce").fillna(0.0).to_numpy(dtype=float)[idx]
+        rows = (samples == s) & np.isfinite(rho)
+        mu = (rho[rows] * n[rows])[:, None] * a[None, :]
+        # P(Y >= y) = sf(y - 1); a gene absent from the ambient profile is in excess when seen at all
+        p = poisson.sf(y[rows] - 1, np.maximum(mu, 1e-12))
+        out[rows] = (p < alpha) & (y[rows] > 0)
+    return out
+
+
+def score_cells(
+    adata: ad.AnnData,
+    sets: dict[str, list[str]],
+    *,
+    layer: str | None = None,
+    scale: pd.Series | None = None,
+    expr_floor: float = 1.0,
+    evidence_mask: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Score each marker set in each cell: mean relative expression of its genes, in [0, 1].
+
+    Parameters
+    ----------
+    adata
+        Cells with log-normalised ``X`` (or a counts ``layer``).
+    sets
+        ``{label: [genes]}`` from :func:`marker_sets`.
+    layer
+        Counts layer to take the evidence from; ``None``: ``X``.
+    scale
+        Per-gene scale (:func:`gene_scale`), computed on the reference cells
+        (all cells of the dataset); ``None``: computed on ``adata``.
+    expr_floor
+        Floor of the scale when it is computed here.
+    evidence_mask
+        ``{gene: boolean per cell}``: where given, the gene counts only in the
+        cells marked True (milk transcripts in excess of their ambient counts).
+
+    Returns
+    -------
+    Cells x sets.
+    """
+    genes = sorted({g for s in sets.values() for g in s})
+    if not genes:
+        return pd.DataFrame(index=adata.obs_names)
+    X = _columns(adata, genes, layer)
+    if scale is None:
+        scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor)
+    s = scale.reindex(genes).fillna(expr_floor).to_numpy(dtype=np.float32)
+    rel = np.minimum(X / s[None, :], 1.0)
+    for j, g in enumerate(genes):
+        if evidence_mask is not None and g in evidence_mask:
+            rel[~evidence_mask[g], j] = 0.0
     gi = {g: i for i, g in enumerate(genes)}
-    cell_scores, grp_scores = {}, {}
-    for label, s in sets.items():
-        p = [gi[g] for g in s["positive"]]
-        n = [gi[g] for g in s["negative"]]
-        cs = cell_rel[:, p].mean(1)
-        gs = grp_rel[:, p].mean(1)
-        if n:
-            cs = cs - 0.5 * cell_rel[:, n].mean(1)
-            gs = gs - 0.5 * grp_rel[:, n].mean(1)
-        cell_scores[label] = cs
-        grp_scores[label] = gs
-    return (
-        pd.DataFrame(cell_scores, index=adata.obs_names),
-        pd.DataFrame(grp_scores, index=pd.Index(cats, name=groupby)),
-    )
+    return pd.DataFrame({label: rel[:, [gi[g] for g in gs]].mean(1) for label, gs in sets.items()},
+                        index=adata.obs_names)
 
 
-def assign_labels(scores: pd.DataFrame, *, min_score: float = 0.3, min_margin: float = 0.1) -> pd.DataFrame:
+def smooth_scores(adata: ad.AnnData, scores: pd.DataFrame) -> pd.DataFrame:
+    """Average each cell's scores with its neighbours' (``obsp["connectivities"]``, the cell itself included)."""
+    if "connectivities" not in adata.obsp or scores.shape[1] == 0 or adata.n_obs < 3:
+        return scores
+    W = sp.csr_matrix(adata.obsp["connectivities"], dtype=np.float64)
+    W = W + sp.identity(adata.n_obs, format="csr")
+    w = np.asarray(W.sum(axis=1)).ravel()
+    sm = sp.diags(1.0 / w) @ W @ scores.to_numpy(dtype=np.float64)
+    return pd.DataFrame(sm, index=scores.index, columns=scores.columns)
+
+
+def assign_labels(scores: pd.DataFrame, *, min_score: float = 0.15, min_margin: float = 0.25) -> pd.DataFrame:
     """Best label per row of a score table, ``unassigned`` when weak or ambiguous.
 
-    Returns a table with ``label``, ``score``, ``runner_up``, ``margin`` and
-    ``confidence`` (the margin relative to the score, in [0, 1]).
+    Returns a table with ``label``, ``score``, ``runner_up``, ``runner_up_score``
+    and ``confidence``: the lead of the best over the runner-up relative to
+    the best score, in [0, 1]. A row is ``unassigned`` when its best score is
+    under ``min_score`` or its confidence under ``min_margin``.
     """
     if scores.shape[1] == 0:
-        return pd.DataFrame({"label": UNASSIGNED, "score": np.nan, "runner_up": "", "margin": np.nan,
+        return pd.DataFrame({"label": UNASSIGNED, "score": np.nan, "runner_up": "", "runner_up_score": np.nan,
                              "confidence": 0.0}, index=scores.index)
-    vals = scores.to_numpy()
-    order = np.argsort(-vals, axis=1)
-    top = vals[np.arange(len(vals)), order[:, 0]]
+    vals = scores.to_numpy(dtype=float)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    rows = np.arange(len(vals))
+    top = vals[rows, order[:, 0]]
     if vals.shape[1] > 1:
-        second = vals[np.arange(len(vals)), order[:, 1]]
-        runner = np.asarray(scores.columns)[order[:, 1]]
+        second = vals[rows, order[:, 1]]
+        runner = np.asarray(scores.columns)[order[:, 1]].astype(object)
     else:
         second = np.zeros(len(vals))
-        runner = np.array([""] * len(vals))
-    margin = top - second
+        runner = np.array([""] * len(vals), dtype=object)
+    conf = np.clip((top - second) / np.maximum(top, 1e-9), 0, 1)
     label = np.asarray(scores.columns)[order[:, 0]].astype(object)
-    weak = (top < min_score) | (margin < min_margin)
+    weak = (top < min_score) | (conf < min_margin)
     label[weak] = UNASSIGNED
-    conf = np.clip(margin / np.maximum(top, 1e-9), 0, 1)
-    return pd.DataFrame({"label": label, "score": top, "runner_up": runner, "margin": margin,
-                         "confidence": conf}, index=scores.index)
+    return pd.DataFrame({"label": label, "score": top, "runner_up": runner, "runner_up_score": second,
+                         "confidence": np.where(weak, 0.0, conf)}, index=scores.index)
 
 
-def _annotate(
-    adata: ad.AnnData,
-    sets: dict,
+def call_groups(
+    scores: pd.DataFrame,
+    groups: pd.Series,
     *,
-    groupby: str,
-    key: str,
-    min_score: float,
-    min_margin: float,
-    expr_floor: float,
-    cell_override_margin: float | None = None,
-    layer: str | None = None,
-) -> pd.DataFrame:
-    cell_scores, grp_scores = score_marker_sets(adata, sets, groupby=groupby, expr_floor=expr_floor, layer=layer)
-    calls = assign_labels(grp_scores, min_score=min_score, min_margin=min_margin)
-    grp = adata.obs[groupby].astype(str).to_numpy()
-    calls.index = calls.index.astype(str)
-    label = calls.loc[grp, "label"].to_numpy()
-    conf = calls.loc[grp, "confidence"].to_numpy().astype(float)
-    n_override = 0
-    if cell_scores.shape[1]:
-        vals = cell_scores.to_numpy()
-        cols = np.asarray(cell_scores.columns)
-        cell_best = cols[np.argmax(vals, axis=1)]
-        best = vals.max(1)
-        if cell_override_margin is not None:
-            # a cell whose own evidence clearly contradicts its cluster's call
-            # (a few stromal cells inside a tumour cluster, say) takes its own label
-            idx = {c: i for i, c in enumerate(cols)}
-            own = np.array([vals[i, idx[lab]] if lab in idx else -np.inf for i, lab in enumerate(label)])
-            override = (cell_best != label) & (best >= min_score + cell_override_margin) & (
-                best - own >= cell_override_margin
-            )
-            n_override = int(override.sum())
-            label = np.where(override, cell_best, label)
-            second = np.sort(vals, axis=1)[:, -2] if vals.shape[1] > 1 else np.zeros(len(vals))
-            conf = np.where(override, np.clip((best - second) / np.maximum(best, 1e-9), 0, 1) * 0.5, conf)
-        conf = np.where(cell_best == label, conf, conf * 0.5)
-        for c in cell_scores.columns:
-            adata.obs[f"{key}_score_{c.replace(' ', '_')}"] = cell_scores[c].to_numpy().astype(np.float32)
-    conf = np.where(label == UNASSIGNED, 0.0, conf)
-    adata.obs[key] = pd.Categorical(label)
-    adata.obs[f"{key}_confidence"] = conf.astype(np.float32)
-    table = pd.concat([calls, grp_scores.set_axis(calls.index)], axis=1)
-    table.attrs["n_cell_overrides"] = n_override
-    table.index.name = groupby
-    table.insert(0, "n_cells", adata.obs[groupby].astype(str).value_counts().reindex(table.index).fillna(0).astype(int))
-    return table
+    smoothed: pd.DataFrame | None = None,
+    min_score: float = 0.15,
+    min_margin: float = 0.25,
+    min_purity: float = 0.6,
+    override_ratio: float | None = 2.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Call each group (cluster) from its cells' scores; cells of mixed groups one by one.
 
+    Parameters
+    ----------
+    scores
+        Cells x sets (:func:`score_cells`).
+    groups
+        Each cell's group.
+    smoothed
+        The scores averaged over kNN neighbours (:func:`smooth_scores`);
+        default: ``scores``. Per-cell labels and purity use them.
+    min_score, min_margin
+        As in :func:`assign_labels`, applied to the group's mean scores (and
+        to each cell's smoothed scores in mixed groups).
+    min_purity
+        Share of the group's informative cells (smoothed best score at least
+        half of ``min_score``) whose own best set must be the group's label.
+    override_ratio
+        A cell of a called group whose own (unsmoothed) best set scores at
+        least ``2 * min_score`` and ``override_ratio`` times its score of the
+        group's label takes its own label: a population too small to form a
+        cluster of its own (fewer cells than the kNN graph's neighbours, such
+        as a few fibroblasts among tumour cells). ``None`` disables this.
 
-def _subtype(
-    adata: ad.AnnData, parent: str, children: dict, *, groupby: str, min_score: float, min_margin: float,
-    expr_floor: float, layer: str | None,
-) -> None:
-    """Refine ``parent`` cells into its subtypes: Leiden within the parent's clusters, then marker scores.
-
-    Cells whose subcluster has no clear subtype keep the parent label.
+    Returns
+    -------
+    ``(cells, table)``: per cell ``label`` and ``confidence``; per group
+    ``n_cells``, ``label``, ``score``, ``runner_up``, ``runner_up_score``,
+    ``confidence``, ``purity``, ``status`` (``called``, ``weak``,
+    ``ambiguous`` or ``mixed: called per cell``) and the mean score of every set.
     """
-    import scanpy as sc
+    smoothed = scores if smoothed is None else smoothed
+    grp = groups.astype(str).to_numpy()
+    cats = list(pd.unique(grp))
+    mean = scores.groupby(grp, sort=False).mean().reindex(cats)
+    calls = assign_labels(mean, min_score=min_score, min_margin=min_margin)
+    # each cell's own best set, from its smoothed scores
+    cell = assign_labels(smoothed, min_score=0.0, min_margin=0.0)
+    best_raw = np.asarray(smoothed.columns)[np.argmax(smoothed.to_numpy(), axis=1)] if smoothed.shape[1] else \
+        np.array([UNASSIGNED] * len(grp), dtype=object)
+    informative = cell["score"].to_numpy() >= 0.5 * min_score
+    top_label = mean.idxmax(axis=1).reindex(cats).to_numpy() if mean.shape[1] else np.array([UNASSIGNED] * len(cats))
+    purity = []
+    for c, lab in zip(cats, top_label, strict=True):
+        m = (grp == c) & informative
+        purity.append(float((best_raw[m] == lab).mean()) if m.any() else np.nan)
+    calls["purity"] = purity
+    status = np.where(calls["label"].to_numpy() != UNASSIGNED, "called", "")
+    status = np.where((calls["score"] < min_score).to_numpy(), "weak", status)
+    mixed = (calls["score"] >= min_score).to_numpy() & (np.nan_to_num(calls["purity"].to_numpy(), nan=1.0) < min_purity)
+    status = np.where(mixed, "mixed: called per cell", status)
+    status = np.where(status == "", "ambiguous", status)
+    calls["status"] = status
+    calls.loc[mixed, ["label", "confidence"]] = [UNASSIGNED, 0.0]
+    # cells: their group's label, or their own in mixed groups
+    per_cell = assign_labels(smoothed, min_score=min_score, min_margin=min_margin)
+    label = calls["label"].reindex(grp).to_numpy().astype(object)
+    in_mixed = np.isin(grp, np.asarray(cats)[mixed])
+    label[in_mixed] = per_cell["label"].to_numpy()[in_mixed]
+    raw = scores.to_numpy(dtype=float)
+    col = {c: i for i, c in enumerate(scores.columns)}
+    n_override = 0
+    if override_ratio is not None and raw.shape[1] > 1:
+        own_best = np.asarray(scores.columns)[raw.argmax(axis=1)].astype(object)
+        own_top = raw.max(axis=1)
+        of_label = np.array([raw[i, col[lab]] if lab in col else 0.0 for i, lab in enumerate(label)])
+        override = (~in_mixed & (label != UNASSIGNED) & (own_best != label) & (own_top >= 2 * min_score)
+                    & (own_top >= override_ratio * of_label))
+        n_override = int(override.sum())
+        label[override] = own_best[override]
+    # confidence: the cell's smoothed lead of its label over the best other set
+    vals = smoothed.to_numpy(dtype=float)
+    conf = np.zeros(len(grp))
+    for i, lab in enumerate(label):
+        if lab == UNASSIGNED or lab not in col:
+            continue
+        own = vals[i, col[lab]]
+        other = np.max(np.delete(vals[i], col[lab])) if vals.shape[1] > 1 else 0.0
+        conf[i] = np.clip((own - other) / max(own, 1e-9), 0, 1)
+    cells = pd.DataFrame({"label": label, "confidence": conf.astype(np.float32)}, index=scores.index)
+    table = pd.concat([calls, mean.add_prefix("score_")], axis=1)
+    table.index.name = groups.name or "group"
+    table.insert(0, "n_cells", pd.Series(grp).value_counts().reindex(cats).to_numpy())
+    table.attrs["n_cell_overrides"] = n_override
+    return cells, table
 
-    clusters = sorted(set(adata.obs.loc[adata.obs["cell_type"].astype(str) == parent, groupby].astype(str)))
-    key = f"_{groupby}_sub"
-    if "connectivities" in adata.obsp:
-        adata.obs[groupby] = adata.obs[groupby].astype(str).astype("category")
-        sc.tl.leiden(adata, resolution=1.0, restrict_to=(groupby, clusters), key_added=key, flavor="igraph",
-                     n_iterations=2, directed=False, random_state=0)
-    else:
-        adata.obs[key] = adata.obs[groupby].astype(str)
-    mask = adata.obs["cell_type"].astype(str).to_numpy() == parent
-    sub = adata[mask]
-    _, grp = score_marker_sets(sub, children, groupby=key, expr_floor=expr_floor, layer=layer)
-    calls = assign_labels(grp, min_score=min_score, min_margin=min_margin)
-    calls.index = calls.index.astype(str)
-    label = calls.loc[sub.obs[key].astype(str).to_numpy(), "label"].to_numpy().astype(object)
-    label[label == UNASSIGNED] = parent
-    new = adata.obs["cell_type"].astype(str).to_numpy().astype(object)
-    new[mask] = label
-    adata.obs["cell_type"] = new
-    del adata.obs[key]
-    log.info("%s subtypes: %s", parent, pd.Series(label).value_counts().to_dict())
+
+def _level_scores(
+    adata: ad.AnnData, sets: dict[str, list[str]], *, layer: str | None, scale: pd.Series | None,
+    expr_floor: float, mask: dict | None,
+) -> pd.DataFrame:
+    return score_cells(adata, sets, layer=layer, scale=scale, expr_floor=expr_floor, evidence_mask=mask)
+
+
+def _store_scores(adata: ad.AnnData, key: str, scores: pd.DataFrame) -> None:
+    for c in scores.columns:
+        adata.obs[f"{key}_score_{c.replace(' ', '_')}"] = scores[c].to_numpy().astype(np.float32)
 
 
 def annotate_compartments(
@@ -357,54 +504,86 @@ def annotate_compartments(
     *,
     groupby: str = "leiden",
     markers: pd.DataFrame | str | os.PathLike | None = None,
-    min_score: float = 0.3,
-    min_margin: float = 0.1,
-    expr_floor: float = 0.5,
+    min_score: float = 0.1,
+    min_margin: float = 0.25,
+    min_purity: float = 0.6,
+    expr_floor: float = 1.0,
     ambient_threshold: float = 0.01,
-    cell_override_margin: float | None = 0.5,
 ) -> pd.DataFrame:
     """Call each cluster's compartment: epithelial, immune, stromal or unassigned.
 
     Parameters
     ----------
     adata
-        Clustered cells, log-normalised ``X``.
+        Clustered cells, log-normalised ``X``, kNN graph in ``obsp``.
     groupby
         ``obs`` column of the clusters.
     markers
         Marker table or its path (default: the shipped milk table).
-    min_score, min_margin
-        A cluster is ``unassigned`` unless its best compartment scores at
-        least ``min_score`` and ``min_margin`` above the runner-up.
+    min_score, min_margin, min_purity
+        As in :func:`call_groups`. The no-call baseline is lower than for cell
+        types (0.1 against 0.15): a compartment's programme is broad and every
+        cell has one, whereas a cell type absent from the table must not take a
+        sibling's label on weak shared evidence.
     expr_floor
-        Floor of the per-gene scale (log-normalised units).
+        Floor of the per-gene expression scale (log-normalised units).
     ambient_threshold
         Genes at least this share of a sample's ambient profile are not used.
-    cell_override_margin
-        A cell whose own best compartment scores at least ``min_score +
-        cell_override_margin`` and beats its cluster's compartment by this
-        margin (cell-level scores) takes its own compartment; ``None``
-        disables this.
 
     Returns
     -------
     The per-cluster table (also in ``uns["milkcells"]["compartment"]["clusters"]``).
     Sets ``obs["compartment"]``, ``obs["compartment_confidence"]`` and
-    ``obs["compartment_score_<compartment>"]``.
+    ``obs["compartment_score_<compartment>"]``: the geometric mean of the
+    core set's score and the best cell-type score of the compartment.
     """
     table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
-    sets = marker_sets(adata, table=table, level="compartment", exclude=excluded)
-    res = _annotate(adata, sets, groupby=groupby, key="compartment", min_score=min_score,
-                    min_margin=min_margin, expr_floor=expr_floor, cell_override_margin=cell_override_margin)
+    cores = marker_sets(adata, table=table, level="compartment", exclude=excluded)
+    types = marker_sets(adata, table=table, level="cell_type", exclude=excluded)
+    genes = sorted({g for s in (*cores.values(), *types.values()) for g in s})
+    scale = gene_scale(adata, genes, expr_floor=expr_floor) if genes else None
+    core_scores = _level_scores(adata, cores, layer=None, scale=scale, expr_floor=expr_floor, mask=None)
+    type_scores = _level_scores(adata, types, layer=None, scale=scale, expr_floor=expr_floor, mask=None)
+    comp_of = dict(zip(table.loc[table["level"] == "cell_type", "cell_type"],
+                       table.loc[table["level"] == "cell_type", "compartment"], strict=True))
+    scores = {}
+    for comp in COMPARTMENTS:
+        members = [t for t in type_scores.columns if comp_of.get(t) == comp]
+        best_type = type_scores[members].to_numpy().max(axis=1) if members else None
+        if comp in core_scores and best_type is not None:
+            # geometric mean: a compartment needs its core *and* one of its types (smooth-muscle
+            # genes of basal cells in a fibroblast make no epithelium without keratins)
+            scores[comp] = np.sqrt(core_scores[comp].to_numpy() * best_type)
+        elif comp in core_scores:
+            scores[comp] = core_scores[comp].to_numpy()
+        elif best_type is not None:
+            scores[comp] = best_type
+    scores = pd.DataFrame(scores, index=adata.obs_names)
+    cells, res = call_groups(scores, adata.obs[groupby], smoothed=smooth_scores(adata, scores),
+                             min_score=min_score, min_margin=min_margin, min_purity=min_purity)
+    res.index.name = groupby
+    adata.obs["compartment"] = pd.Categorical(cells["label"].to_numpy())
+    adata.obs["compartment_confidence"] = cells["confidence"].to_numpy()
+    _store_scores(adata, "compartment", scores)
     record_params(adata, "compartment", dict(groupby=groupby, min_score=min_score, min_margin=min_margin,
-                                             expr_floor=expr_floor, ambient_threshold=ambient_threshold,
-                                             cell_override_margin=cell_override_margin))
-    adata.uns["milkcells"]["compartment"]["n_cell_overrides"] = res.attrs["n_cell_overrides"]
+                                             min_purity=min_purity, expr_floor=expr_floor,
+                                             ambient_threshold=ambient_threshold))
     adata.uns["milkcells"]["compartment"]["ambient_excluded"] = excluded
     adata.uns["milkcells"]["compartment"]["clusters"] = res.reset_index()
     log.info("compartments: %s", adata.obs["compartment"].value_counts().to_dict())
     return res
+
+
+def _evidence(
+    adata: ad.AnnData, sets: dict[str, list[str]], excluded: list[str], milk_alpha: float, layer: str | None,
+) -> dict[str, np.ndarray]:
+    """Milk transcripts in the sets count only where they exceed the cell's ambient counts."""
+    milk = sorted({g for s in sets.values() for g in s} & set(excluded))
+    if not milk:
+        return {}
+    excess = milk_excess(adata, milk, alpha=milk_alpha) if layer is not None else np.zeros((adata.n_obs, len(milk)), bool)
+    return {g: excess[:, j] for j, g in enumerate(milk)}
 
 
 def annotate_cell_types(
@@ -413,61 +592,122 @@ def annotate_cell_types(
     compartment: str,
     groupby: str = "leiden_compartment",
     markers: pd.DataFrame | str | os.PathLike | None = None,
-    min_score: float = 0.3,
-    min_margin: float = 0.05,
-    expr_floor: float = 0.5,
+    min_score: float = 0.15,
+    min_margin: float = 0.25,
+    min_purity: float = 0.6,
+    expr_floor: float = 1.0,
     ambient_threshold: float = 0.01,
+    milk_alpha: float = 1e-3,
     layer: str | None = None,
+    reference: ad.AnnData | None = None,
 ) -> pd.DataFrame:
-    """Call each (sub)cluster's cell type among the types of one compartment.
+    """Call each (sub)cluster's cell type among the types of one compartment, then subtypes.
 
     Parameters
     ----------
     adata
-        Cells of one compartment, clustered, log-normalised ``X``.
+        Cells of one compartment, clustered (kNN graph in ``obsp``),
+        log-normalised ``X``.
     compartment
         Whose cell-type marker sets to use.
     groupby
         ``obs`` column of the (sub)clusters.
     markers
         Marker table or its path (default: the shipped milk table).
-    min_score, min_margin, expr_floor, ambient_threshold
+    min_score, min_margin, min_purity, expr_floor, ambient_threshold
         As in :func:`annotate_compartments`.
+    milk_alpha
+        Milk transcripts count as evidence in a cell only when its counts
+        exceed the expected ambient counts at this level (:func:`milk_excess`;
+        needs ``layer`` and the ambient estimate).
     layer
         A counts layer to take the evidence from (for example
         ``"ambient_corrected"`` from :func:`milkcells.ambient.correct_ambient`);
         ``None``: log-normalised ``X``.
+    reference
+        All cells of the dataset, on which each gene's scale is measured
+        (:func:`gene_scale`); default: ``adata``.
 
     Returns
     -------
-    The per-cluster table. Sets ``obs["cell_type"]``,
-    ``obs["cell_type_broad"]`` (the type before subtyping),
-    ``obs["cell_type_confidence"]`` and ``obs["cell_type_score_<type>"]``.
-    Types with subtypes in the table (``parent`` column; for example CD4 and
-    CD8 T cells) are refined within their cells: Leiden on the type's own
-    clusters, then the subtypes' marker scores; where no subtype is clear,
-    the cell keeps the type's label.
+    The per-cluster table of the cell types. Sets ``obs["cell_type_broad"]``
+    (the type) and ``obs["cell_type"]`` (the subtype where one is called,
+    else the type), with ``*_confidence`` and ``obs["cell_type_score_<type>"]``.
     """
     if compartment not in COMPARTMENTS:
         raise ValueError(f"compartment must be one of {list(COMPARTMENTS)}, but {compartment!r} was passed.")
     table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
-    sets = marker_sets(adata, table=table, level="cell_type", compartment=compartment, exclude=excluded)
-    res = _annotate(adata, sets, groupby=groupby, key="cell_type", min_score=min_score,
-                    min_margin=min_margin, expr_floor=expr_floor, layer=layer)
-    adata.obs["cell_type_broad"] = adata.obs["cell_type"].astype(str)
-    # on ambient-corrected counts, milk transcripts are evidence again (e.g. CSN1S1 macrophages)
-    sub_excluded = [] if layer == "ambient_corrected" else excluded
-    for parent in sorted(set(table.loc[table["parent"] != "", "parent"]) & set(adata.obs["cell_type"].astype(str))):
-        children = marker_sets(adata, table=table, level="cell_type", compartment=compartment, parent=parent,
-                               exclude=sub_excluded)
-        if len(children) < 2:
+    # milk transcripts stay in the sets only when the cell's excess over ambient can be tested
+    can_test = layer is not None and "ambient_contamination" in adata.obs
+    drop = [] if can_test else excluded
+    sets = marker_sets(adata, table=table, level="cell_type", compartment=compartment, exclude=drop)
+    all_sets = {k: v for r in ("cell_type",) for k, v in
+                marker_sets(adata, table=table, level=r, compartment=compartment, exclude=drop).items()}
+    children_of = {p: marker_sets(adata, table=table, level="cell_type", compartment=compartment, parent=p,
+                                  exclude=drop)
+                   for p in sorted(set(table.loc[table["parent"] != "", "parent"]))}
+    genes = sorted({g for s in (*all_sets.values(), *(v for c in children_of.values() for v in c.values()))
+                    for g in s})
+    ref = adata if reference is None else reference
+    scale = gene_scale(ref, [g for g in genes if g in ref.var_names], layer=layer if layer in ref.layers else None,
+                       expr_floor=expr_floor) if genes else None
+    mask = _evidence(adata, sets, excluded, milk_alpha, layer)
+    scores = score_cells(adata, sets, layer=layer, scale=scale, evidence_mask=mask)
+    cells, res = call_groups(scores, adata.obs[groupby], smoothed=smooth_scores(adata, scores),
+                             min_score=min_score, min_margin=min_margin, min_purity=min_purity,
+                             override_ratio=None)
+    res.index.name = groupby
+    broad = cells["label"].to_numpy().astype(object)
+    adata.obs["cell_type_broad"] = pd.Categorical(broad)
+    adata.obs["cell_type_broad_confidence"] = cells["confidence"].to_numpy()
+    _store_scores(adata, "cell_type", scores)
+    fine = broad.copy()
+    fine_conf = cells["confidence"].to_numpy().copy()
+    sub_tables = {}
+    for parent, children in children_of.items():
+        sel = broad == parent
+        if len(children) < 2 or sel.sum() == 0:
             continue
-        _subtype(adata, parent, children, groupby=groupby, min_score=min_score, min_margin=min_margin,
-                 expr_floor=expr_floor, layer=layer)
-    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
+        sub = adata[sel]
+        cmask = _evidence(sub, children, excluded, milk_alpha, layer)
+        cs = score_cells(sub, children, layer=layer, scale=scale, evidence_mask=cmask)
+        # subtypes are called within the parent's own clusters, refined by Leiden where a graph exists
+        groups = _refine_groups(adata, sel, groupby)
+        c_cells, c_tab = call_groups(cs, groups, smoothed=smooth_scores(sub, cs), min_score=min_score,
+                                     min_margin=min_margin, min_purity=min_purity, override_ratio=None)
+        lab = c_cells["label"].to_numpy().astype(object)
+        keep_parent = lab == UNASSIGNED
+        lab[keep_parent] = parent
+        fine[sel] = lab
+        fine_conf[sel] = np.where(keep_parent, fine_conf[sel], c_cells["confidence"].to_numpy())
+        sub_tables[parent] = c_tab.reset_index()
+        log.info("%s subtypes: %s", parent, pd.Series(lab).value_counts().to_dict())
+    adata.obs["cell_type"] = pd.Categorical(fine)
+    adata.obs["cell_type_confidence"] = fine_conf.astype(np.float32)
     record_params(adata, "cell_type", dict(compartment=compartment, groupby=groupby, min_score=min_score,
-                                           min_margin=min_margin, expr_floor=expr_floor,
-                                           ambient_threshold=ambient_threshold, layer=layer))
+                                           min_margin=min_margin, min_purity=min_purity, expr_floor=expr_floor,
+                                           ambient_threshold=ambient_threshold, milk_alpha=milk_alpha,
+                                           layer=layer, milk_evidence=can_test))
     adata.uns["milkcells"]["cell_type"]["clusters"] = res.reset_index()
+    for parent, t in sub_tables.items():
+        adata.uns["milkcells"]["cell_type"][f"subtypes_{parent.replace(' ', '_')}"] = t
     return res
+
+
+def _refine_groups(adata: ad.AnnData, sel: np.ndarray, groupby: str) -> pd.Series:
+    """Leiden within the selected cells' clusters (resolution 1), or the clusters themselves."""
+    groups = adata.obs[groupby].astype(str)
+    if "connectivities" not in adata.obsp or sel.sum() < 20:
+        return groups[sel]
+    import scanpy as sc
+
+    key = "_milkcells_refine"
+    tmp = ad.AnnData(obs=pd.DataFrame({groupby: pd.Categorical(np.where(sel, groups, "_other"))},
+                                      index=adata.obs_names))
+    tmp.obsp["connectivities"] = adata.obsp["connectivities"]
+    tmp.uns["neighbors"] = {"connectivities_key": "connectivities", "params": {"method": "umap"}}
+    clusters = sorted(set(groups[sel]))
+    sc.tl.leiden(tmp, resolution=1.0, restrict_to=(groupby, clusters), key_added=key, flavor="igraph",
+                 n_iterations=2, directed=False, random_state=0)
+    return tmp.obs[key].astype(str)[sel].rename(groupby)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._utils import record_params
-from .annotate import UNASSIGNED, ambient_prone_genes, annotate_cell_types, load_marker_table, marker_sets
+from .annotate import UNASSIGNED, ambient_prone_genes, annotate_cell_types, gene_scale, load_marker_table, marker_sets, score_cells
 from .cluster import cluster, resolution_sweep
 from .integrate import integrate
 from .preprocess import highly_variable_genes, pca
@@ -31,8 +31,12 @@ def subcluster_compartment(
     integration_key: str = "batch",
     n_neighbors: int = 15,
     resolution: float | str = "auto",
-    min_score: float = 0.3,
-    min_margin: float = 0.05,
+    min_score: float = 0.15,
+    min_margin: float = 0.25,
+    min_purity: float = 0.6,
+    expr_floor: float = 1.0,
+    ambient_threshold: float = 0.01,
+    milk_alpha: float = 1e-3,
     seed: int = 0,
 ) -> ad.AnnData:
     """Take one compartment's cells, re-cluster them and call their cell types.
@@ -52,10 +56,12 @@ def subcluster_compartment(
     resolution
         Leiden resolution, or ``"auto"``: chosen by
         :func:`milkcells.cluster.resolution_sweep` (stability across seeds
-        times coherence with the compartment's cell-type marker sets); the
-        sweep is kept in ``uns["milkcells"]["subcluster"]["sweep"]``.
-    min_score, min_margin
-        As in :func:`milkcells.annotate.annotate_cell_types`.
+        times purity with respect to the cells' own best cell-type sets; a
+        heterogeneous compartment is never left as one cluster); the sweep is
+        kept in ``uns["milkcells"]["subcluster"]["sweep"]``.
+    min_score, min_margin, min_purity, expr_floor, ambient_threshold, milk_alpha
+        As in :func:`milkcells.annotate.annotate_cell_types`; the genes'
+        scale is measured on all cells of ``adata``.
 
     Cell types are called on ambient-corrected evidence when
     ``layers["ambient_corrected"]`` is present (:mod:`milkcells.ambient`).
@@ -74,17 +80,20 @@ def subcluster_compartment(
     layer = "ambient_corrected" if "ambient_corrected" in sub.layers else None
     params = dict(compartment=compartment, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, n_pcs=n_pcs,
                   integration=integration, integration_key=integration_key, n_neighbors=n_neighbors,
-                  resolution=resolution, min_score=min_score, min_margin=min_margin, seed=seed,
+                  resolution=resolution, min_score=min_score, min_margin=min_margin, min_purity=min_purity,
+                  expr_floor=expr_floor, ambient_threshold=ambient_threshold, milk_alpha=milk_alpha, seed=seed,
                   evidence_layer=layer or "X")
+    typing = dict(min_score=min_score, min_margin=min_margin, min_purity=min_purity, expr_floor=expr_floor,
+                  ambient_threshold=ambient_threshold, milk_alpha=milk_alpha, layer=layer)
     if sub.n_obs < 20:
         log.warning("compartment %s has %d cells: not re-clustered", compartment, sub.n_obs)
         sub.obs["leiden_compartment"] = pd.Categorical(["0"] * sub.n_obs)
         if sub.n_obs:
-            annotate_cell_types(sub, compartment=compartment, markers=markers,
-                                min_score=min_score, min_margin=min_margin, layer=layer)
+            annotate_cell_types(sub, compartment=compartment, markers=markers, reference=adata, **typing)
         else:
-            sub.obs["cell_type"] = pd.Categorical([], categories=[UNASSIGNED])
-            sub.obs["cell_type_confidence"] = np.zeros(0, np.float32)
+            for key in ("cell_type", "cell_type_broad"):
+                sub.obs[key] = pd.Categorical([], categories=[UNASSIGNED])
+                sub.obs[f"{key}_confidence"] = np.zeros(0, np.float32)
         record_params(sub, "subcluster", params)
         return sub
     highly_variable_genes(sub, n_top_genes=n_top_genes, batch_key=hvg_batch_key)
@@ -96,16 +105,19 @@ def subcluster_compartment(
                 umap=False, seed=seed)
         table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
         sets = marker_sets(sub, table=table, level="cell_type", compartment=compartment,
-                           exclude=ambient_prone_genes(sub))
-        sweep = resolution_sweep(sub, marker_sets=sets, seed=seed)
+                           exclude=ambient_prone_genes(sub, ambient_threshold=ambient_threshold))
+        genes = sorted({g for s in sets.values() for g in s})
+        scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor) if genes else None
+        scores = score_cells(sub, sets, layer=layer, scale=scale)
+        sweep = resolution_sweep(sub, scores=scores, min_score=min_score, seed=seed)
         resolution = sweep.attrs["best"]
-        log.info("%s: resolution %.2f chosen by stability and marker coherence", compartment, resolution)
+        log.info("%s: resolution %.2f chosen by stability and marker purity", compartment, resolution)
     elif not isinstance(resolution, (int, float)) or resolution <= 0:
         raise ValueError(f"resolution must be a positive number or 'auto', but {resolution!r} was passed.")
     cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
             key_added="leiden_compartment", seed=seed)
-    annotate_cell_types(sub, compartment=compartment, markers=markers,
-                        groupby="leiden_compartment", min_score=min_score, min_margin=min_margin, layer=layer)
+    annotate_cell_types(sub, compartment=compartment, markers=markers, groupby="leiden_compartment",
+                        reference=adata, **typing)
     params["resolution_used"] = float(resolution)
     record_params(sub, "subcluster", params)
     if sweep is not None:
@@ -118,11 +130,13 @@ def subcluster_compartment(
 def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
     """Copy ``cell_type`` and its confidence from compartment objects back into ``adata``.
 
-    Cells in no part (``unassigned`` compartment) get ``cell_type = "unassigned"``.
+    Cells in no part (``unassigned`` compartment) get ``cell_type = "unassigned"``; the
+    type level (``cell_type_broad``) and both confidences are copied too.
     """
     label = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
     broad = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
     conf = pd.Series(0.0, index=adata.obs_names)
+    broad_conf = pd.Series(0.0, index=adata.obs_names)
     sub = pd.Series("", index=adata.obs_names, dtype=object)
     for p in parts:
         if p.n_obs == 0:
@@ -131,8 +145,10 @@ def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
         label.loc[p.obs_names] = p.obs["cell_type"].astype(str).to_numpy()
         broad.loc[p.obs_names] = p.obs.get("cell_type_broad", p.obs["cell_type"]).astype(str).to_numpy()
         conf.loc[p.obs_names] = p.obs["cell_type_confidence"].to_numpy()
+        broad_conf.loc[p.obs_names] = p.obs.get("cell_type_broad_confidence", p.obs["cell_type_confidence"]).to_numpy()
         sub.loc[p.obs_names] = [f"{comp}:{c}" for c in p.obs["leiden_compartment"].astype(str)]
     adata.obs["cell_type"] = pd.Categorical(label.to_numpy())
     adata.obs["cell_type_broad"] = pd.Categorical(broad.to_numpy())
     adata.obs["cell_type_confidence"] = conf.to_numpy().astype(np.float32)
+    adata.obs["cell_type_broad_confidence"] = broad_conf.to_numpy().astype(np.float32)
     adata.obs["leiden_compartment"] = pd.Categorical(sub.to_numpy())

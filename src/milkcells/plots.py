@@ -42,11 +42,13 @@ def marker_dotplot(adata: ad.AnnData, *, groupby: str = "cell_type", markers=Non
     table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
     present = set(adata.obs[groupby].astype(str))
     genes: dict[str, list[str]] = {}
+    parents = [None, *sorted(set(table.loc[table["parent"] != "", "parent"]))]
     for comp in ("epithelial", "immune", "stromal"):
-        sets = marker_sets(adata, table=table, level="cell_type", compartment=comp, min_genes=1)
-        for label, s in sets.items():
-            if label in present:
-                genes[label] = s["positive"][:n_per_set]
+        for parent in parents:  # cell types, then subtypes
+            sets = marker_sets(adata, table=table, level="cell_type", compartment=comp, parent=parent, min_genes=1)
+            for label, gs in sets.items():
+                if label in present:
+                    genes[label] = gs[:n_per_set]
     if not genes:
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.text(0.5, 0.5, "no typed cells", ha="center")

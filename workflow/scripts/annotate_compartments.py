@@ -8,9 +8,8 @@ setup(snakemake)
 cfg = dict(snakemake.params.cfg)
 adata = ad.read_h5ad(snakemake.input[0])
 table = annotate.annotate_compartments(
-    adata, markers=cfg["marker_table"], min_score=cfg["min_score"], min_margin=cfg["min_margin"],
-    expr_floor=cfg["expr_floor"], ambient_threshold=cfg["ambient_threshold"],
-    cell_override_margin=cfg["cell_override_margin"],
+    adata, markers=cfg["marker_table"], min_score=cfg["compartment_min_score"], min_margin=cfg["min_margin"],
+    min_purity=cfg["min_purity"], expr_floor=cfg["expr_floor"], ambient_threshold=cfg["ambient_threshold"],
 )
 write_table(table.reset_index(), snakemake.output.clusters)
 write_h5ad(adata, snakemake.output.adata)

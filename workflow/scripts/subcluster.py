@@ -6,13 +6,15 @@ from milkcells._utils import write_h5ad
 
 setup(snakemake)
 p = snakemake.params
+a = p.annotation
 adata = ad.read_h5ad(snakemake.input[0])
 sub = compartments.subcluster_compartment(
     adata, snakemake.wildcards.compartment,
-    markers=p.annotation["marker_table"],
+    markers=a["marker_table"],
     n_top_genes=p.pre["n_top_genes"], hvg_batch_key=p.pre["hvg_batch_key"], n_pcs=p.pre["n_pcs"],
     integration=p.integration["method"], integration_key=p.integration["key"],
     n_neighbors=p.clustering["n_neighbors"], resolution=p.clustering["compartment_resolution"],
-    min_score=p.annotation["min_score"], min_margin=p.annotation["cell_type_min_margin"], seed=p.seed,
+    min_score=a["min_score"], min_margin=a["min_margin"], min_purity=a["min_purity"], expr_floor=a["expr_floor"],
+    ambient_threshold=a["ambient_threshold"], milk_alpha=a["milk_alpha"], seed=p.seed,
 )
 write_h5ad(sub, snakemake.output[0])
