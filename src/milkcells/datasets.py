@@ -319,29 +319,57 @@ def _barcodes(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def truth_agreement(adata: ad.AnnData) -> dict[str, float]:
+def truth_agreement(
+    adata: ad.AnnData, *, markers: pd.DataFrame | str | None = None
+) -> dict[str, object]:
     """Compare calls with the simulation's truth on the true singlets kept.
+
+    Cell types are scored as in :func:`milkcells.agreement.compare_labels`:
+    a call is correct when the true type is in its lineage (a subtype call is
+    correct for a cell of its parent type); a coarser call or ``unassigned`` is not.
+
+    Parameters
+    ----------
+    adata
+        Annotated simulated cells: ``obs`` has ``sim_status``,
+        ``sim_compartment``, ``sim_cell_type``, ``compartment`` and ``cell_type``.
+    markers
+        Marker table (or its path) the cells were annotated with (default: the
+        shipped one); it gives the label hierarchy and which types can be called.
 
     Returns
     -------
-    ``n_singlets``, ``compartment_accuracy`` (``compartment`` vs
-    ``sim_compartment``), ``cell_type_ari`` (adjusted Rand index of
-    ``cell_type`` vs ``sim_cell_type``), ``cell_type_macro_f1`` and the share of
-    kept barcodes that are not true singlets.
+    ``n_kept`` (barcodes), ``n_singlets`` (true singlets among them),
+    ``non_singlet_share``, ``compartment_accuracy`` (``compartment`` vs
+    ``sim_compartment``), ``cell_type_macro_f1`` (mean F1 over the true types
+    the marker table knows), ``cell_type_recall`` (``{type: recall}`` of
+    those types), ``unassigned_share`` (singlets with ``cell_type``
+    ``unassigned``), ``absent_types`` (true types the table does not know),
+    ``absent_type_unassigned`` (``{absent type: share unassigned}``) and, last,
+    ``cell_type_ari`` (adjusted Rand index of ``cell_type`` vs
+    ``sim_cell_type``, a secondary figure).
     """
-    from sklearn.metrics import adjusted_rand_score, f1_score
+    from .agreement import compare_labels
 
     status = adata.obs["sim_status"].astype(str)
     single = (status == "cell").to_numpy()
     obs = adata.obs.loc[single]
-    comp_ok = obs["compartment"].astype(str).to_numpy() == obs["sim_compartment"].astype(str).to_numpy()
-    true_t = obs["sim_cell_type"].astype(str).to_numpy()
-    pred_t = obs["cell_type"].astype(str).to_numpy()
+    comp_ok = (obs["compartment"].astype(str) == obs["sim_compartment"].astype(str)).to_numpy()
+    truth, calls = obs["sim_cell_type"].astype(str), obs["cell_type"].astype(str)
+    summary, per = compare_labels(truth, calls, markers=markers)
+    known = per[per["level"] != "absent"]
+    absent = per[per["level"] == "absent"]
     return {
         "n_kept": int(adata.n_obs),
         "n_singlets": int(single.sum()),
-        "non_singlet_share": float(1 - single.mean()),
-        "compartment_accuracy": float(comp_ok.mean()),
-        "cell_type_ari": float(adjusted_rand_score(true_t, pred_t)),
-        "cell_type_macro_f1": float(f1_score(true_t, pred_t, average="macro", labels=np.unique(true_t))),
+        "non_singlet_share": float(1 - single.mean()) if adata.n_obs else float("nan"),
+        "compartment_accuracy": float(comp_ok.mean()) if len(obs) else float("nan"),
+        "cell_type_macro_f1": summary["macro_f1"],
+        "cell_type_recall": dict(zip(known["label"].astype(str), known["recall"].tolist(),
+                                     strict=True)),
+        "unassigned_share": summary["unassigned_share"],
+        "absent_types": [str(t) for t in absent["label"]],
+        "absent_type_unassigned": dict(zip(absent["label"].astype(str),
+                                           absent["unassigned_share"].tolist(), strict=True)),
+        "cell_type_ari": summary["adjusted_rand_index"],
     }
