@@ -1,4 +1,5 @@
 import gzip
+import warnings
 
 import anndata as ad
 import h5py
@@ -87,8 +88,10 @@ def test_read_h5ad_keeps_obs_and_prefers_counts_layer(tmp_path, called_sample):
     assert (a.obs["author_label"] == "x").all()
 
 
-def _write_10x_h5(path, adata):
+def _write_10x_h5(path, adata, feature_types=None):
     X = sp.csc_matrix(adata.X.T.astype(np.int32))
+    if feature_types is None:
+        feature_types = ["Gene Expression"] * adata.n_vars
     with h5py.File(path, "w") as f:
         g = f.create_group("matrix")
         g["data"], g["indices"], g["indptr"] = X.data, X.indices, X.indptr
@@ -97,7 +100,7 @@ def _write_10x_h5(path, adata):
         ft = g.create_group("features")
         ft["id"] = np.array(adata.var["gene_ids"], dtype="S")
         ft["name"] = np.array(adata.var_names, dtype="S")
-        ft["feature_type"] = np.array(["Gene Expression"] * adata.n_vars, dtype="S")
+        ft["feature_type"] = np.array(feature_types, dtype="S")
         ft["genome"] = np.array(["GRCh38"] * adata.n_vars, dtype="S")
         ft["_all_tag_keys"] = np.array([b"genome"])
 
@@ -174,3 +177,190 @@ def test_var_names_made_unique(tmp_path, called_sample):
     assert a.var_names.is_unique
     assert list(a.var["gene_ids"]) == list(sub.var["gene_ids"])
     assert isinstance(a, ad.AnnData)
+
+
+# ----------------------------------------------------------------------- sample-sheet edge cases
+
+
+def test_sample_sheet_hash_inside_a_path_is_kept(tmp_path):
+    p = _sheet(
+        tmp_path,
+        "# a comment line\n"
+        "sample\tpath\tdonor\n"
+        "  # an indented comment line\n"
+        "A\tdata/run#2/m.h5ad\tD#1\n"
+        "\n"
+        "B\tdata/run3/m.h5ad\tD2\n",
+    )
+    df = io.read_sample_sheet(p)
+    assert list(df.index) == ["A", "B"]
+    assert df.loc["A", "path"] == "data/run#2/m.h5ad"
+    assert df.loc["A", "donor"] == "D#1"
+
+
+def test_sample_sheet_line_numbers_count_comment_lines(tmp_path):
+    p = _sheet(tmp_path, "sample\tpath\n# skipped\nA\ta\nB\t\n")
+    with pytest.raises(InputError, match="empty path on line 4") as e:
+        io.read_sample_sheet(p)
+    assert e.value.sample == "B" and e.value.field == "path"
+
+
+def test_sample_names_differing_only_in_case_rejected(tmp_path):
+    p = _sheet(tmp_path, "sample\tpath\nLMC1\ta.h5ad\nother\tb.h5ad\nlmc1\tc.h5ad\n")
+    with pytest.raises(InputError, match="differ only in letter case") as e:
+        io.read_sample_sheet(p)
+    assert e.value.file == str(p) and e.value.field == "sample" and e.value.sample == "LMC1"
+    assert "'lmc1'" in str(e.value) and "'other'" not in str(e.value)
+
+
+def test_two_samples_on_one_file_warn(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.h5ad").write_text("x")
+    (tmp_path / "data" / "link.h5ad").symlink_to(tmp_path / "data" / "a.h5ad")
+    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\t./data/a.h5ad\n"
+               "C\tdata/link.h5ad\nD\tdata/d.h5ad\n")
+    with pytest.warns(io.MilkcellsWarning, match="samples \\['A', 'B', 'C'\\] all point at") as rec:
+        df = io.read_sample_sheet(p)
+    assert len(df) == 4
+    msg = str(rec[0].message)
+    assert str(p) in msg and "'path'" in msg and "'D'" not in msg
+
+
+def test_distinct_paths_do_not_warn(tmp_path):
+    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\tdata/b.h5ad\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        io.read_sample_sheet(p)
+
+
+# ----------------------------------------------------------------------- count-matrix edge cases
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize(("which", "field"), [("barcodes", "barcodes"), ("features", "features")])
+def test_empty_10x_table_is_a_clear_error(tmp_path, called_sample, gzipped, which, field):
+    io.write_10x_mtx(called_sample[:10].copy(), tmp_path, gzip=gzipped)
+    target = tmp_path / f"{which}.tsv{'.gz' if gzipped else ''}"
+    if gzipped:
+        with gzip.open(target, "wt"):
+            pass
+    else:
+        target.write_text("")
+    with pytest.raises(InputError, match=f"the {which} file is empty") as e:
+        io.read_sample(tmp_path, sample="EMPTY")
+    assert e.value.sample == "EMPTY" and e.value.field == field and e.value.file == str(target)
+    assert e.value.expected and "to match the matrix" in e.value.expected
+
+
+def _non_gex(adata, types):
+    a = adata.copy()
+    a.var["feature_types"] = types
+    return a
+
+
+def test_mtx_without_gene_expression_features_rejected(tmp_path, called_sample):
+    sub = _non_gex(called_sample[:20, :6], ["Antibody Capture"] * 4 + ["CRISPR Guide Capture"] * 2)
+    io.write_10x_mtx(sub, tmp_path, gzip=True)
+    with pytest.raises(InputError, match="no Gene Expression features among 6 features") as e:
+        io.read_sample(tmp_path, sample="ADT")
+    assert e.value.sample == "ADT" and e.value.field == "feature_types"
+    assert e.value.file.endswith("matrix.mtx.gz")
+    assert "'Antibody Capture' x4" in str(e.value) and "'Gene Expression'" in e.value.expected
+
+
+def test_h5_without_gene_expression_features_rejected(tmp_path, called_sample):
+    sub = called_sample[:20, :6].copy()
+    p = tmp_path / "adt.h5"
+    _write_10x_h5(p, sub, feature_types=["Antibody Capture"] * 6)
+    with pytest.raises(InputError, match="no Gene Expression features") as e:
+        io.read_sample(p, sample="ADT")
+    assert e.value.sample == "ADT" and e.value.field == "feature_types" and e.value.file == str(p)
+
+
+def test_mixed_features_keep_gene_expression_only(tmp_path, called_sample):
+    sub = called_sample[:20].copy()
+    types = ["Gene Expression"] * (sub.n_vars - 3) + ["Antibody Capture"] * 3
+    p = tmp_path / "mixed.h5"
+    _write_10x_h5(p, sub, feature_types=types)
+    a = io.read_sample(p, sample="MIX")
+    assert a.n_vars == sub.n_vars - 3
+    assert list(a.var_names) == list(sub.var_names[:-3])
+
+
+def _thin(X, fraction, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    X.data = rng.binomial(X.data.astype(np.int64), fraction).astype(np.float32)
+    X.eliminate_zeros()
+    return X
+
+
+def _rounded_lognorm(X, target=1e4, base=None, rounding=np.rint):
+    X = sp.csr_matrix(X, dtype=np.float64)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    out = sp.diags(target / np.maximum(totals, 1)) @ X
+    out.data = np.log1p(out.data) / (1.0 if base is None else np.log(base))
+    out.data = rounding(out.data)
+    out.eliminate_zeros()
+    return out.tocsr().astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("target", "base", "rounding"),
+    [(1e4, None, np.rint), (1e6, None, np.rint), (1e4, None, np.floor), (1e4, 2, np.rint),
+     (None, None, np.rint)],
+)
+def test_rounded_log_normalised_h5ad_rejected(tmp_path, called_sample, target, base, rounding):
+    sub = called_sample.copy()
+    if target is None:  # scanpy's default: the median library size
+        target = float(np.median(np.asarray(sub.X.sum(axis=1)).ravel()))
+    sub.X = _rounded_lognorm(sub.X, target, base, rounding)
+    assert np.all(sub.X.data == np.round(sub.X.data))  # passes the integer check
+    p = tmp_path / "lognorm.h5ad"
+    sub.write_h5ad(p)
+    with pytest.raises(InputError, match="rounded log-normalised") as e:
+        io.read_sample(p, sample="LOG")
+    assert e.value.sample == "LOG" and e.value.field == "X" and e.value.file == str(p)
+    assert "raw integer UMI counts" in str(e.value)
+
+
+def test_rounded_log_normalised_counts_layer_names_the_layer(tmp_path, raw_sample):
+    sub = raw_sample.copy()  # a whole raw matrix, empty droplets included
+    sub.layers["counts"] = _rounded_lognorm(sub.X)
+    p = tmp_path / "layer.h5ad"
+    sub.write_h5ad(p)
+    with pytest.raises(InputError, match="rounded log-normalised") as e:
+        io.read_sample(p, sample="LAYER")
+    assert e.value.field == "layers['counts']" and e.value.sample == "LAYER"
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.1, 0.02, 0.005, 0.002])
+@pytest.mark.parametrize("which", ["called", "raw"])
+def test_low_depth_counts_are_not_mistaken_for_log_data(
+    tmp_path, called_sample, raw_sample, fraction, which
+):
+    """Genuine counts thinned to 7-20 UMIs per cell still read as counts."""
+    sub = (called_sample if which == "called" else raw_sample).copy()
+    sub.X = _thin(sub.X, fraction)
+    keep = np.asarray(sub.X.sum(axis=1)).ravel() > 0
+    sub = sub[keep].copy()
+    if fraction <= 0.005:  # as small as log data: the totals test decides, not the largest value
+        assert sub.X.max() <= 20
+    p = tmp_path / "shallow.h5ad"
+    sub.write_h5ad(p)
+    a = io.read_counts(p, sample="SHALLOW")
+    assert a.shape == sub.shape
+
+
+@pytest.mark.parametrize(
+    ("lam", "shape"), [(1.0, (100, 2000)), (0.3, (100, 2000)), (2.0, (20, 30)), (5.0, (50, 200))]
+)
+def test_counts_without_depth_variation_are_not_mistaken_for_log_data(tmp_path, lam, shape):
+    """Synthetic Poisson counts: every value small, every cell alike."""
+    X = np.random.default_rng(0).poisson(lam, shape).astype(np.float32)
+    a = ad.AnnData(sp.csr_matrix(X))
+    a.var_names = [f"G{i}" for i in range(shape[1])]
+    p = tmp_path / "pois.h5ad"
+    a.write_h5ad(p)
+    assert io.read_counts(p, sample="POIS").shape == shape

@@ -107,12 +107,24 @@ def _plain(value):
     return value
 
 
+def _umask() -> int:
+    """Return the process's umask, read without changing it where the system allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: read it by setting and restoring it
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
     On any error the temporary file is removed, so nothing half-written is
-    left where a finished output belongs.
+    left where a finished output belongs. The finished file gets the mode a
+    plain ``open()`` would give it (``0o666`` minus the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +134,10 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file 0600 and the rename keeps that mode; give the
+        # output the mode a plain open() would (0666 minus the user's umask), so
+        # collaborators can read results/ on a shared system when the umask allows.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
