@@ -1,4 +1,13 @@
-"""Composition per sample: counts and shares of compartments and cell types."""
+"""Composition per sample, and how it changes over lactation.
+
+:func:`composition_table` counts compartments and cell types per sample;
+:func:`composition_over_time` fits the donor-aware model of
+:mod:`milkcells.composition_model` to every share (replicates pooled, donor
+fixed effects, overdispersion, within-donor permutation tests, q-values) with
+the papers' naive Spearman beside it; :func:`composition_by_stage` gives the
+shares per lactation stage (:mod:`milkcells.lactation`). The simulator of a
+cohort with known effects, :func:`simulate_cohort`, is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,25 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ._utils import InputError
+from .composition_model import time_effects
+from .lactation import lactation_stage, simulate_cohort, stage_shares
+
 __all__ = [
     "composition_table",
     "parse_days_postpartum",
     "shares_from_counts",
     "time_correlations",
-    "compare_periods",
     "composition_over_time",
+    "composition_by_stage",
+    "time_effects",
+    "lactation_stage",
+    "stage_shares",
+    "simulate_cohort",
     "author_label_map",
-    "nyquist2022_analysis",
 ]
 
+_UNASSIGNED = "unassigned"
 _SAMPLE_FIELDS = ("donor", "batch", "source", "days_postpartum")
 
 
@@ -129,72 +146,136 @@ def time_correlations(
     return pd.DataFrame(rows)
 
 
-def compare_periods(
-    shares: pd.Series,
-    days: pd.Series,
+def _long_to_wide(table: pd.DataFrame, level: str, groupby: str) -> pd.DataFrame:
+    df = table[table["level"] == level]
+    return df.pivot_table(index=groupby, columns="label", values="n_cells", aggfunc="sum",
+                          observed=True).fillna(0)
+
+
+def _sample_meta(table: pd.DataFrame, groupby: str) -> tuple[pd.Series, pd.Series]:
+    """Donor (the sample itself when unknown) and days postpartum per sample."""
+    first = table.groupby(groupby, observed=True).first()
+    if "days_postpartum" in first:
+        days = pd.to_numeric(first["days_postpartum"], errors="coerce")
+    else:
+        days = pd.Series(np.nan, index=first.index)
+    if "donor" in first:
+        donor = first["donor"].astype(object)
+        donor = donor.where(donor.notna() & (donor.astype(str) != ""), first.index.to_series())
+    else:
+        donor = first.index.to_series()
+    return donor.astype(str), days.astype(float)
+
+
+def composition_over_time(
+    table: pd.DataFrame,
     *,
-    counts: pd.Series | None = None,
-    early_max: float = 21,
-    late_min: float = 140,
-) -> dict[str, float]:
-    """Compare a share between early (<= ``early_max`` days) and late (> ``late_min`` days) samples.
+    time_scale: str = "log2",
+    max_days: float = 400,
+    groupby: str = "sample",
+    n_perm: int = 9999,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The donor-aware model of every share over days postpartum (see :mod:`milkcells.composition_model`).
 
-    Returns the number of samples, mean and median share of each period, the
-    pooled share (all cells of the period together, when ``counts`` gives the
-    cells per sample) and the one-sided Mann-Whitney p-value that the share is
-    lower late than early.
+    Three families of shares, each with its own Benjamini-Hochberg q-values:
+    ``compartment`` (each compartment's share of all cells, except the
+    epithelial one, which is the rest: the immune share is one test, not two),
+    ``cell_type`` (each cell type's share of all cells) and
+    ``within_compartment`` (each cell type's share of its compartment's cells,
+    for example immune subtypes among immune cells; of a compartment with two
+    types only the smaller, the other being the rest). ``unassigned`` labels
+    stay in the denominators, untested.
+
+    Parameters
+    ----------
+    table
+        :func:`composition_table` output. Without ``donor`` each sample counts
+        as its own donor; without ``days_postpartum`` nothing is estimable.
+    time_scale
+        ``log2`` (effect per doubling of days) or ``per30`` (per 30 days).
+    max_days
+        Samples at or after this time are left out.
+    groupby
+        The sample column.
+    n_perm, seed
+        Permutations of the within-donor test and their seed.
+
+    Returns
+    -------
+    One row per ``level`` and ``label``, with ``denominator`` (``all cells`` or
+    the compartment) and the columns of
+    :func:`~milkcells.composition_model.time_effects`; rows that cannot be
+    estimated carry NaN and the reason in ``note``.
     """
-    from scipy.stats import mannwhitneyu
+    for col in (groupby, "level", "label", "compartment", "n_cells"):
+        if col not in table:
+            raise InputError("the composition table lacks this column", field=col,
+                             expected="a table from composition_table()")
+    donor, days = _sample_meta(table, groupby)
+    comp = _long_to_wide(table, "compartment", groupby)
+    types = _long_to_wide(table, "cell_type", groupby)
+    totals = comp.sum(axis=1)
+    parent = table[table["level"] == "cell_type"].groupby("label")["compartment"].first()
+    keep_comp = [c for c in comp.columns if c not in ("epithelial", _UNASSIGNED)]
+    keep_types = [t for t in types.columns if _UNASSIGNED not in t and parent.get(t) != _UNASSIGNED]
+    sizes = types[keep_types].sum()
+    within = []
+    for c in dict.fromkeys(parent[keep_types]):
+        members = [t for t in keep_types if parent[t] == c]
+        # with two types, one is the rest of the other: test the smaller only
+        within += members if len(members) > 2 else [sizes[members].idxmin()] if len(members) == 2 else []
+    families = [
+        ("compartment", comp[keep_comp], totals, dict.fromkeys(keep_comp, "all cells")),
+        ("cell_type", types[keep_types], totals, dict.fromkeys(keep_types, "all cells")),
+        ("within_compartment", types[within],
+         pd.DataFrame({t: comp[parent[t]] for t in within}, index=types.index), parent[within].to_dict()),
+    ]
+    out = []
+    for level, counts, denom, names in families:
+        if counts.shape[1] == 0:
+            continue
+        res = time_effects(counts, denom, donor, days, time_scale=time_scale, max_days=max_days,
+                           n_perm=n_perm, seed=seed)
+        res.insert(0, "level", level)
+        res.insert(2, "denominator", res["label"].map(names))
+        out.append(res)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["level", "label", "note"])
 
-    days = days.reindex(shares.index).astype(float)
-    early = shares[days <= early_max]
-    late = shares[days > late_min]
-    if len(early) < 2 or len(late) < 2:
-        raise ValueError(f"need at least two samples per period, got {len(early)} early and {len(late)} late")
-    out = {
-        "n_early": int(len(early)),
-        "n_late": int(len(late)),
-        "mean_early": float(early.mean()),
-        "mean_late": float(late.mean()),
-        "median_early": float(early.median()),
-        "median_late": float(late.median()),
-        "pvalue_lower_late": float(mannwhitneyu(late, early, alternative="less").pvalue),
-    }
-    if counts is not None:
-        c = counts.reindex(shares.index).astype(float)
-        out["pooled_early"] = float((shares[early.index] * c[early.index]).sum() / c[early.index].sum())
-        out["pooled_late"] = float((shares[late.index] * c[late.index]).sum() / c[late.index].sum())
-    return out
 
-
-def composition_over_time(table: pd.DataFrame, *, max_days: float = 400, groupby: str = "sample") -> pd.DataFrame:
-    """Spearman correlation of each compartment's and cell type's share with days postpartum.
+def composition_by_stage(table: pd.DataFrame, *, groupby: str = "sample", coarse: bool = False) -> pd.DataFrame:
+    """Every compartment's and cell type's share per lactation stage, with intervals over donors.
 
     Parameters
     ----------
     table
         :func:`composition_table` output (needs ``days_postpartum``).
-    max_days
-        Samples at or after this time are left out.
     groupby
         The sample column.
+    coarse
+        Merge the late stages into one ``late``.
 
     Returns
     -------
-    One row per ``level`` and ``label``: ``n_samples``, ``spearman_r``,
-    ``pvalue`` (NaN with fewer than five timed samples).
+    One row per ``level`` (``compartment``, ``cell_type``), ``label`` and
+    stage, with the columns of :func:`~milkcells.lactation.stage_shares`;
+    empty when no sample has days postpartum.
     """
-    if "days_postpartum" not in table:
-        return pd.DataFrame(columns=["level", "label", "n_samples", "spearman_r", "pvalue"])
+    donor, days = _sample_meta(table, groupby)
+    comp = _long_to_wide(table, "compartment", groupby)
+    totals = comp.sum(axis=1)
     out = []
-    for level in ("compartment", "cell_type"):
-        df = table[table["level"] == level]
-        shares = df.pivot_table(index=groupby, columns="label", values="fraction", aggfunc="sum").fillna(0)
-        days = df.groupby(groupby)["days_postpartum"].first().astype(float)
-        res = time_correlations(shares, days, max_days=max_days)
-        res.insert(0, "level", level)
-        out.append(res)
-    return pd.concat(out, ignore_index=True)
+    if days.notna().any():
+        for level in ("compartment", "cell_type"):
+            wide = comp if level == "compartment" else _long_to_wide(table, "cell_type", groupby)
+            for label in wide.columns:
+                res = stage_shares(wide[label], totals, donor, days, coarse=coarse)
+                res.insert(0, "label", label)
+                res.insert(0, "level", level)
+                out.append(res)
+    cols = ["level", "label", "stage", "days_min", "days_max", "n_samples", "n_donors", "n_cells",
+            "pooled_share", "share", "ci_low", "ci_high"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 
 def author_label_map(study: str | None = None) -> pd.DataFrame:
@@ -204,42 +285,3 @@ def author_label_map(study: str | None = None) -> pd.DataFrame:
     with (files("milkcells") / "data" / "author_labels.tsv").open() as fh:
         table = pd.read_csv(fh, sep="\t", comment="#", dtype=str, keep_default_na=False)
     return table if study is None else table[table["study"] == study].reset_index(drop=True)
-
-
-def nyquist2022_analysis(path, *, max_days: float = 400) -> dict:
-    """Composition over lactation on the published Nyquist et al. 2022 per-sample counts.
-
-    Parameters
-    ----------
-    path
-        ``nyquist2022_sample_celltype_counts.csv``: one row per sample, one
-        column per author cell type, cell counts (empty = 0).
-    max_days
-        Samples at or after this time are left out of the correlations.
-
-    Returns
-    -------
-    ``n_samples``, ``n_timed``, ``shares`` (samples x milkcells labels, plus
-    ``immune`` and ``epithelial``), ``days``, ``correlations``
-    (:func:`time_correlations`) and ``immune_periods`` (:func:`compare_periods`
-    of the immune share, first 3 weeks vs after 20 weeks).
-    """
-    counts = pd.read_csv(path, index_col=0)
-    mapping = author_label_map("nyquist2022").set_index("author_label")
-    unknown = [c for c in counts.columns if c not in mapping.index]
-    if unknown:
-        raise ValueError(f"{path}: unknown cell-type columns {unknown}")
-    counts = counts.fillna(0).rename(columns=mapping["cell_type"].to_dict())
-    shares = shares_from_counts(counts)
-    comp = mapping.drop_duplicates("cell_type").set_index("cell_type")["compartment"]
-    for c in ("epithelial", "immune"):
-        shares[c] = shares[[t for t in counts.columns if comp[t] == c]].sum(axis=1)
-    days = pd.Series({s: parse_days_postpartum(s) for s in shares.index})
-    return {
-        "n_samples": int(len(shares)),
-        "n_timed": int((days.notna() & (days < max_days)).sum()),
-        "shares": shares,
-        "days": days,
-        "correlations": time_correlations(shares, days, max_days=max_days),
-        "immune_periods": compare_periods(shares["immune"], days, counts=counts.sum(axis=1)),
-    }

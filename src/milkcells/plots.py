@@ -21,6 +21,7 @@ __all__ = [
     "composition_bars",
     "confusion_heatmap",
     "shares_over_time",
+    "composition_over_days",
 ]
 
 
@@ -168,3 +169,122 @@ def shares_over_time(table: pd.DataFrame, *, level: str = "cell_type", groupby: 
     axes.ravel()[0].legend(fontsize=6, title="donor", title_fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def _effect_text(effects: pd.DataFrame | None, level: str, label: str) -> str:
+    """The model's effect of one share as a short panel subtitle."""
+    if effects is None or not len(effects):
+        return ""
+    hit = effects[(effects["level"] == level) & (effects["label"] == label)]
+    if not len(hit):
+        return ""
+    e = hit.iloc[0]
+    if not np.isfinite(e.get("estimate", np.nan)):
+        return "not estimable"
+    unit = "per doubling of days" if e.get("time_scale", "log2") == "log2" else "per 30 days"
+    ci = (f"({e['or_ci_low']:.2f}-{e['or_ci_high']:.2f})" if np.isfinite(e["or_ci_low"])
+          and np.isfinite(e["or_ci_high"]) and e["or_ci_low"] > 0 else "(interval unbounded)")
+    return f"OR {e['odds_ratio']:.2f} {unit}\n{ci}, q = {e['qvalue']:.2g}"
+
+
+def composition_over_days(
+    table: pd.DataFrame,
+    effects: pd.DataFrame | None = None,
+    *,
+    panels: list[tuple[str, str]] | None = None,
+    groupby: str = "sample",
+    title: str | None = None,
+) -> Figure:
+    """Shares against days postpartum, one line per donor, with the donor-aware model's effect.
+
+    Parameters
+    ----------
+    table
+        :func:`~milkcells.composition.composition_table` output.
+    effects
+        :func:`~milkcells.composition.composition_over_time` output: each
+        panel's title gives the odds ratio, its 95 % interval and q.
+    panels
+        ``(level, label)`` pairs; ``level`` is ``compartment`` or
+        ``cell_type`` (share of all cells) or ``within_compartment`` (share of
+        the label's compartment). Default: the compartments but the epithelial
+        one, then every cell type.
+    groupby
+        The sample column.
+    title
+        Figure title.
+
+    Returns
+    -------
+    The figure: days on a log axis, lactation stages shaded (named on top),
+    replicates of a donor and time pooled, marker area growing with the cells
+    behind each share.
+    """
+    from .lactation import STAGES
+
+    if "days_postpartum" not in table or table["days_postpartum"].isna().all():
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "no sample has days_postpartum", ha="center")
+        ax.axis("off")
+        return fig
+    t = table[table["days_postpartum"].notna()].copy()
+    t["donor"] = t["donor"].astype(str) if "donor" in t else t[groupby].astype(str)
+    comp = t[t["level"] == "compartment"].pivot_table(index=groupby, columns="label", values="n_cells",
+                                                      aggfunc="sum").fillna(0)
+    meta = t.groupby(groupby)[["donor", "days_postpartum"]].first()
+    if panels is None:
+        panels = [("compartment", c) for c in comp.columns if c not in ("epithelial", "unassigned")]
+        panels += [("cell_type", c) for c in sorted(t.loc[t["level"] == "cell_type", "label"].unique())
+                   if "unassigned" not in c]
+    donors = sorted(meta["donor"].unique())
+    colour = {d: plt.get_cmap("tab20" if len(donors) > 10 else "tab10")(k % 20) for k, d in enumerate(donors)}
+    ncol = min(4, len(panels))
+    nrow = int(np.ceil(len(panels) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.0 * nrow), squeeze=False)
+    lo, hi = meta["days_postpartum"].min(), meta["days_postpartum"].max()
+    edges = [0.5, *[b for _, b in STAGES[:-1]], max(hi * 1.5, 400)]
+    for ax, (level, label) in zip(axes.ravel(), panels, strict=False):
+        src_level = "compartment" if level == "compartment" else "cell_type"
+        rows = t[(t["level"] == src_level) & (t["label"] == label)]
+        num = rows.groupby(groupby)["n_cells"].sum().reindex(comp.index).fillna(0)
+        if level == "within_compartment":
+            den = comp[rows["compartment"].iloc[0]] if len(rows) else comp.sum(axis=1)
+        else:
+            den = comp.sum(axis=1)
+        d = meta.assign(num=num, den=den).groupby(["donor", "days_postpartum"])[["num", "den"]].sum().reset_index()
+        d = d[d["den"] > 0]
+        for k in range(0, len(STAGES), 2):
+            ax.axvspan(edges[k], edges[k + 1], color="0.93", lw=0, zorder=0)
+        big = max(float(d["den"].max()), 1.0) if len(d) else 1.0
+        for donor, dd in d.groupby("donor"):
+            xs, ys = dd["days_postpartum"].clip(lower=1), 100 * dd["num"] / dd["den"]
+            ax.plot(xs, ys, "-", lw=1, color=colour[donor], label=donor)
+            ax.scatter(xs, ys, s=4 + 40 * np.sqrt(dd["den"] / big), color=colour[donor], zorder=3, lw=0)
+        ax.set_xscale("log")
+        ax.set_xlim(max(lo * 0.7, 0.8), hi * 1.4)
+        what = "% of all cells" if level != "within_compartment" else f"% of {rows['compartment'].iloc[0]} cells" \
+            if len(rows) else "%"
+        sub = _effect_text(effects, level, label)
+        name = f"{label} (share of all cells)" if level == "compartment" else label
+        ax.set_title(f"{name}\n{sub}" if sub else name, fontsize=8.5)
+        ax.set(xlabel="days postpartum (log scale)", ylabel=what)
+        ax.set_ylim(bottom=0)
+    first = axes.ravel()[0]
+    for ax in axes[0][: len(panels)]:
+        top = ax.secondary_xaxis("top")
+        mids = [np.sqrt(max(edges[k], 0.8) * edges[k + 1]) for k in range(len(STAGES))]
+        shown = [(m, s) for m, (s, _) in zip(mids, STAGES, strict=True) if ax.get_xlim()[0] <= m <= ax.get_xlim()[1]]
+        top.set_xticks([m for m, _ in shown], [s.replace("transitional", "trans.") for _, s in shown],
+                       fontsize=5.5, color="0.45")
+        top.tick_params(length=0, pad=1)
+        top.minorticks_off()
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    handles, names = first.get_legend_handles_labels()
+    fig.legend(handles, names, title="donor", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+               title_fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+

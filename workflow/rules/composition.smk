@@ -1,10 +1,12 @@
 rule composition:
-    """Counts and shares of compartments and cell types per sample; their correlation with days postpartum."""
+    """Counts and shares of compartments and cell types per sample; the donor-aware model of each share over
+    days postpartum (milkcells.composition_model); shares per lactation stage."""
     input:
         out("annotated.h5ad"),
     output:
         table=report(out("tables", "composition.tsv"), caption="../report/composition.rst", category="Composition"),
-        time=report(out("tables", "composition_time.tsv"), caption="../report/composition_time.rst", category="Composition"),
+        time=report(out("tables", "composition_time.tsv"), caption="../report/composition_model.rst", category="Composition"),
+        stage=report(out("tables", "composition_stage.tsv"), caption="../report/composition_stage.rst", category="Composition"),
     log:
         out("logs", "composition.log"),
     script:

@@ -1,9 +1,11 @@
 import pandas as pd
 
-from milkcells import plots
+from milkcells import composition, plots
 from milkcells._script import setup
 from milkcells._utils import save_figure
 
 setup(snakemake)
 table = pd.read_csv(snakemake.input[0], sep="\t", dtype={"sample": str, "donor": str})
-save_figure(plots.shares_over_time(table), snakemake.output[0])
+# the same model, and seed, as tables/composition_time.tsv
+effects = composition.composition_over_time(table, seed=snakemake.config.get("seed", 0))
+save_figure(plots.composition_over_days(table, effects), snakemake.output[0])
