@@ -1,15 +1,17 @@
 """Marker-based annotation: compartment -> cell type -> subtype, each with a confidence.
 
 **Evidence per cell, against all cells.** For every marker gene, milkcells
-takes its log-normalised expression in each cell relative to the gene's
-typical *expressed* level over all cells of the dataset (the ``scale_quantile``
-of its non-zero values, floored at ``expr_floor``), capped at 1. A marker set's
-score in a cell is the mean of its genes' relative expression, so it lies in
-[0, 1], means the same thing for every set (the share of the set's programme
-the cell shows) and does not depend on how the cells happen to be clustered:
-a one-cluster partition scores exactly as a fine one. Negative markers are not
-used (they cannot be made comparable across sets once milk transcripts are
-excluded).
+takes its normalised expression in each cell (counts per 10,000, on the
+linear scale, where a marker at 30 % of its owner's level stays at 30 %; the
+log would put it at ~70 %) relative to the gene's highest *local* mean over
+all cells of the dataset (expression averaged over each cell and its kNN
+neighbours, at least ``expm1(expr_floor)``), capped at 2 for one cell. A
+marker set's score in a cell is the mean of its genes' relative expression:
+about 1 where the whole programme is at the level of the population that
+expresses it most, the same for every set however rare its population, and
+independent of how the cells happen to be clustered (a one-cluster partition
+scores exactly as a fine one). Negative markers are not used (they cannot be
+made comparable across sets once milk transcripts are excluded).
 
 **Calls per cluster, from the distribution of its cells.** Each cell's scores
 are averaged over its neighbours in the kNN graph (denoising sparse cells).
@@ -79,6 +81,8 @@ log = logging.getLogger(__name__)
 COMPARTMENTS = ("epithelial", "immune", "stromal")
 MARKER_COLUMNS = ("level", "compartment", "cell_type", "ontology_id", "ontology_label", "positive", "source", "parent")
 UNASSIGNED = "unassigned"
+#: A single cell's relative expression of a gene is capped here, so one outlier cannot carry a set.
+_CAP = 2.0
 
 
 def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -216,16 +220,22 @@ def marker_sets(
 
 
 def _columns(adata: ad.AnnData, genes: list[str], layer: str | None = None) -> np.ndarray:
-    """Log-normalised expression of ``genes`` (dense): ``X``, or a counts ``layer`` normalised on the fly."""
+    """Normalised expression of ``genes`` on the linear scale (counts per 10,000; dense).
+
+    From log-normalised ``X`` (``expm1``), or from a counts ``layer`` normalised on the fly. Evidence is
+    measured on the linear scale because the log compresses the very differences that tell sibling types
+    apart (a marker at 30 % of its owner's level sits at ~70 % of it after log1p).
+    """
     idx = adata.var_names.get_indexer(genes)
     if layer is None:
         X = adata.X[:, idx]
-        return (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32)
+        X = X.toarray() if sp.issparse(X) else np.asarray(X)
+        return np.expm1(X.astype(np.float32))
     counts = adata.layers[layer]
     size = np.asarray(counts.sum(axis=1)).ravel()
     cols = counts[:, idx]
     cols = cols.toarray() if sp.issparse(cols) else np.asarray(cols)
-    return np.log1p(cols / np.maximum(size, 1)[:, None] * 1e4).astype(np.float32)
+    return (cols / np.maximum(size, 1)[:, None] * 1e4).astype(np.float32)
 
 
 def gene_scale(
@@ -233,28 +243,42 @@ def gene_scale(
     genes: list[str],
     *,
     layer: str | None = None,
-    scale_quantile: float = 0.9,
     expr_floor: float = 1.0,
 ) -> pd.Series:
-    """Each gene's typical expressed level over all cells of ``adata``.
+    """Each gene's highest *local* mean expression over all cells of ``adata``.
 
-    The ``scale_quantile`` of the gene's non-zero log-normalised values,
-    floored at ``expr_floor`` (so a gene seen only as stray single UMIs cannot
-    look fully expressed). It depends on the gene's level in the cells that
-    express it, not on how many cells do, so rare and common types' markers
-    are on one scale.
+    With a kNN graph (``obsp["connectivities"]``), each cell's expression is
+    averaged with its neighbours' and the gene's scale is the highest such
+    local mean: the level of the gene in the population that expresses it
+    most, whatever the clustering. The 90th percentile of the gene's non-zero
+    single-cell values is used where it is higher (a population smaller than
+    the neighbourhood, or no graph). Either way at least ``expm1(expr_floor)`` (``expr_floor`` in log-normalised units), so a
+    gene seen only as stray single UMIs cannot look fully expressed.
 
     Returns
     -------
-    The scale per gene (log-normalised units), indexed by gene.
+    The scale per gene (counts per 10,000), indexed by gene.
     """
     X = _columns(adata, genes, layer)
-    out = np.full(len(genes), expr_floor, dtype=float)
+    floor = float(np.expm1(expr_floor))
+    out = np.full(len(genes), floor, dtype=float)
     for j in range(len(genes)):
         nz = X[:, j][X[:, j] > 0]
         if len(nz):
-            out[j] = max(float(np.quantile(nz, scale_quantile)), expr_floor)
-    return pd.Series(out, index=pd.Index(genes))
+            out[j] = max(float(np.quantile(nz, 0.9)), floor)
+    if "connectivities" in adata.obsp and adata.n_obs >= 3:
+        # a population smaller than the neighbourhood has its local mean diluted by its neighbours:
+        # the single cells' 90th percentile then still gives its level
+        out = np.maximum(out, _smooth(adata, X).max(axis=0))
+    return pd.Series(np.asarray(out, dtype=float), index=pd.Index(genes))
+
+
+def _smooth(adata: ad.AnnData, values: np.ndarray) -> np.ndarray:
+    """Average each cell's values with its kNN neighbours' (the cell itself included)."""
+    W = sp.csr_matrix(adata.obsp["connectivities"], dtype=np.float64)
+    W = W + sp.identity(adata.n_obs, format="csr")
+    w = np.asarray(W.sum(axis=1)).ravel()
+    return np.asarray(sp.diags(1.0 / w) @ W @ values)
 
 
 def milk_excess(
@@ -340,8 +364,8 @@ def score_cells(
     X = _columns(adata, genes, layer)
     if scale is None:
         scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor)
-    s = scale.reindex(genes).fillna(expr_floor).to_numpy(dtype=np.float32)
-    rel = np.minimum(X / s[None, :], 1.0)
+    s = scale.reindex(genes).fillna(float(np.expm1(expr_floor))).to_numpy(dtype=np.float32)
+    rel = np.minimum(X / s[None, :], _CAP)
     for j, g in enumerate(genes):
         if evidence_mask is not None and g in evidence_mask:
             rel[~evidence_mask[g], j] = 0.0
@@ -354,10 +378,7 @@ def smooth_scores(adata: ad.AnnData, scores: pd.DataFrame) -> pd.DataFrame:
     """Average each cell's scores with its neighbours' (``obsp["connectivities"]``, the cell itself included)."""
     if "connectivities" not in adata.obsp or scores.shape[1] == 0 or adata.n_obs < 3:
         return scores
-    W = sp.csr_matrix(adata.obsp["connectivities"], dtype=np.float64)
-    W = W + sp.identity(adata.n_obs, format="csr")
-    w = np.asarray(W.sum(axis=1)).ravel()
-    sm = sp.diags(1.0 / w) @ W @ scores.to_numpy(dtype=np.float64)
+    sm = _smooth(adata, scores.to_numpy(dtype=np.float64))
     return pd.DataFrame(sm, index=scores.index, columns=scores.columns)
 
 
