@@ -250,9 +250,8 @@ def gene_scale(
     With a kNN graph (``obsp["connectivities"]``), each cell's expression is
     averaged with its neighbours' and the gene's scale is the highest such
     local mean: the level of the gene in the population that expresses it
-    most, whatever the clustering. The 90th percentile of the gene's non-zero
-    single-cell values is used where it is higher (a population smaller than
-    the neighbourhood, or no graph). Either way at least ``expm1(expr_floor)`` (``expr_floor`` in log-normalised units), so a
+    most, whatever the clustering. Without a graph, the 90th percentile of
+    the gene's non-zero single-cell values. Either way at least ``expm1(expr_floor)`` (``expr_floor`` in log-normalised units), so a
     gene seen only as stray single UMIs cannot look fully expressed.
 
     Returns
@@ -261,15 +260,14 @@ def gene_scale(
     """
     X = _columns(adata, genes, layer)
     floor = float(np.expm1(expr_floor))
-    out = np.full(len(genes), floor, dtype=float)
-    for j in range(len(genes)):
-        nz = X[:, j][X[:, j] > 0]
-        if len(nz):
-            out[j] = max(float(np.quantile(nz, 0.9)), floor)
     if "connectivities" in adata.obsp and adata.n_obs >= 3:
-        # a population smaller than the neighbourhood has its local mean diluted by its neighbours:
-        # the single cells' 90th percentile then still gives its level
-        out = np.maximum(out, _smooth(adata, X).max(axis=0))
+        out = np.maximum(_smooth(adata, X).max(axis=0), floor)
+    else:
+        out = np.full(len(genes), floor, dtype=float)
+        for j in range(len(genes)):
+            nz = X[:, j][X[:, j] > 0]
+            if len(nz):
+                out[j] = max(float(np.quantile(nz, 0.9)), floor)
     return pd.Series(np.asarray(out, dtype=float), index=pd.Index(genes))
 
 
