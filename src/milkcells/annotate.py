@@ -19,10 +19,11 @@ A cluster takes a label when (1) the cluster's mean score of the label is at
 least ``min_score`` (the "no call" baseline every label must beat), (2) the
 label leads the runner-up by ``min_margin`` of its score, and (3) at least
 ``min_purity`` of the cluster's informative cells have that label as their own
-best set. A cluster that fails (3) mixes populations: its cells are called one
-by one from their smoothed scores under the same thresholds (so a cluster of
-mixed immune types never gets one label). A cluster failing (1) or (2) is
-``unassigned``: labels are never forced.
+best set. A cluster that fails (3) mixes populations, and one that fails (2) may hold a
+subpopulation: their cells are called one by one from their smoothed scores
+under the same thresholds (so a cluster of mixed immune types never gets one
+label, and cells ambiguous themselves stay ``unassigned``). A cluster failing
+(1) is ``unassigned``: labels are never forced.
 
 **The hierarchy.** A compartment's evidence in a cell is the geometric mean of
 its core set (EPCAM/keratins, PTPRC, ...) and its best cell-type set, so a
@@ -439,7 +440,7 @@ def call_groups(
     override_ratio
         A cell of a called group whose own (unsmoothed) best set scores at
         least ``2 * min_score`` and ``override_ratio`` times its score of the
-        group's label takes its own label: a population too small to form a
+        group's label, and whose smoothed scores lean the same way, takes its own label: a population too small to form a
         cluster of its own (fewer cells than the kNN graph's neighbours, such
         as a few fibroblasts among tumour cells). ``None`` disables this.
 
@@ -448,7 +449,8 @@ def call_groups(
     ``(cells, table)``: per cell ``label`` and ``confidence``; per group
     ``n_cells``, ``label``, ``score``, ``runner_up``, ``runner_up_score``,
     ``confidence``, ``purity``, ``status`` (``called``, ``weak``,
-    ``ambiguous`` or ``mixed: called per cell``) and the mean score of every set.
+    ``ambiguous: called per cell`` or ``mixed: called per cell``) and the mean
+    score of every set.
     """
     smoothed = scores if smoothed is None else smoothed
     grp = groups.astype(str).to_numpy()
@@ -468,9 +470,14 @@ def call_groups(
     calls["purity"] = purity
     status = np.where(calls["label"].to_numpy() != UNASSIGNED, "called", "")
     status = np.where((calls["score"] < min_score).to_numpy(), "weak", status)
-    mixed = (calls["score"] >= min_score).to_numpy() & (np.nan_to_num(calls["purity"].to_numpy(), nan=1.0) < min_purity)
+    strong = (calls["score"] >= min_score).to_numpy()
+    mixed = strong & (np.nan_to_num(calls["purity"].to_numpy(), nan=1.0) < min_purity)
+    # an ambiguous mean can come from a subpopulation (tumour cells with a few fibroblasts): its cells
+    # are called one by one, and cells that are ambiguous themselves stay unassigned
+    ambiguous = strong & ~mixed & (status == "")
     status = np.where(mixed, "mixed: called per cell", status)
-    status = np.where(status == "", "ambiguous", status)
+    status = np.where(ambiguous, "ambiguous: called per cell", status)
+    mixed = mixed | ambiguous
     calls["status"] = status
     calls.loc[mixed, ["label", "confidence"]] = [UNASSIGNED, 0.0]
     # cells: their group's label, or their own in mixed groups
@@ -485,8 +492,9 @@ def call_groups(
         own_best = np.asarray(scores.columns)[raw.argmax(axis=1)].astype(object)
         own_top = raw.max(axis=1)
         of_label = np.array([raw[i, col[lab]] if lab in col else 0.0 for i, lab in enumerate(label)])
+        # the cell's neighbourhood must lean the same way: one noisy cell in a shallow dataset does not
         override = (~in_mixed & (label != UNASSIGNED) & (own_best != label) & (own_top >= 2 * min_score)
-                    & (own_top >= override_ratio * of_label))
+                    & (own_top >= override_ratio * of_label) & (best_raw == own_best))
         n_override = int(override.sum())
         label[override] = own_best[override]
     # confidence: the cell's smoothed lead of its label over the best other set
