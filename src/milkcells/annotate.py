@@ -19,11 +19,12 @@ A cluster takes a label when (1) the cluster's mean score of the label is at
 least ``min_score`` (the "no call" baseline every label must beat), (2) the
 label leads the runner-up by ``min_margin`` of its score, and (3) at least
 ``min_purity`` of the cluster's informative cells have that label as their own
-best set. A cluster that fails (3) mixes populations, and one that fails (2) may hold a
-subpopulation: their cells are called one by one from their smoothed scores
-under the same thresholds (so a cluster of mixed immune types never gets one
-label, and cells ambiguous themselves stay ``unassigned``). A cluster failing
-(1) is ``unassigned``: labels are never forced.
+best set. A cluster that fails (3) mixes populations: its cells are called one by one
+from their smoothed scores under the same thresholds (so a cluster of mixed
+immune types never gets one label). A cluster failing (1) is ``unassigned``;
+one failing (2) is too at the cell-type level (it may be a type the table does
+not know), while at the compartment level, where every cell has one, its cells
+are called one by one. Labels are never forced.
 
 **The hierarchy.** A compartment's evidence in a cell is the geometric mean of
 its core set (EPCAM/keratins, PTPRC, ...) and its best cell-type set, so a
@@ -419,6 +420,7 @@ def call_groups(
     min_margin: float = 0.25,
     min_purity: float = 0.6,
     override_ratio: float | None = 2.0,
+    split_ambiguous: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Call each group (cluster) from its cells' scores; cells of mixed groups one by one.
 
@@ -443,14 +445,20 @@ def call_groups(
         group's label, and whose smoothed scores lean the same way, takes its own label: a population too small to form a
         cluster of its own (fewer cells than the kNN graph's neighbours, such
         as a few fibroblasts among tumour cells). ``None`` disables this.
+    split_ambiguous
+        Call the cells of an ambiguous group (failing ``min_margin``) one by
+        one, as mixed groups are. Right for compartments (every cell has one,
+        so an ambiguous mean means a subpopulation); not for cell types, where
+        an ambiguous group may be a type the table does not know, sitting
+        between two known siblings: it stays ``unassigned``.
 
     Returns
     -------
     ``(cells, table)``: per cell ``label`` and ``confidence``; per group
     ``n_cells``, ``label``, ``score``, ``runner_up``, ``runner_up_score``,
     ``confidence``, ``purity``, ``status`` (``called``, ``weak``,
-    ``ambiguous: called per cell`` or ``mixed: called per cell``) and the mean
-    score of every set.
+    ``ambiguous``, ``ambiguous: called per cell`` or ``mixed: called per
+    cell``) and the mean score of every set.
     """
     smoothed = scores if smoothed is None else smoothed
     grp = groups.astype(str).to_numpy()
@@ -476,8 +484,9 @@ def call_groups(
     # are called one by one, and cells that are ambiguous themselves stay unassigned
     ambiguous = strong & ~mixed & (status == "")
     status = np.where(mixed, "mixed: called per cell", status)
-    status = np.where(ambiguous, "ambiguous: called per cell", status)
-    mixed = mixed | ambiguous
+    status = np.where(ambiguous, "ambiguous: called per cell" if split_ambiguous else "ambiguous", status)
+    if split_ambiguous:
+        mixed = mixed | ambiguous
     calls["status"] = status
     calls.loc[mixed, ["label", "confidence"]] = [UNASSIGNED, 0.0]
     # cells: their group's label, or their own in mixed groups
@@ -588,7 +597,8 @@ def annotate_compartments(
             scores[comp] = best_type
     scores = pd.DataFrame(scores, index=adata.obs_names)
     cells, res = call_groups(scores, adata.obs[groupby], smoothed=smooth_scores(adata, scores),
-                             min_score=min_score, min_margin=min_margin, min_purity=min_purity)
+                             min_score=min_score, min_margin=min_margin, min_purity=min_purity,
+                             split_ambiguous=True)
     res.index.name = groupby
     adata.obs["compartment"] = pd.Categorical(cells["label"].to_numpy())
     adata.obs["compartment_confidence"] = cells["confidence"].to_numpy()
