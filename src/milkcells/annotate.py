@@ -523,13 +523,6 @@ def call_groups(
     return cells, table
 
 
-def _level_scores(
-    adata: ad.AnnData, sets: dict[str, list[str]], *, layer: str | None, scale: pd.Series | None,
-    expr_floor: float, mask: dict | None,
-) -> pd.DataFrame:
-    return score_cells(adata, sets, layer=layer, scale=scale, expr_floor=expr_floor, evidence_mask=mask)
-
-
 def _store_scores(adata: ad.AnnData, key: str, scores: pd.DataFrame) -> None:
     for c in scores.columns:
         adata.obs[f"{key}_score_{c.replace(' ', '_')}"] = scores[c].to_numpy().astype(np.float32)
@@ -579,8 +572,8 @@ def annotate_compartments(
     types = marker_sets(adata, table=table, level="cell_type", exclude=excluded)
     genes = sorted({g for s in (*cores.values(), *types.values()) for g in s})
     scale = gene_scale(adata, genes, expr_floor=expr_floor) if genes else None
-    core_scores = _level_scores(adata, cores, layer=None, scale=scale, expr_floor=expr_floor, mask=None)
-    type_scores = _level_scores(adata, types, layer=None, scale=scale, expr_floor=expr_floor, mask=None)
+    core_scores = score_cells(adata, cores, scale=scale, expr_floor=expr_floor)
+    type_scores = score_cells(adata, types, scale=scale, expr_floor=expr_floor)
     comp_of = dict(zip(table.loc[table["level"] == "cell_type", "cell_type"],
                        table.loc[table["level"] == "cell_type", "compartment"], strict=True))
     scores = {}
@@ -679,12 +672,10 @@ def annotate_cell_types(
     can_test = layer is not None and "ambient_contamination" in adata.obs
     drop = [] if can_test else excluded
     sets = marker_sets(adata, table=table, level="cell_type", compartment=compartment, exclude=drop)
-    all_sets = {k: v for r in ("cell_type",) for k, v in
-                marker_sets(adata, table=table, level=r, compartment=compartment, exclude=drop).items()}
     children_of = {p: marker_sets(adata, table=table, level="cell_type", compartment=compartment, parent=p,
                                   exclude=drop)
                    for p in sorted(set(table.loc[table["parent"] != "", "parent"]))}
-    genes = sorted({g for s in (*all_sets.values(), *(v for c in children_of.values() for v in c.values()))
+    genes = sorted({g for s in (*sets.values(), *(v for c in children_of.values() for v in c.values()))
                     for g in s})
     ref = adata if reference is None else reference
     scale = gene_scale(ref, [g for g in genes if g in ref.var_names], layer=layer if layer in ref.layers else None,
