@@ -124,3 +124,132 @@ def test_milk_transcripts_count_only_in_excess_of_ambient():
     assert ex[:, 0].tolist() == [False, True, False]
     del a.obs["ambient_contamination"]
     assert not annotate.milk_excess(a, ["CSN1S1"]).any()  # without an ambient estimate, never evidence
+
+
+def test_a_cluster_sharing_a_related_programme_at_a_fraction_is_not_that_type():
+    # a cluster showing the neutrophil programme at a third of the neutrophils' level (mast cells,
+    # which the table does not know, share granulocyte genes): a clear lead, yet not a neutrophil
+    scores = pd.DataFrame({"neutrophil": [0.45] * 20 + [0.15] * 20, "eosinophil": [0.05] * 40},
+                          index=[f"c{i}" for i in range(40)])
+    groups = pd.Series(["0"] * 20 + ["1"] * 20, index=scores.index)
+    cells, table = annotate.call_groups(scores, groups, min_score=0.1, min_relative=0.5, override_ratio=None)
+    assert list(table["label"]) == ["neutrophil", "unassigned"]
+    assert table["status"].iloc[1] == "shared"
+    assert (cells["label"].iloc[20:] == "unassigned").all()
+    # without the requirement the lead alone would call it
+    _, plain = annotate.call_groups(scores, groups, min_score=0.1, override_ratio=None)
+    assert list(plain["label"]) == ["neutrophil", "neutrophil"]
+
+
+def _knn(adata, k=10):
+    import scipy.sparse as sp
+    from sklearn.neighbors import NearestNeighbors
+
+    X = adata.obsm["X"]
+    idx = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X, return_distance=False)
+    rows = np.repeat(np.arange(adata.n_obs), k)
+    W = sp.csr_matrix((np.ones(rows.size), (rows, idx.ravel())), shape=(adata.n_obs, adata.n_obs))
+    adata.obsp["connectivities"] = ((W + W.T) > 0).astype(np.float64)
+
+
+def _lymphoid(seed=0):
+    """CD4 T, CD8 T and NK cells, each in its own region of a 2-D embedding. CD8 T cells show the T genes,
+    CD8 genes and NKG7 (an NK gene too), and, like NK cells of T genes, a third of the NK genes' level."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    genes = ["CD3D", "CD3E", "TRAC", "BCL11B", "CD4", "IL7R", "CD8A", "CD8B", "GZMK", "NKG7", "GNLY", "KLRD1",
+             "KLRF1", "NCAM1", "XCL1", "GZMB"] + [f"G{i}" for i in range(40)]
+    n = 40
+    prof = {
+        "CD4 T cell": {"CD3D": 20, "CD3E": 20, "TRAC": 20, "BCL11B": 20, "CD4": 20, "IL7R": 20},
+        "CD8 T cell": {"CD3D": 12, "CD3E": 12, "TRAC": 12, "BCL11B": 12, "CD8A": 20, "CD8B": 20, "GZMK": 20,
+                       "NKG7": 20, "GNLY": 7, "KLRD1": 7, "KLRF1": 7, "NCAM1": 7, "XCL1": 7, "GZMB": 7},
+        "NK cell": {"NKG7": 7, "GNLY": 20, "KLRD1": 20, "KLRF1": 20, "NCAM1": 20, "XCL1": 20, "GZMB": 20,
+                    "CD3D": 4},
+    }
+    X, lab, emb = [], [], []
+    for k, (t, p) in enumerate(prof.items()):
+        mu = np.array([p.get(g, 0.0) for g in genes]) + 0.02
+        mu = mu / mu.sum() * 2000
+        X.append(rng.poisson(mu, (n, len(genes))))
+        lab += [t] * n
+        emb.append(rng.normal(0, 0.3, (n, 2)) + [4 * k, 0])
+    a = ad.AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"truth": lab},
+                   index=[f"c{i}" for i in range(3 * n)]), var=pd.DataFrame(index=genes))
+    a.layers["counts"] = a.X.copy()
+    a.X = np.log1p(a.X / a.X.sum(1, keepdims=True) * 1e4)
+    a.obsm["X"] = np.vstack(emb)
+    a.obs["leiden_compartment"] = pd.Categorical([str(i // n) for i in range(3 * n)])
+    _knn(a)
+    return a
+
+
+def test_cd8_t_cells_sharing_nk_genes_are_t_cells():
+    # the T-cell evidence of a CD8 T cell includes its CD8 genes (a type is scored with its best
+    # subtype); NK genes shared at a third of the NK cells' level are no evidence
+    a = _lymphoid()
+    annotate.annotate_cell_types(a, compartment="immune", groupby="leiden_compartment")
+    got = pd.crosstab(a.obs["truth"], a.obs["cell_type"].astype(str))
+    assert got.loc["CD8 T cell"].get("CD8 T cell", 0) == 40, got
+    assert got.loc["CD4 T cell"].get("CD4 T cell", 0) == 40, got
+    assert got.loc["NK cell"].get("NK cell", 0) == 40, got
+
+
+def test_subtype_called_when_its_sibling_set_is_silent(tmp_path):
+    # the dataset shows no GPNMB-macrophage genes at all: that set is dropped, and the remaining
+    # subtype is still called where its programme is shown (the old code refined only with two sets)
+    import anndata as ad
+
+    table = tmp_path / "markers.tsv"
+    table.write_text(
+        "level\tcompartment\tcell_type\tpositive\tparent\n"
+        "cell_type\timmune\tmacrophage\tCD68,C1QA,C1QB,CD14,CD163,CSF1R\t\n"
+        "cell_type\timmune\tGPNMB macrophage\tGPNMB,EMILIN2,LRP1,APOE\tmacrophage\n"
+        "cell_type\timmune\tCTSL macrophage\tCTSL,CD9,FABP4\tmacrophage\n"
+        "cell_type\timmune\tT cell\tCD3D,CD3E,TRAC\t\n")
+    rng = np.random.default_rng(1)
+    genes = ["CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "CTSL", "CD9", "FABP4", "GPNMB", "EMILIN2", "LRP1",
+             "APOE", "CD3D", "CD3E", "TRAC"] + [f"G{i}" for i in range(40)]
+    n = 40
+    mac = {"CD68": 20, "C1QA": 20, "C1QB": 20, "CD14": 20, "CD163": 20, "CSF1R": 20}
+    X, lab, emb = [], [], []
+    for k, (t, extra) in enumerate((("plain", {}), ("CTSL-high", {"CTSL": 20, "CD9": 20, "FABP4": 20}))):
+        mu = np.array([{**mac, **extra}.get(g, 0.0) for g in genes]) + 0.02
+        X.append(rng.poisson(mu / mu.sum() * 2000, (n, len(genes))))
+        lab += [t] * n
+        emb.append(rng.normal(0, 0.3, (n, 2)) + [4 * k, 0])
+    X = np.vstack(X).astype(np.float32)
+    X[:, [genes.index(g) for g in ("GPNMB", "EMILIN2", "LRP1", "APOE")]] = 0
+    a = ad.AnnData(X, obs=pd.DataFrame({"truth": lab}, index=[f"c{i}" for i in range(2 * n)]),
+                   var=pd.DataFrame(index=genes))
+    a.X = np.log1p(a.X / a.X.sum(1, keepdims=True) * 1e4)
+    a.obsm["X"] = np.vstack(emb)
+    a.obs["leiden_compartment"] = pd.Categorical(["0"] * n + ["1"] * n)
+    _knn(a)
+    annotate.annotate_cell_types(a, compartment="immune", groupby="leiden_compartment", markers=table)
+    got = pd.crosstab(a.obs["truth"], a.obs["cell_type"].astype(str))
+    assert got.loc["CTSL-high"].get("CTSL macrophage", 0) >= 36, got
+    assert got.loc["plain"].get("macrophage", 0) >= 36, got  # no subtype shown: stays a macrophage
+    assert "GPNMB macrophage" not in set(a.obs["cell_type"].astype(str))
+
+
+def test_signal_components_follow_the_marchenko_pastur_edge():
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    n, p = 90, 300
+    noise = rng.poisson(1.0, (n, p)).astype(np.float32)
+    a = ad.AnnData(np.log1p(noise))
+    a.var["highly_variable"] = True
+    preprocess.pca(a, n_comps=30)
+    assert preprocess.signal_components(a, min_comps=0) == 0  # pure noise: nothing above the edge
+    assert preprocess.signal_components(a) == 10
+    # three groups, each with its own 20 genes up: two components of structure
+    X = noise.copy()
+    for k in range(3):
+        X[30 * k:30 * (k + 1), 20 * k:20 * (k + 1)] += rng.poisson(6.0, (30, 20))
+    b = ad.AnnData(np.log1p(X))
+    b.var["highly_variable"] = True
+    preprocess.pca(b, n_comps=30)
+    assert preprocess.signal_components(b, min_comps=0) == 2

@@ -32,6 +32,10 @@ MIRRORS = {
     ("cell_calling", "min_umis"): (cellcalling.call_cells, "min_umis"),
     ("cell_calling", "fdr"): (cellcalling.call_cells, "fdr"),
     ("cell_calling", "niters"): (cellcalling.call_cells, "niters"),
+    ("cell_calling", "retain"): (cellcalling.call_cells, "retain"),
+    ("cell_calling", "ambient_range"): (cellcalling.call_cells, "ambient_range"),
+    ("cell_calling", "max_removed_fraction"): (cellcalling.call_cells, "max_removed_fraction"),
+    ("cell_calling", "error_on_excess_loss"): (cellcalling.call_cells, "error_on_excess_loss"),
     **{("qc", k): (qc.filter_cells, k) for k in SCHEMA["properties"]["qc"]["properties"]},
     ("doublets", "expected_rate"): (doublets.remove_doublets, "expected_rate"),
     ("doublets", "threshold"): (doublets.remove_doublets, "threshold"),
@@ -58,6 +62,8 @@ MIRRORS = {
     ("annotation", "ambient_threshold"): (annotate.annotate_compartments, "ambient_threshold"),
     ("annotation", "min_purity"): (annotate.annotate_compartments, "min_purity"),
     ("annotation", "milk_alpha"): (annotate.annotate_cell_types, "milk_alpha"),
+    ("annotation", "shared_level"): (annotate.annotate_cell_types, "shared_level"),
+    ("annotation", "min_relative"): (annotate.annotate_cell_types, "min_relative"),
     ("dataset", "include_tissue"): (public.prepare_biostudies, "include_tissue"),
     ("dataset", "mirror"): (public.prepare_biostudies, "mirror"),
     ("dataset", "retries"): (public.prepare_biostudies, "retries"),
@@ -89,10 +95,11 @@ def test_every_schema_key_is_mirrored_or_workflow_only():
             assert (section, key) in MIRRORS or (section, key) in workflow_only, (section, key)
 
 
-@pytest.mark.parametrize("param", ["min_score", "min_margin", "min_purity", "expr_floor", "ambient_threshold"])
+@pytest.mark.parametrize("param", ["min_score", "min_margin", "min_purity", "expr_floor", "ambient_threshold",
+                                   "shared_level", "min_relative"])
 def test_same_thresholds_for_cell_types_and_compartment_split(param):
     funcs = [annotate.annotate_cell_types, compartments.subcluster_compartment]
-    if param != "min_score":  # compartments have their own, lower no-call baseline
+    if param not in ("min_score", "shared_level", "min_relative"):  # compartments have their own, lower no-call baseline
         funcs.append(annotate.annotate_compartments)
     defaults = {inspect.signature(f).parameters[param].default for f in funcs}
     assert len(defaults) == 1, (param, defaults)

@@ -54,3 +54,26 @@ def test_summary_table(called_sample):
 def test_bad_parameter(called_sample):
     with pytest.raises(ValueError, match="nmads_mito must be a non-negative number"):
         qc.filter_cells(called_sample, nmads_mito=-1)
+
+
+def test_qc_loss_guard_on_raw_matrix_kept_whole(raw_sample, caplog):
+    # a raw matrix kept whole: MAD thresholds from empty droplets, most barcodes removed
+    from milkcells import cellcalling
+    from milkcells._utils import InputError
+
+    whole = cellcalling.call_cells(raw_sample, method="none")
+    with caplog.at_level("WARNING"):
+        out = qc.filter_cells(whole)
+    rec = out.uns["milkcells"]["qc"]
+    assert rec["n_removed"] > rec["n_cells_in"] / 2
+    assert rec["flags"].startswith("QC removed") and "QC removed" in caplog.text
+    table = qc.qc_summary_table({"s1": out.uns["milkcells"]})
+    assert "QC removed" in table.loc[0, "flags"] and table.loc[0, "cell_calling"] == "none"
+    with pytest.raises(InputError, match="T1_d005.*field 'qc'"):
+        qc.filter_cells(whole, error_on_excess_loss=True)
+
+
+def test_no_flag_when_losses_are_small(called_sample):
+    out = qc.filter_cells(called_sample)
+    assert out.uns["milkcells"]["qc"]["flags"] == ""
+    assert qc.qc_summary_table({"s1": out.uns["milkcells"]}).loc[0, "flags"] == ""

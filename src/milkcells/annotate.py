@@ -13,6 +13,17 @@ independent of how the cells happen to be clustered (a one-cluster partition
 scores exactly as a fine one). Negative markers are not used (they cannot be
 made comparable across sets once milk transcripts are excluded).
 
+**Cell types: shared markers are not evidence.** Related types share canonical
+markers at a fraction of their owner's level (a CD8 T cell's NK genes, one
+macrophage subtype's genes in the other). For cell types and subtypes each
+gene is measured in the cell's kNN neighbourhood and its first
+``shared_level`` (20 %) of the top local mean is discounted; a cluster's label
+needs its programme at ``min_relative`` (half) of the level of the cluster
+showing it most (else status ``shared``: the cluster only shares the markers,
+as a type the table does not know does); a type with subtypes is scored on its
+genes with those of its best-fitting subtype; and marker genes the dataset
+shows nowhere are dropped from the sets.
+
 **Calls per cluster, from the distribution of its cells.** Each cell's scores
 are averaged over its neighbours in the kNN graph (denoising sparse cells).
 A cluster takes a label when (1) the cluster's mean score of the label is at
@@ -70,6 +81,7 @@ __all__ = [
     "marker_sets",
     "gene_scale",
     "milk_excess",
+    "relative_expression",
     "score_cells",
     "smooth_scores",
     "call_groups",
@@ -334,6 +346,8 @@ def score_cells(
     scale: pd.Series | None = None,
     expr_floor: float = 1.0,
     evidence_mask: dict[str, np.ndarray] | None = None,
+    local: bool = False,
+    shared_level: float = 0.0,
 ) -> pd.DataFrame:
     """Score each marker set in each cell: mean relative expression of its genes, in [0, 1].
 
@@ -353,14 +367,48 @@ def score_cells(
     evidence_mask
         ``{gene: boolean per cell}``: where given, the gene counts only in the
         cells marked True (milk transcripts in excess of their ambient counts).
+    local
+        Measure each gene in a cell's kNN neighbourhood (``obsp["connectivities"]``,
+        the cell included) rather than in the cell alone: the local mean that
+        ``scale`` is the highest of.
+    shared_level
+        Relative expression up to this level is not evidence: each gene's
+        evidence is ``(r - shared_level) / (1 - shared_level)``, clipped at 0.
+        Related types share canonical markers at a fraction of their owner's
+        level (a CD8 T cell's NK genes, a macrophage's sibling-subtype genes);
+        only expression near the level of the population expressing a gene
+        most says "this type". Meant for ``local`` values (single cells are too
+        sparse for a threshold).
 
     Returns
     -------
     Cells x sets.
     """
+    if not 0 <= shared_level < 1:
+        raise ValueError(f"shared_level must be in [0, 1), but {shared_level!r} was passed.")
     genes = sorted({g for s in sets.values() for g in s})
     if not genes:
         return pd.DataFrame(index=adata.obs_names)
+    rel = relative_expression(adata, genes, layer=layer, scale=scale, expr_floor=expr_floor,
+                              evidence_mask=evidence_mask)
+    if local and "connectivities" in adata.obsp and adata.n_obs >= 3:
+        rel = _smooth(adata, rel)
+    return pd.DataFrame(_set_means(rel, genes, sets, shared_level), index=adata.obs_names)
+
+
+def relative_expression(
+    adata: ad.AnnData,
+    genes: list[str],
+    *,
+    layer: str | None = None,
+    scale: pd.Series | None = None,
+    expr_floor: float = 1.0,
+    evidence_mask: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Each cell's expression of each gene relative to the gene's scale (:func:`gene_scale`), capped at 2.
+
+    ``evidence_mask`` as in :func:`score_cells`. Returns cells x genes (float).
+    """
     X = _columns(adata, genes, layer)
     if scale is None:
         scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor)
@@ -369,9 +417,15 @@ def score_cells(
     for j, g in enumerate(genes):
         if evidence_mask is not None and g in evidence_mask:
             rel[~evidence_mask[g], j] = 0.0
+    return rel
+
+
+def _set_means(rel: np.ndarray, genes: list[str], sets: dict[str, list[str]], shared_level: float) -> dict:
+    """Per row of ``rel`` (cells, neighbourhoods or groups x ``genes``): each set's mean evidence."""
+    if shared_level > 0:
+        rel = np.maximum(rel - shared_level, 0.0) / (1.0 - shared_level)
     gi = {g: i for i, g in enumerate(genes)}
-    return pd.DataFrame({label: rel[:, [gi[g] for g in gs]].mean(1) for label, gs in sets.items()},
-                        index=adata.obs_names)
+    return {label: rel[:, [gi[g] for g in gs]].mean(1) for label, gs in sets.items()}
 
 
 def smooth_scores(adata: ad.AnnData, scores: pd.DataFrame) -> pd.DataFrame:
@@ -421,6 +475,9 @@ def call_groups(
     min_purity: float = 0.6,
     override_ratio: float | None = 2.0,
     split_ambiguous: bool = False,
+    min_relative: float | None = None,
+    group_scores: pd.DataFrame | None = None,
+    levels: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Call each group (cluster) from its cells' scores; cells of mixed groups one by one.
 
@@ -451,20 +508,56 @@ def call_groups(
         so an ambiguous mean means a subpopulation); not for cell types, where
         an ambiguous group may be a type the table does not know, sitting
         between two known siblings: it stays ``unassigned``.
+    min_relative
+        Only labels whose group mean score (or, in a mixed group, the cell's
+        smoothed score) is at least this share of the label's highest group
+        mean compete, for the label and for the margin: programmes the group
+        shows near the level of the population showing them most. A group
+        showing a related type's programme at a fraction of that level shares
+        its markers and is not that type; a group showing no programme so is
+        ``unassigned`` (status ``shared``: for instance a type absent from the
+        table). ``None``: every label competes.
+    group_scores
+        Groups x sets: each group's scores measured on the group as a whole
+        (for example each gene's mean over the group's cells, then the set's
+        evidence); default: the mean of its cells' ``scores``. Such a group's
+        scores are diluted when it mixes populations, so a group whose cells
+        disagree (``min_purity``) is called cell by cell whatever its strength.
+    levels
+        ``(per group, per cell)`` programme levels that ``min_relative``
+        compares (for example scores without the shared level discounted);
+        default: the group means and ``smoothed``.
 
     Returns
     -------
     ``(cells, table)``: per cell ``label`` and ``confidence``; per group
     ``n_cells``, ``label``, ``score``, ``runner_up``, ``runner_up_score``,
     ``confidence``, ``purity``, ``status`` (``called``, ``weak``,
-    ``ambiguous``, ``ambiguous: called per cell`` or ``mixed: called per
-    cell``) and the mean score of every set.
+    ``ambiguous``, ``ambiguous: called per cell``, ``mixed: called per
+    cell`` or ``shared``) and the mean score of every set.
     """
     smoothed = scores if smoothed is None else smoothed
     grp = groups.astype(str).to_numpy()
     cats = list(pd.unique(grp))
-    mean = scores.groupby(grp, sort=False).mean().reindex(cats)
-    calls = assign_labels(mean, min_score=min_score, min_margin=min_margin)
+    if group_scores is not None:
+        mean = group_scores.set_axis(group_scores.index.astype(str)).reindex(cats)[list(scores.columns)]
+    else:
+        mean = scores.groupby(grp, sort=False).mean().reindex(cats)
+    if levels is not None:
+        g_level = levels[0].set_axis(levels[0].index.astype(str)).reindex(cats)[list(scores.columns)]
+        c_level = levels[1][list(scores.columns)]
+    else:
+        g_level, c_level = mean, smoothed
+    top = g_level.max(axis=0)
+    shared = np.zeros(len(cats), dtype=bool)
+    if min_relative is not None and mean.shape[1]:
+        # only programmes a group shows near their owner's level compete (for the label and the margin)
+        raw_top = mean.max(axis=1).to_numpy()
+        mean_shown = mean.where((g_level >= min_relative * top).to_numpy(), 0.0)
+        calls = assign_labels(mean_shown, min_score=min_score, min_margin=min_margin)
+        shared = (raw_top >= min_score) & (calls["score"].to_numpy() < min_score)
+    else:
+        calls = assign_labels(mean, min_score=min_score, min_margin=min_margin)
     # each cell's own best set, from its smoothed scores
     cell = assign_labels(smoothed, min_score=0.0, min_margin=0.0)
     best_raw = np.asarray(smoothed.columns)[np.argmax(smoothed.to_numpy(), axis=1)] if smoothed.shape[1] else \
@@ -479,10 +572,13 @@ def call_groups(
     status = np.where(calls["label"].to_numpy() != UNASSIGNED, "called", "")
     status = np.where((calls["score"] < min_score).to_numpy(), "weak", status)
     strong = (calls["score"] >= min_score).to_numpy()
-    mixed = strong & (np.nan_to_num(calls["purity"].to_numpy(), nan=1.0) < min_purity)
+    # a group's own scores are diluted when it mixes populations: its purity counts whatever its strength
+    mixed = (strong | (group_scores is not None)) & (np.nan_to_num(calls["purity"].to_numpy(), nan=1.0) < min_purity)
     # an ambiguous mean can come from a subpopulation (tumour cells with a few fibroblasts): its cells
     # are called one by one, and cells that are ambiguous themselves stay unassigned
-    ambiguous = strong & ~mixed & (status == "")
+    mixed &= ~shared
+    ambiguous = strong & ~mixed & ~shared & (status == "")
+    status = np.where(shared, "shared", status)
     status = np.where(mixed, "mixed: called per cell", status)
     status = np.where(ambiguous, "ambiguous: called per cell" if split_ambiguous else "ambiguous", status)
     if split_ambiguous:
@@ -490,7 +586,11 @@ def call_groups(
     calls["status"] = status
     calls.loc[mixed, ["label", "confidence"]] = [UNASSIGNED, 0.0]
     # cells: their group's label, or their own in mixed groups
-    per_cell = assign_labels(smoothed, min_score=min_score, min_margin=min_margin)
+    if min_relative is not None and mean.shape[1]:
+        per_cell = assign_labels(smoothed.where((c_level >= min_relative * top).to_numpy(), 0.0),
+                                 min_score=min_score, min_margin=min_margin)
+    else:
+        per_cell = assign_labels(smoothed, min_score=min_score, min_margin=min_margin)
     label = calls["label"].reindex(grp).to_numpy().astype(object)
     in_mixed = np.isin(grp, np.asarray(cats)[mixed])
     label[in_mixed] = per_cell["label"].to_numpy()[in_mixed]
@@ -630,6 +730,8 @@ def annotate_cell_types(
     milk_alpha: float = 1e-3,
     layer: str | None = None,
     reference: ad.AnnData | None = None,
+    shared_level: float = 0.2,
+    min_relative: float = 0.5,
 ) -> pd.DataFrame:
     """Call each (sub)cluster's cell type among the types of one compartment, then subtypes.
 
@@ -657,6 +759,22 @@ def annotate_cell_types(
     reference
         All cells of the dataset, on which each gene's scale is measured
         (:func:`gene_scale`); default: ``adata``.
+    shared_level
+        Each gene's kNN-local expression up to this share of its highest local
+        mean is not evidence (:func:`score_cells`): the level at which related
+        types share canonical markers.
+    min_relative
+        As in :func:`call_groups`: a label needs its programme at least at this
+        share of the level of the cluster showing it most.
+
+    A type with subtypes is scored on its own genes together with those of
+    its best-fitting subtype (a CD8 T cell shows the T-cell genes and CD8
+    genes; the NK genes it shares with NK cells then weigh less).
+
+    Marker genes expressed nowhere in the reference (highest local mean under
+    the floor) are dropped from the sets: a canonical marker that this
+    dataset does not show is no evidence against its type. Sets left with
+    fewer than two genes are not called.
 
     Returns
     -------
@@ -680,11 +798,33 @@ def annotate_cell_types(
     ref = adata if reference is None else reference
     scale = gene_scale(ref, [g for g in genes if g in ref.var_names], layer=layer if layer in ref.layers else None,
                        expr_floor=expr_floor) if genes else None
-    mask = _evidence(adata, sets, excluded, milk_alpha, layer)
-    scores = score_cells(adata, sets, layer=layer, scale=scale, evidence_mask=mask)
-    cells, res = call_groups(scores, adata.obs[groupby], smoothed=smooth_scores(adata, scores),
-                             min_score=min_score, min_margin=min_margin, min_purity=min_purity,
-                             override_ratio=None)
+    if scale is not None:
+        shown = set(scale.index[scale.to_numpy() > float(np.expm1(expr_floor)) * (1 + 1e-6)])
+        sets = _shown(sets, shown)
+        children_of = {p: _shown(c, shown) for p, c in children_of.items()}
+    # a type with subtypes: its genes with each subtype's, the best of these (or its own alone)
+    lineage_sets = dict(sets)
+    for parent, children in children_of.items():
+        if parent in sets:
+            for child, genes_c in children.items():
+                lineage_sets[f"{parent}\t{child}"] = list(dict.fromkeys(sets[parent] + genes_c))
+    set_genes = sorted({g for v in lineage_sets.values() for g in v})
+    mask = _evidence(adata, lineage_sets, excluded, milk_alpha, layer)
+    rel = relative_expression(adata, set_genes, layer=layer, scale=scale, evidence_mask=mask)
+
+    def typed(values: np.ndarray, index) -> pd.DataFrame:
+        sc = pd.DataFrame(_set_means(values, set_genes, lineage_sets, shared_level), index=index)
+        out = sc[list(sets)].copy()
+        for parent in sets:
+            alts = [c for c in sc.columns if c.startswith(f"{parent}\t")]
+            if alts:
+                out[parent] = sc[[parent, *alts]].max(axis=1)
+        return out
+
+    scores, group_scores = _local_and_group(adata, rel, adata.obs[groupby], typed)
+    cells, res = call_groups(scores, adata.obs[groupby], smoothed=scores, group_scores=group_scores,
+                             levels=_levels(scores, adata.obs[groupby]), min_score=min_score, min_margin=min_margin,
+                             min_purity=min_purity, override_ratio=None, min_relative=min_relative)
     res.index.name = groupby
     broad = cells["label"].to_numpy().astype(object)
     adata.obs["cell_type_broad"] = pd.Categorical(broad)
@@ -695,15 +835,22 @@ def annotate_cell_types(
     sub_tables = {}
     for parent, children in children_of.items():
         sel = broad == parent
-        if len(children) < 2 or sel.sum() == 0:
+        if not children or sel.sum() == 0:
             continue
         sub = adata[sel]
+        child_genes = sorted({g for v in children.values() for g in v})
         cmask = _evidence(sub, children, excluded, milk_alpha, layer)
-        cs = score_cells(sub, children, layer=layer, scale=scale, evidence_mask=cmask)
+        crel = relative_expression(sub, child_genes, layer=layer, scale=scale, evidence_mask=cmask)
         # subtypes are called within the parent's own clusters, refined by Leiden where a graph exists
         groups = _refine_groups(adata, sel, groupby)
-        c_cells, c_tab = call_groups(cs, groups, smoothed=smooth_scores(sub, cs), min_score=min_score,
-                                     min_margin=min_margin, min_purity=min_purity, override_ratio=None)
+        def child_typed(v, idx, cg=child_genes, ch=children):
+            return pd.DataFrame(_set_means(v, cg, ch, shared_level), index=idx)
+
+        cs, cgroup = _local_and_group(sub, crel, groups, child_typed)
+        # among sibling subtypes the margin decides (a type the table does not know is caught a level up)
+        c_cells, c_tab = call_groups(cs, groups, smoothed=cs, group_scores=cgroup, min_score=min_score,
+                                     min_margin=min_margin, min_purity=min_purity, override_ratio=None,
+                                     min_relative=None)
         lab = c_cells["label"].to_numpy().astype(object)
         keep_parent = lab == UNASSIGNED
         lab[keep_parent] = parent
@@ -721,6 +868,39 @@ def annotate_cell_types(
     for parent, t in sub_tables.items():
         adata.uns["milkcells"]["cell_type"][f"subtypes_{parent.replace(' ', '_')}"] = t
     return res
+
+
+def _local_and_group(adata: ad.AnnData, rel: np.ndarray, groups: pd.Series, typed) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Set evidence per cell's kNN neighbourhood and per group, each from the genes' mean relative expression.
+
+    The shared level is discounted from each gene's *mean* over the neighbourhood or the group (a
+    sibling's share of a marker is a level, seen in the mean, not in one cell's sparse counts).
+    """
+    local = _smooth(adata, rel) if "connectivities" in adata.obsp and adata.n_obs >= 3 else rel
+    grp = groups.astype(str).to_numpy()
+    means = pd.DataFrame(rel).groupby(grp, sort=False).mean()
+    return typed(local, adata.obs_names), typed(means.to_numpy(), means.index)
+
+
+def _levels(local: pd.DataFrame, groups: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Programme levels for ``min_relative``: each group's mean of its cells' neighbourhood scores, and those.
+
+    Neighbourhoods cross donors once integrated, so a donor's cluster of a type is not judged
+    against another donor's by the group means alone (donor effects on single genes are large).
+    """
+    return local.groupby(groups.astype(str).to_numpy(), sort=False).mean(), local
+
+
+def _shown(sets: dict[str, list[str]], shown: set[str], min_genes: int = 2) -> dict[str, list[str]]:
+    """The sets restricted to genes the dataset shows; sets left with fewer than ``min_genes`` dropped."""
+    out = {}
+    for label, genes in sets.items():
+        kept = [g for g in genes if g in shown]
+        if len(kept) >= min_genes:
+            out[label] = kept
+        else:
+            log.info("marker set %r not called: %d of its genes expressed in the data", label, len(kept))
+    return out
 
 
 def _refine_groups(adata: ad.AnnData, sel: np.ndarray, groupby: str) -> pd.Series:

@@ -12,7 +12,7 @@ from ._utils import record_params
 from .annotate import UNASSIGNED, ambient_prone_genes, annotate_cell_types, gene_scale, load_marker_table, marker_sets, score_cells
 from .cluster import cluster, resolution_sweep
 from .integrate import integrate
-from .preprocess import highly_variable_genes, pca
+from .preprocess import highly_variable_genes, pca, signal_components
 
 __all__ = ["subcluster_compartment", "collect_cell_types"]
 
@@ -37,6 +37,8 @@ def subcluster_compartment(
     expr_floor: float = 1.0,
     ambient_threshold: float = 0.01,
     milk_alpha: float = 1e-3,
+    shared_level: float = 0.2,
+    min_relative: float = 0.5,
     seed: int = 0,
 ) -> ad.AnnData:
     """Take one compartment's cells, re-cluster them and call their cell types.
@@ -59,7 +61,7 @@ def subcluster_compartment(
         times purity with respect to the cells' own best cell-type sets; a
         heterogeneous compartment is never left as one cluster); the sweep is
         kept in ``uns["milkcells"]["subcluster"]["sweep"]``.
-    min_score, min_margin, min_purity, expr_floor, ambient_threshold, milk_alpha
+    min_score, min_margin, min_purity, expr_floor, ambient_threshold, milk_alpha, shared_level, min_relative
         As in :func:`milkcells.annotate.annotate_cell_types`; the genes'
         scale is measured on all cells of ``adata``.
 
@@ -81,10 +83,12 @@ def subcluster_compartment(
     params = dict(compartment=compartment, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, n_pcs=n_pcs,
                   integration=integration, integration_key=integration_key, n_neighbors=n_neighbors,
                   resolution=resolution, min_score=min_score, min_margin=min_margin, min_purity=min_purity,
-                  expr_floor=expr_floor, ambient_threshold=ambient_threshold, milk_alpha=milk_alpha, seed=seed,
+                  expr_floor=expr_floor, ambient_threshold=ambient_threshold, milk_alpha=milk_alpha,
+                  shared_level=shared_level, min_relative=min_relative, seed=seed,
                   evidence_layer=layer or "X")
     typing = dict(min_score=min_score, min_margin=min_margin, min_purity=min_purity, expr_floor=expr_floor,
-                  ambient_threshold=ambient_threshold, milk_alpha=milk_alpha, layer=layer)
+                  ambient_threshold=ambient_threshold, milk_alpha=milk_alpha, layer=layer,
+                  shared_level=shared_level, min_relative=min_relative)
     if sub.n_obs < 20:
         log.warning("compartment %s has %d cells: not re-clustered", compartment, sub.n_obs)
         sub.obs["leiden_compartment"] = pd.Categorical(["0"] * sub.n_obs)
@@ -98,6 +102,13 @@ def subcluster_compartment(
         return sub
     highly_variable_genes(sub, n_top_genes=n_top_genes, batch_key=hvg_batch_key)
     pca(sub, n_comps=n_pcs, seed=seed)
+    # only the components above noise: a small compartment's graph is otherwise made by noise
+    n_signal = signal_components(sub)
+    sub.obsm["X_pca"] = sub.obsm["X_pca"][:, :n_signal]
+    sub.varm["PCs"] = sub.varm["PCs"][:, :n_signal]
+    for key in ("variance", "variance_ratio"):
+        sub.uns["pca"][key] = sub.uns["pca"][key][:n_signal]
+    params["n_pcs_used"] = n_signal
     rep = integrate(sub, method=integration, key=integration_key, seed=seed)
     sweep = None
     if resolution == "auto":

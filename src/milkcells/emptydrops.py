@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 
 #: Search interval of the maximum-likelihood ``alpha`` (as DropletUtils' ``.estimate_alpha``).
 ALPHA_BOUNDS = (0.01, 10000.0)
+#: The knee is not trusted when this share of the barcodes between it and twice it look ambient.
+KNEE_AMBIENT_SHARE = 0.2
+#: ... where "look ambient" is a Monte Carlo p-value above this ...
+KNEE_AMBIENT_P = 0.05
+#: ... from this many iterations (at most niters).
+KNEE_CHECK_ITERS = 1000
 #: Simulated molecules per Monte Carlo batch when ``batch_size`` is not given (memory ~60 B each).
 _MOLECULES_PER_BATCH = 1 << 20
 
@@ -567,6 +573,7 @@ def emptydrops(
     ignore: float | None = None,
     fdr: float = 0.01,
     test_ambient: bool = False,
+    check_knee: bool = True,
     seed: int | np.random.Generator | None = 0,
     batch_size: int | None = None,
     n_jobs: int = 1,
@@ -603,6 +610,20 @@ def emptydrops(
         Also compute p-values for the barcodes with ``0 < total <= lower``
         (a calibration check: under the null they are uniform). They stay out
         of the FDR correction, as in DropletUtils with ``test.ambient=TRUE``.
+    check_knee
+        With the default ``retain`` (the knee), check that the knee does not
+        lie within the ambient cloud: the barcodes with totals from the knee
+        to twice the knee are tested too, and when at least
+        :data:`KNEE_AMBIENT_SHARE` of them (and at least two) are
+        indistinguishable from the ambient RNA (p-value above
+        :data:`KNEE_AMBIENT_P`, from :data:`KNEE_CHECK_ITERS` iterations), the
+        knee is not trusted: a warning is logged and ``retain`` doubles until
+        the barcodes from it to twice it no longer look ambient (``inf`` past
+        the largest total); the test alone decides below it, and barcodes
+        found to look ambient are never retained (``attrs``:
+        ``knee_trusted`` False, ``retain`` the value used). This happens when a sample
+        holds fewer cells than ``exclude_from`` of the barcode-rank curve (50):
+        the curve's knee then falls among the empty droplets.
     seed
         Seed for :func:`numpy.random.default_rng` (or a Generator). Results
         are reproducible for a given ``seed`` and ``batch_size``.
@@ -641,7 +662,8 @@ def emptydrops(
     Untested barcodes (``total <= lower``, or ``<= ignore``) have NaN/NA in
     ``log_prob``, ``pvalue``, ``limited`` and ``fdr`` and ``is_cell`` False.
     ``attrs`` holds ``alpha``, ``retain``, ``lower``, ``niters``, ``ignore``,
-    ``fdr``, ``n_tested`` and ``n_cells``.
+    ``fdr``, ``n_tested``, ``n_cells``, ``knee`` (NaN when ``retain`` was
+    given), ``knee_trusted`` (None when not checked) and ``knee_ambient_share``.
     """
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"adata must be an AnnData, but a {type(adata).__name__} was passed.")
@@ -681,17 +703,17 @@ def emptydrops(
     tested = totals > (0 if test_ambient else lower)
     if ignore is not None:
         tested &= totals > ignore
+    knee_check = retain is None and bool(check_knee)
+    knee = float("nan")
     if retain is None:
         try:
-            retain = barcode_ranks(totals, lower=lower)["knee"]
+            retain = knee = barcode_ranks(totals, lower=lower)["knee"]
         except ValueError as err:
             raise ValueError(
                 "could not find the knee of the barcode-rank curve for the default retain "
                 f"({err}); pass retain= explicitly (np.inf to disable retention)."
             ) from err
     retain = float(retain)
-    retained = tested & (totals >= retain)
-    simulated = tested & ~retained
 
     # log-likelihood of each tested barcode: data part (summed over non-zero
     # genes) plus the part that depends on the total only
@@ -704,19 +726,64 @@ def emptydrops(
     log_prob = np.full(n_bc, np.nan)
     log_prob[idx] = data_part + rest
 
-    # Monte Carlo p-values for the tested barcodes below retain
+    # Monte Carlo p-values for the tested barcodes below retain (and the knee window)
     n_le = np.zeros(n_bc, dtype=np.int64)
-    in_sim = simulated[idx]
-    if in_sim.any():
-        expr_idx = np.flatnonzero(expressed)
+    expr_idx = np.flatnonzero(expressed)
+
+    def simulate(mask: np.ndarray, iters: int = niters) -> np.ndarray:
+        in_sim = mask[idx]
+        out = np.zeros(int(in_sim.sum()), dtype=np.int64)
+        if not in_sim.any():
+            return out
         log.info(
             "emptydrops: %d Monte Carlo iterations for %d barcodes (totals %d-%d)",
-            niters, int(in_sim.sum()), totals[idx][in_sim].min(), totals[idx][in_sim].max(),
+            iters, int(in_sim.sum()), totals[idx][in_sim].min(), totals[idx][in_sim].max(),
         )  # fmt: skip
-        n_le[idx[in_sim]] = _monte_carlo_counts(
+        return _monte_carlo_counts(
             totals[idx][in_sim], data_part[in_sim], prop[expr_idx], alpha,
-            niters=niters, rng=rng, batch_size=batch_size, n_jobs=n_jobs,
+            niters=iters, rng=rng, batch_size=batch_size, n_jobs=n_jobs,
         )  # fmt: skip
+
+    below = tested & (totals < retain)
+    n_le[below] = simulate(below)
+    done = below.copy()
+    knee_trusted = None
+    knee_share = float("nan")
+    ambient_like = np.zeros(n_bc, dtype=bool)
+    if knee_check and np.isfinite(retain):
+        # a cheaper check: fewer iterations resolve p > KNEE_AMBIENT_P well enough
+        n_guard = min(niters, KNEE_CHECK_ITERS)
+        knee_trusted = True
+        while True:
+            window = tested & (totals >= retain) & (totals < 2.0 * retain)
+            p_window = (simulate(window, n_guard) + 1.0) / (n_guard + 1.0)
+            flagged = np.flatnonzero(window)[p_window > KNEE_AMBIENT_P]
+            ambient_like[flagged] = True
+            share = flagged.size / window.sum() if window.any() else 0.0
+            if knee_share != knee_share:  # the knee's own window
+                knee_share = share
+            if not (flagged.size >= 2 and share >= KNEE_AMBIENT_SHARE):
+                break
+            if knee_trusted:
+                log.warning(
+                    "emptydrops: the knee of the barcode-rank curve (%.0f UMIs) lies within the "
+                    "ambient cloud: %d of the %d barcodes with %.0f-%.0f UMIs look like ambient "
+                    "RNA (p > %g); only barcodes above the cloud are retained, the EmptyDrops "
+                    "test decides the rest",
+                    retain, flagged.size, int(window.sum()), retain, 2 * retain,
+                    KNEE_AMBIENT_P,
+                )  # fmt: skip
+            knee_trusted = False
+            retain *= 2.0
+            if retain > totals.max():
+                retain = float("inf")
+                break
+        if not knee_trusted:
+            log.warning("emptydrops: retaining barcodes with >= %.0f UMIs (not looking like "
+                        "ambient RNA) instead of the knee", retain)  # fmt: skip
+    retained = tested & (totals >= retain) & ~ambient_like
+    simulated = tested & ~retained
+    n_le[simulated & ~done] = simulate(simulated & ~done)
     pvalue = np.full(n_bc, np.nan)
     pvalue[simulated] = (n_le[simulated] + 1.0) / (niters + 1.0)
     pvalue[retained] = 0.0
@@ -751,6 +818,9 @@ def emptydrops(
             "fdr": float(fdr),
             "n_tested": int(corrected.sum()),
             "n_cells": int(is_cell.sum()),
+            "knee": knee,
+            "knee_trusted": knee_trusted,
+            "knee_ambient_share": knee_share,
         }
     )
     check = simulated & corrected

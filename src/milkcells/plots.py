@@ -80,7 +80,9 @@ def qc_distributions(records: dict[str, dict]) -> Figure:
             ax.loglog(cc["curve_rank"], cc["curve_total"], lw=1.5)
             ax.axhline(cc["threshold"], color="red", ls="--", lw=1, label=f"called >= {cc['threshold']:.0f}")
             ax.legend(fontsize=7)
-        ax.set(xlabel="barcode rank", ylabel="total UMIs", title=f"{s}: {cc.get('input_type', '')} input")
+        flagged = any(r.get("flags") for r in (cc, q))
+        ax.set(xlabel="barcode rank", ylabel="total UMIs",
+               title=f"{s}: {cc.get('input_type', '')} input, {cc.get('method_used', '')}" + (" (FLAGGED)" if flagged else ""))
         m = q.get("metrics", {})
         th = q.get("thresholds", {})
         for j, (key, lo, hi, lab, log) in enumerate(

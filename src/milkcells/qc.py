@@ -104,6 +104,8 @@ def filter_cells(
     min_genes: float = 200,
     min_mito_threshold: float = 10.0,
     max_mito_threshold: float = 50.0,
+    max_removed_fraction: float = 0.5,
+    error_on_excess_loss: bool = False,
 ) -> ad.AnnData:
     """QC one sample: compute metrics, flag outliers, return the cells that pass.
 
@@ -118,6 +120,13 @@ def filter_cells(
         Floors: cells below these are removed whatever the MADs say.
     min_mito_threshold, max_mito_threshold
         The adaptive mitochondrial cut is clipped into this range (in %).
+    max_removed_fraction, error_on_excess_loss
+        When QC removes more than this share of the sample's cells, log a
+        warning and flag the sample (``uns["milkcells"]["qc"]["flags"]``, the
+        ``flags`` column of :func:`qc_summary_table`): the thresholds were
+        probably computed on empty droplets (a raw matrix kept whole). With
+        ``error_on_excess_loss``, raise :class:`~milkcells._utils.InputError`
+        instead.
 
     Returns
     -------
@@ -136,6 +145,8 @@ def filter_cells(
     for k, v in params.items():
         if v is None or not np.isfinite(v) or v < 0:
             raise ValueError(f"{k} must be a non-negative number, but {v!r} was passed.")
+    if not 0 <= max_removed_fraction <= 1:
+        raise ValueError(f"max_removed_fraction must be in [0, 1], but {max_removed_fraction!r} was passed.")
     if adata.n_obs == 0:
         raise ValueError("no cells to filter: cell calling kept no barcode")
     adata = adata.copy()
@@ -156,8 +167,13 @@ def filter_cells(
         fail |= flags[name].to_numpy()
     metrics = obs[["total_counts", "n_genes_by_counts", "pct_counts_mt"]].copy()
     metrics["kept"] = ~fail
+    from .cellcalling import _sample_name, check_losses
+
+    flag = check_losses(adata.n_obs, int((~fail).sum()), step="QC", max_removed_fraction=max_removed_fraction,
+                        error=error_on_excess_loss, sample=_sample_name(adata), field="qc")  # fmt: skip
     out = adata[~fail].copy()
-    record_params(out, "qc", params)
+    record_params(out, "qc", {**params, "max_removed_fraction": max_removed_fraction,
+                              "error_on_excess_loss": error_on_excess_loss})  # fmt: skip
     out.uns["milkcells"]["qc"].update(
         {
             "thresholds": th,
@@ -166,6 +182,7 @@ def filter_cells(
             "removed": {name: int(flags[name].sum()) for name in QC_FILTERS},
             "n_removed": int(fail.sum()),
             "n_kept": int(out.n_obs),
+            "flags": flag,
             "metrics": {c: metrics[c].to_numpy() for c in metrics.columns},
         }
     )
@@ -178,6 +195,12 @@ def filter_cells(
 
 def qc_summary_table(records: dict[str, dict]) -> pd.DataFrame:
     """Per-sample table of barcodes in, cells called, removed by each filter, doublets, kept.
+
+    ``input_type`` says whether the matrix was judged raw or filtered,
+    ``cell_calling`` the method the sample actually got, ``knee_trusted``
+    whether EmptyDrops retained the barcodes above the knee, and ``flags`` the
+    warnings of cell calling and QC ("" when none: e.g. QC removing more than
+    half of the cells, a knee within the ambient cloud, a pre-trimmed matrix).
 
     Parameters
     ----------
@@ -199,6 +222,8 @@ def qc_summary_table(records: dict[str, dict]) -> pd.DataFrame:
             "barcodes_in": cc.get("n_barcodes", np.nan),
             "cells_called": cc.get("n_called", np.nan),
             "calling_threshold_umis": cc.get("threshold", np.nan),
+            "knee_trusted": cc.get("knee_trusted", ""),
+            "flags": "; ".join(f for f in (cc.get("flags", ""), q.get("flags", "")) if f),
         }
         for name in QC_FILTERS:
             row[f"removed_{name}"] = q.get("removed", {}).get(name, np.nan)

@@ -15,6 +15,7 @@ sub = compartments.subcluster_compartment(
     integration=p.integration["method"], integration_key=p.integration["key"],
     n_neighbors=p.clustering["n_neighbors"], resolution=p.clustering["compartment_resolution"],
     min_score=a["min_score"], min_margin=a["min_margin"], min_purity=a["min_purity"], expr_floor=a["expr_floor"],
-    ambient_threshold=a["ambient_threshold"], milk_alpha=a["milk_alpha"], seed=p.seed,
+    ambient_threshold=a["ambient_threshold"], milk_alpha=a["milk_alpha"], shared_level=a["shared_level"],
+    min_relative=a["min_relative"], seed=p.seed,
 )
 write_h5ad(sub, snakemake.output[0])
