@@ -253,3 +253,41 @@ def test_signal_components_follow_the_marchenko_pastur_edge():
     b.var["highly_variable"] = True
     preprocess.pca(b, n_comps=30)
     assert preprocess.signal_components(b, min_comps=0) == 2
+
+
+def test_type_absent_from_the_table_keeps_its_compartment(tmp_path):
+    # mast cells: the immune core clear, no immune type of the table shown. The compartment needs its
+    # core and, where a type is shown, that type; a clear core alone is enough (the old rule, the
+    # geometric mean of core and best type, left them without a compartment)
+    import anndata as ad
+
+    table = tmp_path / "markers.tsv"
+    table.write_text(
+        "level\tcompartment\tcell_type\tpositive\n"
+        "compartment\tepithelial\t\tEPCAM,KRT8,KRT18\n"
+        "compartment\timmune\t\tPTPRC,CORO1A,LAPTM5\n"
+        "cell_type\tepithelial\tLC2\tNTRK2,OLAH,CA6\n"
+        "cell_type\timmune\tneutrophil\tCSF3R,FCGR3B,AQP9\n")
+    rng = np.random.default_rng(2)
+    genes = ["EPCAM", "KRT8", "KRT18", "PTPRC", "CORO1A", "LAPTM5", "NTRK2", "OLAH", "CA6", "CSF3R", "FCGR3B",
+             "AQP9", "TPSAB1", "CPA3", "MS4A2"] + [f"G{i}" for i in range(40)]
+    prof = {"LC2": ["EPCAM", "KRT8", "KRT18", "NTRK2", "OLAH", "CA6"],
+            "neutrophil": ["PTPRC", "CORO1A", "LAPTM5", "CSF3R", "FCGR3B", "AQP9"],
+            "mast cell": ["PTPRC", "CORO1A", "LAPTM5", "TPSAB1", "CPA3", "MS4A2"]}
+    n = 40
+    X, lab, emb = [], [], []
+    for k, (t, on) in enumerate(prof.items()):
+        mu = np.array([20.0 if g in on else 0.02 for g in genes])
+        X.append(rng.poisson(mu / mu.sum() * 2000, (n, len(genes))))
+        lab += [t] * n
+        emb.append(rng.normal(0, 0.3, (n, 2)) + [4 * k, 0])
+    a = ad.AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"truth": lab},
+                   index=[f"c{i}" for i in range(3 * n)]), var=pd.DataFrame(index=genes))
+    a.X = np.log1p(a.X / a.X.sum(1, keepdims=True) * 1e4)
+    a.obsm["X"] = np.vstack(emb)
+    a.obs["leiden"] = pd.Categorical([str(i // n) for i in range(3 * n)])
+    _knn(a)
+    annotate.annotate_compartments(a, markers=table)
+    got = pd.crosstab(a.obs["truth"], a.obs["compartment"].astype(str))
+    assert got.loc["mast cell"].get("immune", 0) == n, got
+    assert got.loc["neutrophil"].get("immune", 0) == n and got.loc["LC2"].get("epithelial", 0) == n, got

@@ -38,10 +38,12 @@ not know), while at the compartment level, where every cell has one, its cells
 are called one by one. Labels are never forced.
 
 **The hierarchy.** A compartment's evidence in a cell is the geometric mean of
-its core set (EPCAM/keratins, PTPRC, ...) and its best cell-type set, so a
-population needs both: smooth-muscle genes of basal cells in a fibroblast make
-no epithelium without keratins, and a population weak in the core but clear in
-its type (pericytes, neutrophils) still lands in its compartment. Cell types are called within a compartment on the
+its core set's score (EPCAM/keratins, PTPRC, ...) and the larger of that and its
+best cell-type score, so a population needs the core: smooth-muscle genes of
+basal cells in a fibroblast make no epithelium without keratins; a population
+weak in the core but clear in its type (pericytes, neutrophils) still lands in
+its compartment; and a type the table does not know (mast cells) lands in its
+compartment on a clear core. Cell types are called within a compartment on the
 ambient-corrected counts, and types with subtypes in the table (``parent``)
 are refined within their own cells. ``obs`` gets ``compartment``,
 ``cell_type_broad`` and ``cell_type`` (the finest label called), each with a
@@ -664,7 +666,8 @@ def annotate_compartments(
     The per-cluster table (also in ``uns["milkcells"]["compartment"]["clusters"]``).
     Sets ``obs["compartment"]``, ``obs["compartment_confidence"]`` and
     ``obs["compartment_score_<compartment>"]``: the geometric mean of the
-    core set's score and the best cell-type score of the compartment.
+    core set's score and the larger of it and the compartment's best
+    cell-type score.
     """
     table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
@@ -681,9 +684,11 @@ def annotate_compartments(
         members = [t for t in type_scores.columns if comp_of.get(t) == comp]
         best_type = type_scores[members].to_numpy().max(axis=1) if members else None
         if comp in core_scores and best_type is not None:
-            # geometric mean: a compartment needs its core *and* one of its types (smooth-muscle
-            # genes of basal cells in a fibroblast make no epithelium without keratins)
-            scores[comp] = np.sqrt(core_scores[comp].to_numpy() * best_type)
+            # a compartment needs its core (smooth-muscle genes of basal cells in a fibroblast make no
+            # epithelium without keratins); a clear type lifts a weak core, a clear core alone is enough
+            # (a type the table does not know)
+            core = core_scores[comp].to_numpy()
+            scores[comp] = np.sqrt(core * np.maximum(best_type, core))
         elif comp in core_scores:
             scores[comp] = core_scores[comp].to_numpy()
         elif best_type is not None:
