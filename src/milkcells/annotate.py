@@ -38,12 +38,11 @@ not know), while at the compartment level, where every cell has one, its cells
 are called one by one. Labels are never forced.
 
 **The hierarchy.** A compartment's evidence in a cell is the geometric mean of
-its core set's score (EPCAM/keratins, PTPRC, ...) and the larger of that and its
-best cell-type score, so a population needs the core: smooth-muscle genes of
-basal cells in a fibroblast make no epithelium without keratins; a population
-weak in the core but clear in its type (pericytes, neutrophils) still lands in
-its compartment; and a type the table does not know (mast cells) lands in its
-compartment on a clear core. Cell types are called within a compartment on the
+its core set (EPCAM/keratins, PTPRC, ...) and its best cell-type set, so a
+population needs both: smooth-muscle genes of basal cells in a fibroblast make
+no epithelium without keratins, and a population weak in the core but clear in
+its type (pericytes, neutrophils) still lands in its compartment. The price: a
+type the table does not know (mast cells) may get no compartment. Cell types are called within a compartment on the
 ambient-corrected counts, and types with subtypes in the table (``parent``)
 are refined within their own cells. ``obs`` gets ``compartment``,
 ``cell_type_broad`` and ``cell_type`` (the finest label called), each with a
@@ -480,6 +479,7 @@ def call_groups(
     min_relative: float | None = None,
     group_scores: pd.DataFrame | None = None,
     levels: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+    baseline: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Call each group (cluster) from its cells' scores; cells of mixed groups one by one.
 
@@ -529,6 +529,11 @@ def call_groups(
         ``(per group, per cell)`` programme levels that ``min_relative``
         compares (for example scores without the shared level discounted);
         default: the group means and ``smoothed``.
+    baseline
+        ``(per group, per cell)`` scores that the no-call baseline
+        ``min_score`` is checked on (for example without the shared level
+        discounted: how much of the programme is shown, while the discounted
+        scores decide between related types); default: the scores themselves.
 
     Returns
     -------
@@ -551,29 +556,47 @@ def call_groups(
     else:
         g_level, c_level = mean, smoothed
     top = g_level.max(axis=0)
-    shared = np.zeros(len(cats), dtype=bool)
-    if min_relative is not None and mean.shape[1]:
-        # only programmes a group shows near their owner's level compete (for the label and the margin)
-        raw_top = mean.max(axis=1).to_numpy()
-        mean_shown = mean.where((g_level >= min_relative * top).to_numpy(), 0.0)
-        calls = assign_labels(mean_shown, min_score=min_score, min_margin=min_margin)
-        shared = (raw_top >= min_score) & (calls["score"].to_numpy() < min_score)
+    if baseline is not None:
+        g_base = baseline[0].set_axis(baseline[0].index.astype(str)).reindex(cats)[list(scores.columns)]
+        c_base = baseline[1][list(scores.columns)]
     else:
-        calls = assign_labels(mean, min_score=min_score, min_margin=min_margin)
+        g_base, c_base = mean, smoothed
+    use_relative = min_relative is not None and mean.shape[1] > 0
+
+    def decide(values: pd.DataFrame, level: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+        # only programmes shown near their owner's level compete (for the label and the margin); the
+        # label is decided on ``values``, the no-call baseline on ``base``
+        if use_relative:
+            shown = (level >= min_relative * top).to_numpy()
+            values, base = values.where(shown, 0.0), base.where(shown, 0.0)
+        out = assign_labels(values, min_score=0.0, min_margin=min_margin)
+        cols = {c: k for k, c in enumerate(values.columns)}
+        b = base.to_numpy(dtype=float)
+        lab = out["label"].to_numpy()
+        lvl = np.array([b[r, cols[x]] if x in cols else 0.0 for r, x in enumerate(lab)])
+        out["level"] = np.where(lab != UNASSIGNED, lvl, b.max(axis=1) if b.shape[1] else 0.0)
+        weak = out["level"].to_numpy() < min_score
+        out.loc[weak, ["label", "confidence"]] = [UNASSIGNED, 0.0]
+        return out
+
+    calls = decide(mean, g_level, g_base)
+    raw_level = g_base.max(axis=1).to_numpy() if g_base.shape[1] else np.zeros(len(cats))
+    shared = (raw_level >= min_score) & (calls["level"].to_numpy() < min_score) if use_relative else \
+        np.zeros(len(cats), dtype=bool)
     # each cell's own best set, from its smoothed scores
     cell = assign_labels(smoothed, min_score=0.0, min_margin=0.0)
     best_raw = np.asarray(smoothed.columns)[np.argmax(smoothed.to_numpy(), axis=1)] if smoothed.shape[1] else \
         np.array([UNASSIGNED] * len(grp), dtype=object)
-    informative = cell["score"].to_numpy() >= 0.5 * min_score
+    informative = (c_base.max(axis=1).to_numpy() if c_base.shape[1] else cell["score"].to_numpy()) >= 0.5 * min_score
     top_label = mean.idxmax(axis=1).reindex(cats).to_numpy() if mean.shape[1] else np.array([UNASSIGNED] * len(cats))
     purity = []
     for c, lab in zip(cats, top_label, strict=True):
         m = (grp == c) & informative
         purity.append(float((best_raw[m] == lab).mean()) if m.any() else np.nan)
     calls["purity"] = purity
+    strong = (calls["level"] >= min_score).to_numpy()
     status = np.where(calls["label"].to_numpy() != UNASSIGNED, "called", "")
-    status = np.where((calls["score"] < min_score).to_numpy(), "weak", status)
-    strong = (calls["score"] >= min_score).to_numpy()
+    status = np.where(~strong, "weak", status)
     # a group's own scores are diluted when it mixes populations: its purity counts whatever its strength
     mixed = (strong | (group_scores is not None)) & (np.nan_to_num(calls["purity"].to_numpy(), nan=1.0) < min_purity)
     # an ambiguous mean can come from a subpopulation (tumour cells with a few fibroblasts): its cells
@@ -587,12 +610,9 @@ def call_groups(
         mixed = mixed | ambiguous
     calls["status"] = status
     calls.loc[mixed, ["label", "confidence"]] = [UNASSIGNED, 0.0]
+    calls = calls.drop(columns="level")
     # cells: their group's label, or their own in mixed groups
-    if min_relative is not None and mean.shape[1]:
-        per_cell = assign_labels(smoothed.where((c_level >= min_relative * top).to_numpy(), 0.0),
-                                 min_score=min_score, min_margin=min_margin)
-    else:
-        per_cell = assign_labels(smoothed, min_score=min_score, min_margin=min_margin)
+    per_cell = decide(smoothed, c_level, c_base)
     label = calls["label"].reindex(grp).to_numpy().astype(object)
     in_mixed = np.isin(grp, np.asarray(cats)[mixed])
     label[in_mixed] = per_cell["label"].to_numpy()[in_mixed]
@@ -666,8 +686,7 @@ def annotate_compartments(
     The per-cluster table (also in ``uns["milkcells"]["compartment"]["clusters"]``).
     Sets ``obs["compartment"]``, ``obs["compartment_confidence"]`` and
     ``obs["compartment_score_<compartment>"]``: the geometric mean of the
-    core set's score and the larger of it and the compartment's best
-    cell-type score.
+    core set's score and the best cell-type score of the compartment.
     """
     table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
@@ -684,11 +703,10 @@ def annotate_compartments(
         members = [t for t in type_scores.columns if comp_of.get(t) == comp]
         best_type = type_scores[members].to_numpy().max(axis=1) if members else None
         if comp in core_scores and best_type is not None:
-            # a compartment needs its core (smooth-muscle genes of basal cells in a fibroblast make no
-            # epithelium without keratins); a clear type lifts a weak core, a clear core alone is enough
-            # (a type the table does not know)
-            core = core_scores[comp].to_numpy()
-            scores[comp] = np.sqrt(core * np.maximum(best_type, core))
+            # geometric mean: a compartment needs its core *and* one of its types (smooth-muscle
+            # genes of basal cells in a fibroblast make no epithelium without keratins; CD24, an
+            # epithelial core gene, in B cells makes no epithelium without an epithelial type)
+            scores[comp] = np.sqrt(core_scores[comp].to_numpy() * best_type)
         elif comp in core_scores:
             scores[comp] = core_scores[comp].to_numpy()
         elif best_type is not None:
@@ -817,8 +835,8 @@ def annotate_cell_types(
     mask = _evidence(adata, lineage_sets, excluded, milk_alpha, layer)
     rel = relative_expression(adata, set_genes, layer=layer, scale=scale, evidence_mask=mask)
 
-    def typed(values: np.ndarray, index) -> pd.DataFrame:
-        sc = pd.DataFrame(_set_means(values, set_genes, lineage_sets, shared_level), index=index)
+    def typed(values: np.ndarray, index, shared: float = shared_level) -> pd.DataFrame:
+        sc = pd.DataFrame(_set_means(values, set_genes, lineage_sets, shared), index=index)
         out = sc[list(sets)].copy()
         for parent in sets:
             alts = [c for c in sc.columns if c.startswith(f"{parent}\t")]
@@ -827,8 +845,11 @@ def annotate_cell_types(
         return out
 
     scores, group_scores = _local_and_group(adata, rel, adata.obs[groupby], typed)
+    # the no-call baseline on the programme shown, undiscounted: shallow data show less of it
+    base_c, base_g = _local_and_group(adata, rel, adata.obs[groupby], lambda v, i: typed(v, i, 0.0))
     cells, res = call_groups(scores, adata.obs[groupby], smoothed=scores, group_scores=group_scores,
-                             levels=_levels(scores, adata.obs[groupby]), min_score=min_score, min_margin=min_margin,
+                             levels=_levels(scores, adata.obs[groupby]), baseline=(base_g, base_c),
+                             min_score=min_score, min_margin=min_margin,
                              min_purity=min_purity, override_ratio=None, min_relative=min_relative)
     res.index.name = groupby
     broad = cells["label"].to_numpy().astype(object)
@@ -848,12 +869,14 @@ def annotate_cell_types(
         crel = relative_expression(sub, child_genes, layer=layer, scale=scale, evidence_mask=cmask)
         # subtypes are called within the parent's own clusters, refined by Leiden where a graph exists
         groups = _refine_groups(adata, sel, groupby)
-        def child_typed(v, idx, cg=child_genes, ch=children):
-            return pd.DataFrame(_set_means(v, cg, ch, shared_level), index=idx)
+        def child_typed(v, idx, cg=child_genes, ch=children, shared=shared_level):
+            return pd.DataFrame(_set_means(v, cg, ch, shared), index=idx)
 
         cs, cgroup = _local_and_group(sub, crel, groups, child_typed)
+        cbase_c, cbase_g = _local_and_group(sub, crel, groups, lambda v, i: child_typed(v, i, shared=0.0))
         # among sibling subtypes the margin decides (a type the table does not know is caught a level up)
-        c_cells, c_tab = call_groups(cs, groups, smoothed=cs, group_scores=cgroup, min_score=min_score,
+        c_cells, c_tab = call_groups(cs, groups, smoothed=cs, group_scores=cgroup, baseline=(cbase_g, cbase_c),
+                                     min_score=min_score,
                                      min_margin=min_margin, min_purity=min_purity, override_ratio=None,
                                      min_relative=None)
         lab = c_cells["label"].to_numpy().astype(object)
