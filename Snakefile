@@ -10,6 +10,10 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# every rule is a new Python process: numba's compiled functions (scanpy, UMAP) are cached on disk
+# across them, so each rule does not compile them again (as `make run` does)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.abspath(os.path.join(".cache", "numba")))
+
 
 # the defaults ship beside this Snakefile, wherever the working directory is
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")

@@ -83,7 +83,11 @@ def simulate_dataset(marker_fraction: float, sharing: float, *, seed: int = 0, n
 
 def run_pipeline(raw: list):
     """The library's stages, in the workflow's order."""
-    called = [qc.filter_cells(cellcalling.call_cells(a)) for a in raw]
+    return atlas_from_cells([qc.filter_cells(cellcalling.call_cells(a)) for a in raw])
+
+
+def atlas_from_cells(called: list):
+    """From each sample's called cells: merge, normalise, integrate, cluster, annotate, split compartments."""
     m = preprocess.merge_samples(called)
     preprocess.preprocess(m)
     rep = integrate.integrate(m, key="batch")

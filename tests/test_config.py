@@ -55,6 +55,7 @@ MIRRORS = {
     ("clustering", "compartment_resolution"): (compartments.subcluster_compartment, "resolution"),
     ("markers", "method"): (markers.rank_markers, "method"),
     ("markers", "n_genes"): (markers.rank_markers, "n_genes"),
+    ("markers", "max_cells_per_group"): (markers.rank_markers, "max_cells_per_group"),
     ("annotation", "compartment_min_score"): (annotate.annotate_compartments, "min_score"),
     ("annotation", "min_score"): (annotate.annotate_cell_types, "min_score"),
     ("annotation", "min_margin"): (annotate.annotate_compartments, "min_margin"),

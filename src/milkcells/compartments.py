@@ -126,7 +126,7 @@ def subcluster_compartment(
     elif not isinstance(resolution, (int, float)) or resolution <= 0:
         raise ValueError(f"resolution must be a positive number or 'auto', but {resolution!r} was passed.")
     cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
-            key_added="leiden_compartment", seed=seed)
+            key_added="leiden_compartment", seed=seed, reuse_graph=True)
     annotate_cell_types(sub, compartment=compartment, markers=markers, groupby="leiden_compartment",
                         reference=adata, **typing)
     params["resolution_used"] = float(resolution)

@@ -5,6 +5,10 @@ rule ambient:
     output:
         adata=out("intermediate", "ambient_corrected.h5ad"),
         table=report(out("tables", "ambient.tsv"), caption="../report/ambient.rst", category="Quality control"),
+    threads: sized_threads("ambient")
+    resources:
+        mem_mb=sized_mem_mb("ambient"),
+        runtime=sized_runtime("ambient"),
     log:
         out("logs", "ambient.log"),
     script:

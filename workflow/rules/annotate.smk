@@ -7,6 +7,10 @@ rule annotate_compartments:
         clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
     params:
         cfg=config["annotation"],
+    threads: sized_threads("annotate_compartments")
+    resources:
+        mem_mb=sized_mem_mb("annotate_compartments"),
+        runtime=sized_runtime("annotate_compartments"),
     log:
         out("logs", "annotate_compartments.log"),
     script:
@@ -21,6 +25,10 @@ rule annotated:
     output:
         adata=out("annotated.h5ad"),
         sweep=report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),
+    threads: sized_threads("annotated")
+    resources:
+        mem_mb=sized_mem_mb("annotated"),
+        runtime=sized_runtime("annotated"),
     log:
         out("logs", "annotated.log"),
     script:

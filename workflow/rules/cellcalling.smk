@@ -7,6 +7,10 @@ rule call_cells:
     params:
         cfg=config["cell_calling"],
         seed=config["seed"],
+    threads: sized_threads("call_cells")
+    resources:
+        mem_mb=sized_mem_mb("call_cells"),
+        runtime=sized_runtime("call_cells"),
     log:
         out("logs", "call_cells", "{sample}.log"),
     script:

@@ -8,6 +8,10 @@ rule cluster:
         n_neighbors=config["clustering"]["n_neighbors"],
         resolution=config["clustering"]["resolution"],
         seed=config["seed"],
+    threads: sized_threads("cluster")
+    resources:
+        mem_mb=sized_mem_mb("cluster"),
+        runtime=sized_runtime("cluster"),
     log:
         out("logs", "cluster.log"),
     script:

@@ -128,3 +128,66 @@ def final_outputs():
         out("figures", "composition_cell_type.png"),
         out("figures", "composition_compartment.png"),
     ]
+
+
+# Resources sized from each job's input (its size on disk in MB: uncompressed h5ad, about the
+# size of its matrices in memory). Per rule: threads, memory = base + factor x input MB and
+# runtime = base + minutes per input GB, both times 1.5 ** (attempt - 1), so that a job killed
+# for memory or time (--retries, set in the SLURM profiles) is retried with more. The factors
+# come from benchmarks/scale.py (peak RSS and time of each rule's largest job against its input at
+# 110,000 cells on 2 shared cores, in the comments), rounded up; runtimes are ~3x the measured.
+#          rule: (threads, mem MB base, MB per input MB, runtime min base, min per input GB)
+RULE_SIZING = {
+    "simulate_demo": (1, 1000, 0, 10, 0),
+    "prepare_dataset": (1, 2000, 0, 240, 0),
+    "ingest": (1, 1000, 4, 10, 10),  # 110k cells: 227 MB in, 0.8 GB peak, 21 s
+    "call_cells": (1, 1000, 5, 10, 20),  # 227 MB, 1.0 GB, 26 s
+    "qc": (1, 1000, 6, 10, 10),  # 228 MB, 1.2 GB, 33 s
+    "doublets": (1, 1500, 9, 10, 20),  # 227 MB, 1.9 GB, 95 s (12,800 cells; exact kNN ~ cells^2)
+    "qc_summary": (1, 1000, 1, 10, 5),  # 1.9 GB, 0.5 GB, 36 s
+    "preprocess": (4, 1500, 5, 15, 10),  # 1.9 GB, 7.6 GB, 194 s
+    "integrate": (4, 1000, 1.5, 15, 5),  # 3.6 GB, 4.2 GB, 19 s
+    "cluster": (4, 1500, 2, 20, 5),  # 3.7 GB, 5.1 GB, 133 s
+    "markers": (2, 1500, 2, 20, 5),  # 3.7 GB, 4.8 GB, 33 s
+    "annotate_compartments": (2, 1500, 2, 15, 5),  # 3.7 GB, 4.3 GB, 27 s
+    "ambient": (1, 1500, 4, 15, 5),  # 3.7 GB, 12.8 GB, 71 s
+    "subcluster": (4, 1500, 3.5, 20, 5),  # 5.5 GB, 15.3 GB, 220 s (epithelial, 90k cells)
+    "annotated": (1, 1500, 1.5, 15, 3),  # 11.0 GB, 11.4 GB, 35 s
+    "composition": (1, 1000, 1.5, 15, 3),  # 5.5 GB, 5.9 GB, 26 s
+    "agreement": (1, 1000, 1.5, 10, 3),
+    "plot_umap": (1, 1000, 1.5, 10, 3),  # 5.5 GB, 5.9 GB, 27 s
+    "plot_markers": (1, 1000, 1.5, 10, 3),  # 5.5 GB, 5.9 GB, 20 s
+    "plot_composition": (1, 1000, 0, 10, 0),
+    "plot_composition_time": (1, 1000, 0, 10, 0),
+}
+
+
+def _input_mb(input):
+    try:
+        return float(input.size_mb)
+    except Exception:  # inputs not there yet (dry run, checkpoint): the base figure
+        return 0.0
+
+
+def sized_threads(rule):
+    return RULE_SIZING[rule][0]
+
+
+def sized_mem_mb(rule):
+    """Input function for resources.mem_mb: base + factor x input MB, more at each attempt."""
+    _, base, factor, _, _ = RULE_SIZING[rule]
+
+    def mem_mb(wildcards, input, attempt):
+        return int((base + factor * _input_mb(input)) * 1.5 ** (attempt - 1))
+
+    return mem_mb
+
+
+def sized_runtime(rule):
+    """Input function for resources.runtime (minutes): base + per input GB, more at each attempt."""
+    _, _, _, base, per_gb = RULE_SIZING[rule]
+
+    def runtime(wildcards, input, attempt):
+        return int((base + per_gb * _input_mb(input) / 1024) * 1.5 ** (attempt - 1))
+
+    return runtime

@@ -10,6 +10,10 @@ rule subcluster:
         clustering=config["clustering"],
         annotation=config["annotation"],
         seed=config["seed"],
+    threads: sized_threads("subcluster")
+    resources:
+        mem_mb=sized_mem_mb("subcluster"),
+        runtime=sized_runtime("subcluster"),
     log:
         out("logs", "subcluster", "{compartment}.log"),
     script:

@@ -7,6 +7,10 @@ rule composition:
         table=report(out("tables", "composition.tsv"), caption="../report/composition.rst", category="Composition"),
         time=report(out("tables", "composition_time.tsv"), caption="../report/composition_model.rst", category="Composition"),
         stage=report(out("tables", "composition_stage.tsv"), caption="../report/composition_stage.rst", category="Composition"),
+    threads: sized_threads("composition")
+    resources:
+        mem_mb=sized_mem_mb("composition"),
+        runtime=sized_runtime("composition"),
     log:
         out("logs", "composition.log"),
     script:
@@ -22,6 +26,10 @@ rule agreement:
         figure=report(out("figures", "author_confusion.png"), caption="../report/author_agreement.rst", category="Atlas"),
     params:
         author_key=AUTHOR_KEY,
+    threads: sized_threads("agreement")
+    resources:
+        mem_mb=sized_mem_mb("agreement"),
+        runtime=sized_runtime("agreement"),
     log:
         out("logs", "agreement.log"),
     script:

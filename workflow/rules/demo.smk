@@ -6,6 +6,10 @@ rule simulate_demo:
         row=demo_row,
         demo=config["demo"],
         seed=config["seed"],
+    threads: sized_threads("simulate_demo")
+    resources:
+        mem_mb=sized_mem_mb("simulate_demo"),
+        runtime=sized_runtime("simulate_demo"),
     log:
         "logs/simulate_demo/{demo}.log",
     script:

@@ -7,6 +7,10 @@ rule doublets:
     params:
         cfg=config["doublets"],
         seed=config["seed"],
+    threads: sized_threads("doublets")
+    resources:
+        mem_mb=sized_mem_mb("doublets"),
+        runtime=sized_runtime("doublets"),
     log:
         out("logs", "doublets", "{sample}.log"),
     script:

@@ -7,6 +7,10 @@ checkpoint prepare_dataset:
     params:
         dataset=DATASET,
         biostudies_url=config["biostudies_url"],
+    threads: sized_threads("prepare_dataset")
+    resources:
+        mem_mb=sized_mem_mb("prepare_dataset"),
+        runtime=sized_runtime("prepare_dataset"),
     log:
         str(DATASET_DIR / "prepare_dataset.log"),
     script:

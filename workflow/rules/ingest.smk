@@ -6,6 +6,10 @@ rule ingest:
         temp(out("samples", "{sample}", "ingested.h5ad")),
     params:
         metadata=sample_metadata,
+    threads: sized_threads("ingest")
+    resources:
+        mem_mb=sized_mem_mb("ingest"),
+        runtime=sized_runtime("ingest"),
     log:
         out("logs", "ingest", "{sample}.log"),
     script:

@@ -7,6 +7,10 @@ rule integrate:
     params:
         cfg=config["integration"],
         seed=config["seed"],
+    threads: sized_threads("integrate")
+    resources:
+        mem_mb=sized_mem_mb("integrate"),
+        runtime=sized_runtime("integrate"),
     log:
         out("logs", "integrate.log"),
     script:

@@ -6,6 +6,10 @@ rule markers:
         report(out("tables", "markers.tsv"), caption="../report/markers.rst", category="Clusters"),
     params:
         cfg=config["markers"],
+    threads: sized_threads("markers")
+    resources:
+        mem_mb=sized_mem_mb("markers"),
+        runtime=sized_runtime("markers"),
     log:
         out("logs", "markers.log"),
     script:

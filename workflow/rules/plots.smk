@@ -6,6 +6,10 @@ rule plot_umap:
         report(out("figures", "umap_{key}.png"), caption="../report/umap.rst", category="Atlas", subcategory="UMAP"),
     wildcard_constraints:
         key="compartment|cell_type|cell_type_confidence|sample|leiden",
+    threads: sized_threads("plot_umap")
+    resources:
+        mem_mb=sized_mem_mb("plot_umap"),
+        runtime=sized_runtime("plot_umap"),
     log:
         out("logs", "plots", "umap_{key}.log"),
     script:
@@ -20,6 +24,10 @@ rule plot_markers:
         report(out("figures", "marker_dotplot.png"), caption="../report/marker_dotplot.rst", category="Atlas"),
     params:
         marker_table=config["annotation"]["marker_table"],
+    threads: sized_threads("plot_markers")
+    resources:
+        mem_mb=sized_mem_mb("plot_markers"),
+        runtime=sized_runtime("plot_markers"),
     log:
         out("logs", "plots", "marker_dotplot.log"),
     script:
@@ -34,6 +42,10 @@ rule plot_composition:
         report(out("figures", "composition_{level}.png"), caption="../report/composition_bars.rst", category="Composition"),
     wildcard_constraints:
         level="cell_type|compartment",
+    threads: sized_threads("plot_composition")
+    resources:
+        mem_mb=sized_mem_mb("plot_composition"),
+        runtime=sized_runtime("plot_composition"),
     log:
         out("logs", "plots", "composition_{level}.log"),
     script:
@@ -46,6 +58,10 @@ rule plot_composition_time:
         out("tables", "composition.tsv"),
     output:
         report(out("figures", "composition_time.png"), caption="../report/composition_time.rst", category="Composition"),
+    threads: sized_threads("plot_composition_time")
+    resources:
+        mem_mb=sized_mem_mb("plot_composition_time"),
+        runtime=sized_runtime("plot_composition_time"),
     log:
         out("logs", "plots", "composition_time.log"),
     script:

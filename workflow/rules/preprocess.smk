@@ -7,6 +7,10 @@ rule preprocess:
     params:
         cfg=config["preprocess"],
         seed=config["seed"],
+    threads: sized_threads("preprocess")
+    resources:
+        mem_mb=sized_mem_mb("preprocess"),
+        runtime=sized_runtime("preprocess"),
     log:
         out("logs", "preprocess.log"),
     script:

@@ -6,6 +6,10 @@ rule qc:
         out("samples", "{sample}", "qc.h5ad"),
     params:
         cfg=config["qc"],
+    threads: sized_threads("qc")
+    resources:
+        mem_mb=sized_mem_mb("qc"),
+        runtime=sized_runtime("qc"),
     log:
         out("logs", "qc", "{sample}.log"),
     script:
@@ -19,6 +23,10 @@ rule qc_summary:
     output:
         table=report(out("tables", "qc_summary.tsv"), caption="../report/qc_summary.rst", category="Quality control"),
         figure=report(out("figures", "qc_distributions.png"), caption="../report/qc_distributions.rst", category="Quality control"),
+    threads: sized_threads("qc_summary")
+    resources:
+        mem_mb=sized_mem_mb("qc_summary"),
+        runtime=sized_runtime("qc_summary"),
     log:
         out("logs", "qc_summary.log"),
     script:
