@@ -197,8 +197,8 @@ def test_cd8_t_cells_sharing_nk_genes_are_t_cells():
 
 
 def test_subtype_called_when_its_sibling_set_is_silent(tmp_path):
-    # the dataset shows no GPNMB-macrophage genes at all: that set is dropped, and the remaining
-    # subtype is still called where its programme is shown (the old code refined only with two sets)
+    # the dataset shows no GPNMB-macrophage genes at all: the other subtype is still called where its
+    # programme is shown, and cells showing neither stay macrophages
     import anndata as ad
 
     table = tmp_path / "markers.tsv"

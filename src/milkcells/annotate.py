@@ -16,13 +16,15 @@ made comparable across sets once milk transcripts are excluded).
 **Cell types: shared markers are not evidence.** Related types share canonical
 markers at a fraction of their owner's level (a CD8 T cell's NK genes, one
 macrophage subtype's genes in the other). For cell types and subtypes each
-gene is measured in the cell's kNN neighbourhood and its first
-``shared_level`` (20 %) of the top local mean is discounted; a cluster's label
-needs its programme at ``min_relative`` (half) of the level of the cluster
-showing it most (else status ``shared``: the cluster only shares the markers,
-as a type the table does not know does); a type with subtypes is scored on its
-genes with those of its best-fitting subtype; and marker genes the dataset
-shows nowhere are dropped from the sets.
+gene's relative expression is averaged over the cluster (the label and the
+margin) and over each cell's kNN neighbourhood (purity, per-cell calls), and
+its first ``shared_level`` (20 %) of the top local mean is discounted before
+the labels compete; the no-call baseline ``min_score`` is checked on the
+undiscounted level (shallow cells show less of every programme). Only
+programmes a cluster shows at ``min_relative`` (half) of the level of the
+cluster showing them most compete (none: status ``shared``, as for a type the
+table does not know); a type with subtypes is scored on its genes with those
+of its best-fitting subtype.
 
 **Calls per cluster, from the distribution of its cells.** Each cell's scores
 are averaged over its neighbours in the kNN graph (denoising sparse cells).
@@ -347,8 +349,6 @@ def score_cells(
     scale: pd.Series | None = None,
     expr_floor: float = 1.0,
     evidence_mask: dict[str, np.ndarray] | None = None,
-    local: bool = False,
-    shared_level: float = 0.0,
 ) -> pd.DataFrame:
     """Score each marker set in each cell: mean relative expression of its genes, in [0, 1].
 
@@ -368,33 +368,17 @@ def score_cells(
     evidence_mask
         ``{gene: boolean per cell}``: where given, the gene counts only in the
         cells marked True (milk transcripts in excess of their ambient counts).
-    local
-        Measure each gene in a cell's kNN neighbourhood (``obsp["connectivities"]``,
-        the cell included) rather than in the cell alone: the local mean that
-        ``scale`` is the highest of.
-    shared_level
-        Relative expression up to this level is not evidence: each gene's
-        evidence is ``(r - shared_level) / (1 - shared_level)``, clipped at 0.
-        Related types share canonical markers at a fraction of their owner's
-        level (a CD8 T cell's NK genes, a macrophage's sibling-subtype genes);
-        only expression near the level of the population expressing a gene
-        most says "this type". Meant for ``local`` values (single cells are too
-        sparse for a threshold).
 
     Returns
     -------
     Cells x sets.
     """
-    if not 0 <= shared_level < 1:
-        raise ValueError(f"shared_level must be in [0, 1), but {shared_level!r} was passed.")
     genes = sorted({g for s in sets.values() for g in s})
     if not genes:
         return pd.DataFrame(index=adata.obs_names)
     rel = relative_expression(adata, genes, layer=layer, scale=scale, expr_floor=expr_floor,
                               evidence_mask=evidence_mask)
-    if local and "connectivities" in adata.obsp and adata.n_obs >= 3:
-        rel = _smooth(adata, rel)
-    return pd.DataFrame(_set_means(rel, genes, sets, shared_level), index=adata.obs_names)
+    return pd.DataFrame(_set_means(rel, genes, sets, 0.0), index=adata.obs_names)
 
 
 def relative_expression(
@@ -422,7 +406,13 @@ def relative_expression(
 
 
 def _set_means(rel: np.ndarray, genes: list[str], sets: dict[str, list[str]], shared_level: float) -> dict:
-    """Per row of ``rel`` (cells, neighbourhoods or groups x ``genes``): each set's mean evidence."""
+    """Per row of ``rel`` (cells, neighbourhoods or groups x ``genes``): each set's mean evidence.
+
+    Each gene's relative expression up to ``shared_level`` is not evidence:
+    ``(r - shared_level) / (1 - shared_level)``, clipped at 0.
+    """
+    if not 0 <= shared_level < 1:
+        raise ValueError(f"shared_level must be in [0, 1), but {shared_level!r} was passed.")
     if shared_level > 0:
         rel = np.maximum(rel - shared_level, 0.0) / (1.0 - shared_level)
     gi = {g: i for i, g in enumerate(genes)}
@@ -546,21 +536,15 @@ def call_groups(
     smoothed = scores if smoothed is None else smoothed
     grp = groups.astype(str).to_numpy()
     cats = list(pd.unique(grp))
-    if group_scores is not None:
-        mean = group_scores.set_axis(group_scores.index.astype(str)).reindex(cats)[list(scores.columns)]
-    else:
-        mean = scores.groupby(grp, sort=False).mean().reindex(cats)
-    if levels is not None:
-        g_level = levels[0].set_axis(levels[0].index.astype(str)).reindex(cats)[list(scores.columns)]
-        c_level = levels[1][list(scores.columns)]
-    else:
-        g_level, c_level = mean, smoothed
+    cols = list(scores.columns)
+
+    def by_group(table: pd.DataFrame) -> pd.DataFrame:
+        return table.set_axis(table.index.astype(str)).reindex(cats)[cols]
+
+    mean = by_group(group_scores) if group_scores is not None else by_group(scores.groupby(grp, sort=False).mean())
+    g_level, c_level = (by_group(levels[0]), levels[1][cols]) if levels is not None else (mean, smoothed)
+    g_base, c_base = (by_group(baseline[0]), baseline[1][cols]) if baseline is not None else (mean, smoothed)
     top = g_level.max(axis=0)
-    if baseline is not None:
-        g_base = baseline[0].set_axis(baseline[0].index.astype(str)).reindex(cats)[list(scores.columns)]
-        c_base = baseline[1][list(scores.columns)]
-    else:
-        g_base, c_base = mean, smoothed
     use_relative = min_relative is not None and mean.shape[1] > 0
 
     def decide(values: pd.DataFrame, level: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
@@ -794,11 +778,6 @@ def annotate_cell_types(
     its best-fitting subtype (a CD8 T cell shows the T-cell genes and CD8
     genes; the NK genes it shares with NK cells then weigh less).
 
-    Marker genes expressed nowhere in the reference (highest local mean under
-    the floor) are dropped from the sets: a canonical marker that this
-    dataset does not show is no evidence against its type. Sets left with
-    fewer than two genes are not called.
-
     Returns
     -------
     The per-cluster table of the cell types. Sets ``obs["cell_type_broad"]``
@@ -821,10 +800,6 @@ def annotate_cell_types(
     ref = adata if reference is None else reference
     scale = gene_scale(ref, [g for g in genes if g in ref.var_names], layer=layer if layer in ref.layers else None,
                        expr_floor=expr_floor) if genes else None
-    if scale is not None:
-        shown = set(scale.index[scale.to_numpy() > float(np.expm1(expr_floor)) * (1 + 1e-6)])
-        sets = _shown(sets, shown)
-        children_of = {p: _shown(c, shown) for p, c in children_of.items()}
     # a type with subtypes: its genes with each subtype's, the best of these (or its own alone)
     lineage_sets = dict(sets)
     for parent, children in children_of.items():
@@ -917,18 +892,6 @@ def _levels(local: pd.DataFrame, groups: pd.Series) -> tuple[pd.DataFrame, pd.Da
     against another donor's by the group means alone (donor effects on single genes are large).
     """
     return local.groupby(groups.astype(str).to_numpy(), sort=False).mean(), local
-
-
-def _shown(sets: dict[str, list[str]], shown: set[str], min_genes: int = 2) -> dict[str, list[str]]:
-    """The sets restricted to genes the dataset shows; sets left with fewer than ``min_genes`` dropped."""
-    out = {}
-    for label, genes in sets.items():
-        kept = [g for g in genes if g in shown]
-        if len(kept) >= min_genes:
-            out[label] = kept
-        else:
-            log.info("marker set %r not called: %d of its genes expressed in the data", label, len(kept))
-    return out
 
 
 def _refine_groups(adata: ad.AnnData, sel: np.ndarray, groupby: str) -> pd.Series:
