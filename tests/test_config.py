@@ -37,9 +37,8 @@ MIRRORS = {
     ("cell_calling", "max_removed_fraction"): (cellcalling.call_cells, "max_removed_fraction"),
     ("cell_calling", "error_on_excess_loss"): (cellcalling.call_cells, "error_on_excess_loss"),
     **{("qc", k): (qc.filter_cells, k) for k in SCHEMA["properties"]["qc"]["properties"]},
-    ("doublets", "expected_rate"): (doublets.remove_doublets, "expected_rate"),
-    ("doublets", "threshold"): (doublets.remove_doublets, "threshold"),
-    ("doublets", "fallback_threshold"): (doublets.remove_doublets, "fallback_threshold"),
+    **{("doublets", k): (doublets.remove_doublets, k) for k in SCHEMA["properties"]["doublets"]["properties"]
+       if k != "enabled"},
     ("preprocess", "min_cells"): (preprocess.merge_samples, "min_cells"),
     ("preprocess", "target_sum"): (preprocess.preprocess, "target_sum"),
     ("preprocess", "n_top_genes"): (preprocess.preprocess, "n_top_genes"),

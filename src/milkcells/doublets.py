@@ -1,4 +1,24 @@
-"""Per-sample doublet detection with Scrublet (``scanpy.pp.scrublet``)."""
+"""Per-sample doublet detection: Scrublet and a cluster-aware classifier of heterotypic doublets.
+
+Two detectors, each able to remove a cell:
+
+- **Scrublet** (Wolock et al. 2019), as ``scanpy.pp.scrublet`` computes it: simulated doublets of
+  random pairs of cells, a kNN score in PCA space, a threshold between the modes.
+- **heterotypic**: a classifier of artificial doublets between clusters, as scDblFinder does
+  (Germain et al. 2022). Milk makes random-pair doublets a poor model of the doublets that matter:
+  lactocytes carry several times the UMIs of immune cells and every droplet carries casein RNA, so
+  an epithelial + immune doublet looks like an epithelial cell with a little immune signal (or an
+  immune cell with much "milk RNA"), and with few immune cells almost no random pair is one. The
+  cells are clustered, artificial doublets are summed from two cells of two *different* clusters
+  (every pair of clusters equally often, so rare immune types are represented), and a gradient-boosted
+  classifier learns real from artificial on the principal components, the share of artificial cells
+  among each cell's nearest neighbours at several k, library size and detected genes. Each real cell
+  is scored out of fold; the classifier's odds over those of its training mix are a likelihood ratio
+  of doublet to singlet, which times the prior odds of ``expected_rate`` gives a posterior doublet
+  probability; a cell with a posterior above 0.5 is a doublet. As in scDblFinder, the classifier is
+  trained twice: cells of the first round more like the artificial doublets than the real cells
+  (likelihood ratio above 1) are no negatives in the second.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +36,14 @@ from ._utils import record_params
 __all__ = ["remove_doublets"]
 
 log = logging.getLogger(__name__)
+
+#: Neighbourhood sizes of the artificial-share features, rounds of the classifier and folds of the
+#: out-of-fold scoring (scDblFinder's defaults are of the same order).
+_KS = (5, 10, 20, 50)
+_ROUNDS = 2
+_FOLDS = 5
+#: Artificial doublets: as many as cells, at least this many.
+_MIN_ARTIFICIAL = 1500
 
 
 def _scrublet(
@@ -83,79 +111,210 @@ def _scrublet(
     return scores.to_numpy(float), getattr(scrub, "threshold_", None) if threshold is None else None
 
 
+def _log_normalised(X: sp.csr_matrix, target_sum: float = 1e4) -> sp.csr_matrix:
+    """log1p of counts scaled to ``target_sum`` per cell."""
+    tot = np.asarray(X.sum(axis=1)).ravel()
+    out = sp.csr_matrix(sp.diags(target_sum / np.maximum(tot, 1)) @ X, dtype=np.float64)
+    out.data = np.log1p(out.data)
+    return out
+
+
+def _neighbours(Z: np.ndarray, k: int) -> np.ndarray:
+    """Each point's ``k`` nearest other points (exact, Euclidean)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(Z).kneighbors(Z, return_distance=False)[:, 1:]
+
+
+def _clusters(Z: np.ndarray, *, resolution: float, seed: int) -> np.ndarray:
+    """Leiden clusters (RB configuration, as ``scanpy.tl.leiden``) of the 15-NN graph of ``Z``."""
+    import igraph as ig
+    import leidenalg
+
+    idx = _neighbours(Z, min(15, len(Z) - 1))
+    edges = np.column_stack([np.repeat(np.arange(len(Z)), idx.shape[1]), idx.ravel()])
+    graph = ig.Graph(n=len(Z), edges=edges, directed=False).simplify()
+    part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
+                                    resolution_parameter=resolution, n_iterations=2, seed=seed)
+    return np.asarray(part.membership)
+
+
+def _heterotypic(
+    adata: ad.AnnData, *, expected_rate: float, resolution: float, n_top_genes: int, n_pcs: int, seed: int
+) -> tuple[np.ndarray, dict]:
+    """Posterior doublet probability of each cell from a classifier of heterotypic artificial doublets.
+
+    Returns the probabilities (NaN when the cells form a single cluster: there is no heterotypic
+    doublet to simulate) and a record of the clusters and artificial doublets used.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(seed)
+    X = sp.csr_matrix(adata.X, dtype=np.float64)
+    n = X.shape[0]
+    genes = np.flatnonzero(np.diff(X.tocsc().indptr) >= 3)  # as Scrublet: genes in >= 3 cells
+    lognorm = _log_normalised(X)
+    logn = ad.AnnData(lognorm[:, genes].astype(np.float32))
+    sc.pp.highly_variable_genes(logn, n_top_genes=min(n_top_genes, len(genes)), flavor="seurat")
+    hvg = genes[logn.var["highly_variable"].to_numpy()]
+    n_pcs = int(min(n_pcs, n - 1, len(hvg) - 1))
+    Z = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(lognorm[:, hvg])
+    cl = _clusters(Z, resolution=resolution, seed=seed)
+    n_cl = int(cl.max()) + 1
+    info = {"n_clusters": n_cl, "n_artificial": 0}
+    if n_cl < 2:
+        log.info("one cluster only: no heterotypic doublets to simulate")
+        return np.full(n, np.nan), info
+    # artificial doublets: every pair of clusters equally often, two random cells of each pair
+    order = np.argsort(cl, kind="stable")
+    size = np.bincount(cl)
+    start = np.r_[0, np.cumsum(size)[:-1]]
+    pairs = np.array([(i, j) for i in range(n_cl) for j in range(i + 1, n_cl)])
+    n_art = max(_MIN_ARTIFICIAL, n)
+    which = pairs[rng.integers(len(pairs), size=n_art)]
+    cells = order[start[which] + (rng.random(which.shape) * size[which]).astype(int)]
+    both = sp.vstack([X, X[cells[:, 0]] + X[cells[:, 1]]]).tocsr()
+    is_art = np.r_[np.zeros(n, bool), np.ones(n_art, bool)]
+    # features: PCs of real + artificial cells, artificial share among the kNN, library size, genes
+    Zb = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(_log_normalised(both)[:, hvg])
+    ks = [k for k in _KS if k < len(Zb)]
+    near = is_art[_neighbours(Zb, max(ks))]
+    feats = np.column_stack([Zb, *(near[:, :k].mean(axis=1) for k in ks),
+                             np.log1p(np.asarray(both.sum(axis=1)).ravel()), np.log1p(np.diff(both.indptr))])
+    folds = rng.integers(_FOLDS, size=len(is_art))
+    train = np.ones(len(is_art), bool)
+    prior = expected_rate / (1 - expected_rate)
+    for _ in range(_ROUNDS):
+        p = np.zeros(len(is_art))
+        for f in range(_FOLDS):
+            fit = train & (folds != f)
+            clf = HistGradientBoostingClassifier(max_depth=4, max_iter=100, learning_rate=0.1,
+                                                 early_stopping=False, random_state=seed)
+            clf.fit(feats[fit], is_art[fit])
+            p[folds == f] = clf.predict_proba(feats[folds == f])[:, 1]
+        # the classifier's odds over the odds of its training mix: the likelihood ratio
+        p = np.clip(p, 1e-9, 1 - 1e-9)
+        ratio = p / (1 - p) / (is_art[train].sum() / (~is_art[train]).sum())
+        # cells more like the artificial doublets than the real cells are no negatives in the next round
+        train = is_art | (ratio <= 1)
+    odds = ratio * prior
+    posterior = odds / (1 + odds)
+    info["n_artificial"] = int(n_art)
+    return posterior[:n], info
+
+
 def remove_doublets(
     adata: ad.AnnData,
     *,
+    scrublet: bool = True,
+    heterotypic: bool = True,
     expected_rate: float = 0.05,
     threshold: float | None = None,
     fallback_threshold: float = 0.25,
     n_prin_comps: int = 30,
+    resolution: float = 1.0,
+    n_top_genes: int = 2000,
+    classifier_n_pcs: int = 20,
     seed: int = 0,
 ) -> ad.AnnData:
-    """Score doublets with Scrublet and remove the predicted ones.
+    """Score doublets with Scrublet and the heterotypic classifier; remove the cells either calls.
 
     Parameters
     ----------
     adata
         QC-passed cells of one sample, raw counts in ``X``.
+    scrublet, heterotypic
+        Run each detector (module docstring); a cell called by either is removed.
     expected_rate
-        Expected doublet rate, passed to Scrublet.
+        Expected doublet rate: Scrublet's, and the prior of the heterotypic classifier.
     threshold
-        Doublet-score threshold; ``None`` lets Scrublet find it from the
+        Scrublet's doublet-score threshold; ``None`` lets Scrublet find it from the
         bimodal score distribution of simulated doublets, falling back to
         ``fallback_threshold`` when that distribution has no clear minimum.
     fallback_threshold
         See ``threshold``.
     n_prin_comps
         Principal components used by Scrublet (reduced for tiny samples).
+    resolution
+        Leiden resolution of the clusters between which heterotypic doublets are simulated.
+    n_top_genes
+        Highly variable genes of the heterotypic classifier.
+    classifier_n_pcs
+        Principal components of the heterotypic classifier's features.
     seed
-        Random seed of the simulated doublets.
+        Random seed of the simulated doublets, clusters and classifier.
 
     Returns
     -------
-    The predicted singlets (a copy) with ``obs["doublet_score"]``;
-    ``uns["milkcells"]["doublets"]`` holds the parameters, the threshold used,
-    ``n_cells_in``, ``n_doublets`` and ``n_kept``.
+    The predicted singlets (a copy) with ``obs["doublet_score"]`` (Scrublet's score) and
+    ``obs["doublet_probability"]`` (the heterotypic classifier's posterior; NaN where a
+    detector did not run). ``uns["milkcells"]["doublets"]`` holds the parameters, Scrublet's
+    threshold used, ``n_cells_in``, ``n_doublets``, ``n_kept``, ``by_detector`` (cells each
+    detector called, with ``both``), ``n_clusters``, ``n_artificial`` and both scores of every
+    input cell (``scores``, ``probabilities``).
     """
     if not 0 < expected_rate < 1:
         raise ValueError(f"expected_rate must be between 0 and 1, but {expected_rate!r} was passed.")
+    if resolution <= 0:
+        raise ValueError(f"resolution must be positive, but {resolution!r} was passed.")
     adata = adata.copy()
     n_pcs = int(min(n_prin_comps, adata.n_obs - 1, adata.n_vars - 1))
     used = threshold
+    adata.obs["doublet_score"] = np.nan
+    adata.obs["doublet_probability"] = np.nan
+    by_scrublet = np.zeros(adata.n_obs, bool)
+    by_classifier = np.zeros(adata.n_obs, bool)
+    info: dict = {}
     if adata.n_obs < 30:
         log.warning("only %d cells: doublet detection skipped", adata.n_obs)
-        adata.obs["doublet_score"] = np.nan
-        pred = np.zeros(adata.n_obs, bool)
         used = float("nan")
     else:
-        with warnings.catch_warnings():
-            # Scrublet's own "failed to find threshold" and its summary statistics
-            # (0/0 when no cell passes a fixed threshold): we report our own figures
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            scores, found = _scrublet(adata, expected_rate=expected_rate, threshold=threshold, n_pcs=n_pcs, seed=seed)
-        adata.obs["doublet_score"] = scores
-        if threshold is None:
-            used = found
-            if used is None or not np.isfinite(used):
-                used = fallback_threshold
-                log.warning("Scrublet found no score threshold; using %.2f", used)
-        pred = adata.obs["doublet_score"].to_numpy() > used
+        if scrublet:
+            with warnings.catch_warnings():
+                # Scrublet's own "failed to find threshold" and its summary statistics
+                # (0/0 when no cell passes a fixed threshold): we report our own figures
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                scores, found = _scrublet(adata, expected_rate=expected_rate, threshold=threshold, n_pcs=n_pcs,
+                                          seed=seed)
+            adata.obs["doublet_score"] = scores
+            if threshold is None:
+                used = found
+                if used is None or not np.isfinite(used):
+                    used = fallback_threshold
+                    log.warning("Scrublet found no score threshold; using %.2f", used)
+            by_scrublet = adata.obs["doublet_score"].to_numpy() > used
+        if heterotypic:
+            prob, info = _heterotypic(adata, expected_rate=expected_rate, resolution=resolution,
+                                      n_top_genes=n_top_genes, n_pcs=classifier_n_pcs, seed=seed)
+            adata.obs["doublet_probability"] = prob
+            by_classifier = np.nan_to_num(prob) > 0.5
+    pred = by_scrublet | by_classifier
     out = adata[~pred].copy()
     record_params(
         out,
         "doublets",
-        dict(expected_rate=expected_rate, threshold=threshold, fallback_threshold=fallback_threshold,
-             n_prin_comps=n_prin_comps, seed=seed),
+        dict(scrublet=scrublet, heterotypic=heterotypic, expected_rate=expected_rate, threshold=threshold,
+             fallback_threshold=fallback_threshold, n_prin_comps=n_prin_comps, resolution=resolution,
+             n_top_genes=n_top_genes, classifier_n_pcs=classifier_n_pcs, seed=seed),
     )  # fmt: skip
+    by_detector = {"scrublet": int(by_scrublet.sum()), "heterotypic": int(by_classifier.sum()),
+                   "both": int((by_scrublet & by_classifier).sum())}
     out.uns["milkcells"]["doublets"].update(
         {
-            "threshold_used": float(used),
+            "threshold_used": float("nan") if used is None else float(used),
             "n_cells_in": int(adata.n_obs),
             "n_doublets": int(pred.sum()),
             "n_kept": int(out.n_obs),
+            "by_detector": by_detector,
+            "n_clusters": int(info.get("n_clusters", 0)),
+            "n_artificial": int(info.get("n_artificial", 0)),
             "scores": adata.obs["doublet_score"].to_numpy(dtype=float),
+            "probabilities": adata.obs["doublet_probability"].to_numpy(dtype=float),
         }
     )
-    log.info("doublets: removed %d of %d cells (threshold %.3f)", pred.sum(), adata.n_obs, used)
+    log.info("doublets: removed %d of %d cells (Scrublet %d at threshold %.3f, heterotypic classifier %d, both %d)",
+             pred.sum(), adata.n_obs, by_detector["scrublet"], np.nan if used is None else used,
+             by_detector["heterotypic"], by_detector["both"])
     return out

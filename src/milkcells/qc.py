@@ -196,6 +196,9 @@ def filter_cells(
 def qc_summary_table(records: dict[str, dict]) -> pd.DataFrame:
     """Per-sample table of barcodes in, cells called, removed by each filter, doublets, kept.
 
+    ``doublets`` counts the cells removed as doublets; ``doublets_scrublet`` and
+    ``doublets_heterotypic`` the cells each detector called (``doublets_both`` by both).
+
     ``input_type`` says whether the matrix was judged raw or filtered,
     ``cell_calling`` the method the sample actually got, ``knee_trusted``
     whether EmptyDrops retained the barcodes above the knee, and ``flags`` the
@@ -231,6 +234,9 @@ def qc_summary_table(records: dict[str, dict]) -> pd.DataFrame:
             {
                 "removed_qc_total": q.get("n_removed", np.nan),
                 "doublets": d.get("n_doublets", np.nan),
+                "doublets_scrublet": d.get("by_detector", {}).get("scrublet", np.nan),
+                "doublets_heterotypic": d.get("by_detector", {}).get("heterotypic", np.nan),
+                "doublets_both": d.get("by_detector", {}).get("both", np.nan),
                 "kept": d.get("n_kept", q.get("n_kept", np.nan)),
                 "min_counts": th.get("min_counts", np.nan),
                 "max_counts": th.get("max_counts", np.nan),

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["SIM_TYPES", "SimType", "default_composition", "simulate_raw_sample"]
+__all__ = ["SIM_TYPES", "SimType", "default_composition", "doublet_removal", "simulate_raw_sample"]
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,15 @@ def _programmes(genes: list[str], marker_fraction: float, sharing: float, seed: 
     return profiles, on_share, ambient / ambient.sum()
 
 
+def _heterotypic_pairs(types: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` pairs of cell indices, one epithelial and one immune cell each."""
+    comp = np.array([SIM_TYPES[t].compartment for t in types])
+    epi, imm = np.flatnonzero(comp == "epithelial"), np.flatnonzero(comp == "immune")
+    if n and (not len(epi) or not len(imm)):
+        raise ValueError("doublet_kind='heterotypic' needs epithelial and immune cells in the composition.")
+    return np.column_stack([rng.choice(epi, size=n), rng.choice(imm, size=n)]) if n else np.zeros((0, 2), int)
+
+
 def simulate_raw_sample(
     sample: str,
     *,
@@ -214,6 +223,7 @@ def simulate_raw_sample(
     marker_fraction: float = 1.0,
     sharing: float = 0.0,
     doublet_rate: float = 0.0,
+    doublet_kind: str = "random",
     dying_rate: float = 0.03,
     ambient_umis: float | None = None,
     seed: int = 0,
@@ -238,7 +248,13 @@ def simulate_raw_sample(
     marker_fraction, sharing
         The imperfections (module docstring); properties of the dataset (``seed``).
     doublet_rate, dying_rate
-        Heterotypic doublets and dying high-mitochondrial cells, shares of ``n_cells``.
+        Doublets and dying high-mitochondrial cells, shares of ``n_cells``.
+    doublet_kind
+        ``"random"``: each doublet joins two cells drawn at random (homotypic
+        and heterotypic pairs, as in a droplet); ``"heterotypic"``: each joins
+        one epithelial and one immune cell drawn at random from those
+        compartments (the doublets that pass as immune cells carrying milk RNA
+        or epithelial cells with immune genes).
     ambient_umis
         Median ambient UMIs per droplet; default calibrated on SCP1671.
     seed
@@ -256,6 +272,8 @@ def simulate_raw_sample(
         raise ValueError(f"unknown simulated types {sorted(unknown)}; known: {sorted(SIM_TYPES)}")
     if n_cells < 10:
         raise ValueError(f"n_cells must be at least 10, but {n_cells} was passed.")
+    if doublet_kind not in ("random", "heterotypic"):
+        raise ValueError(f"doublet_kind must be either 'random' or 'heterotypic', but {doublet_kind!r} was passed.")
     genes = _genes(n_genes)
     profiles, on_share, ambient = _programmes(genes, marker_fraction, sharing, seed)
     rng = _rng(sample, seed)
@@ -290,7 +308,10 @@ def simulate_raw_sample(
         return rng.multinomial(tot, ambient) if n else np.zeros((0, len(genes)))
 
     n_doub, n_dying = int(round(doublet_rate * n_cells)), int(round(dying_rate * n_cells))
-    pair = rng.choice(n_cells, size=(n_doub, 2))
+    if doublet_kind == "random":
+        pair = rng.choice(n_cells, size=(n_doub, 2))
+    else:
+        pair = _heterotypic_pairs(types, n_doub, rng)
     dying_types = rng.choice(names, size=n_dying, p=w / w.sum())
     blocks = [cells(types) + soup(n_cells, amb_med),
               cells(types[pair[:, 0]]) + cells(types[pair[:, 1]]) + soup(n_doub, amb_med),
@@ -320,3 +341,29 @@ def simulate_raw_sample(
         "composition": {k: float(v) for k, v in comp.items()},
     }
     return a
+
+
+def _epithelial_immune(obs: pd.DataFrame) -> np.ndarray:
+    """Whether each droplet is a doublet of an epithelial and an immune cell (from ``sim_doublet_of``)."""
+    pairs = obs["sim_doublet_of"].astype(str).str.split("+")
+    return pairs.map(lambda p: len(p) == 2 and {SIM_TYPES[t].compartment for t in p if t in SIM_TYPES}
+                     == {"epithelial", "immune"}).to_numpy(bool)
+
+
+def doublet_removal(before: ad.AnnData, after: ad.AnnData) -> dict[str, float]:
+    """How a doublet detector did on simulated droplets: ``before`` and ``after`` it (truth in ``obs``).
+
+    Returns the numbers of epithelial-immune doublets and of singlets (``sim_status`` cell) in
+    ``before``, the shares of epithelial-immune doublets and of all doublets removed, and the share
+    of singlets lost.
+    """
+    kept = before.obs_names.isin(after.obs_names)
+    status = before.obs["sim_status"].astype(str).to_numpy()
+    ei, cell, doublet = _epithelial_immune(before.obs), status == "cell", status == "doublet"
+    return {
+        "epithelial_immune_doublets": int(ei.sum()),
+        "singlets": int(cell.sum()),
+        "removed_epithelial_immune": float((ei & ~kept).sum() / max(ei.sum(), 1)),
+        "removed_doublets": float((doublet & ~kept).sum() / max(doublet.sum(), 1)),
+        "singlets_lost": float((cell & ~kept).sum() / max(cell.sum(), 1)),
+    }

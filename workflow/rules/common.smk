@@ -143,7 +143,7 @@ RULE_SIZING = {
     "ingest": (1, 1000, 4, 10, 10),  # 110k cells: 227 MB in, 0.8 GB peak, 21 s
     "call_cells": (1, 1000, 5, 10, 20),  # 227 MB, 1.0 GB, 26 s
     "qc": (1, 1000, 6, 10, 10),  # 228 MB, 1.2 GB, 33 s
-    "doublets": (1, 1500, 9, 10, 20),  # 227 MB, 1.9 GB, 95 s (12,800 cells; exact kNN ~ cells^2)
+    "doublets": (1, 1500, 10, 10, 20),  # 227 MB, 1.9 GB, 95 s (12,800 cells; exact kNN ~ cells^2); 20,700 cells with the heterotypic classifier: 148 MB, 2.6 GB, 76 s
     "qc_summary": (1, 1000, 1, 10, 5),  # 1.9 GB, 0.5 GB, 36 s
     "preprocess": (4, 1500, 5, 15, 10),  # 1.9 GB, 7.6 GB, 194 s
     "integrate": (4, 1000, 1.5, 15, 5),  # 3.6 GB, 4.2 GB, 19 s

@@ -1,5 +1,5 @@
 rule doublets:
-    """Scrublet doublet scores per sample; predicted doublets removed and counted."""
+    """Doublets per sample: Scrublet and the heterotypic (cluster-aware) classifier; removed and counted per detector."""
     input:
         out("samples", "{sample}", "qc.h5ad"),
     output:

@@ -12,5 +12,7 @@ if cfg.pop("enabled"):
 else:
     log.info("doublet detection disabled in the config")
     record_params(adata, "doublets", {"enabled": False})
-    adata.uns["milkcells"]["doublets"].update({"n_doublets": 0, "n_kept": int(adata.n_obs)})
+    adata.uns["milkcells"]["doublets"].update(
+        {"n_doublets": 0, "n_kept": int(adata.n_obs), "by_detector": {"scrublet": 0, "heterotypic": 0, "both": 0}}
+    )
 write_h5ad(adata, snakemake.output[0])
