@@ -155,8 +155,6 @@ def _knn(adata, k=10):
 def _lymphoid(seed=0):
     """CD4 T, CD8 T and NK cells, each in its own region of a 2-D embedding. CD8 T cells show the T genes,
     CD8 genes and NKG7 (an NK gene too), and, like NK cells of T genes, a third of the NK genes' level."""
-    import anndata as ad
-
     rng = np.random.default_rng(seed)
     genes = ["CD3D", "CD3E", "TRAC", "BCL11B", "CD4", "IL7R", "CD8A", "CD8B", "GZMK", "NKG7", "GNLY", "KLRD1",
              "KLRF1", "NCAM1", "XCL1", "GZMB"] + [f"G{i}" for i in range(40)]
@@ -168,19 +166,30 @@ def _lymphoid(seed=0):
         "NK cell": {"NKG7": 7, "GNLY": 20, "KLRD1": 20, "KLRF1": 20, "NCAM1": 20, "XCL1": 20, "GZMB": 20,
                     "CD3D": 4},
     }
+    return _populations(prof, genes, n=40, background=0.02, depth=2000, rng=rng, groupby="leiden_compartment")
+
+
+def _populations(prof, genes, *, n, background, depth, rng, groupby, keep=None):
+    """``n`` Poisson cells per profile (``{population: {gene: weight}}``, plus ``background`` everywhere,
+    ``depth`` UMIs), each population in its own region of a 2-D embedding and its own group; log-normalised
+    ``X``, ``counts`` layer, kNN graph. ``keep``: the genes kept in the matrix (default: all)."""
+    import anndata as ad
+
     X, lab, emb = [], [], []
     for k, (t, p) in enumerate(prof.items()):
-        mu = np.array([p.get(g, 0.0) for g in genes]) + 0.02
-        mu = mu / mu.sum() * 2000
+        mu = np.array([p.get(g, 0.0) for g in genes]) + background
+        mu = mu / mu.sum() * depth
         X.append(rng.poisson(mu, (n, len(genes))))
         lab += [t] * n
         emb.append(rng.normal(0, 0.3, (n, 2)) + [4 * k, 0])
     a = ad.AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"truth": lab},
-                   index=[f"c{i}" for i in range(3 * n)]), var=pd.DataFrame(index=genes))
+                   index=[f"c{i}" for i in range(len(lab))]), var=pd.DataFrame(index=genes))
+    if keep is not None:
+        a = a[:, keep].copy()
     a.layers["counts"] = a.X.copy()
     a.X = np.log1p(a.X / a.X.sum(1, keepdims=True) * 1e4)
     a.obsm["X"] = np.vstack(emb)
-    a.obs["leiden_compartment"] = pd.Categorical([str(i // n) for i in range(3 * n)])
+    a.obs[groupby] = pd.Categorical([str(i // n) for i in range(len(lab))])
     _knn(a)
     return a
 
@@ -254,3 +263,68 @@ def test_signal_components_follow_the_marchenko_pastur_edge():
     preprocess.pca(b, n_comps=30)
     assert preprocess.signal_components(b, min_comps=0) == 2
 
+
+
+# ------------------------------------------------------------- compartments from real-data situations
+
+_EPI_CORE = ["EPCAM", "KRT8", "KRT18", "KRT19", "ELF3", "CLDN3", "CLDN4", "CD24", "KRT7", "KRT5", "KRT14", "KRT17"]
+_IMM_CORE = ["PTPRC", "CORO1A", "LAPTM5", "CD53", "SRGN", "ITGB2", "ARHGDIB", "CD37"]
+
+
+def _compartment_cells(*, drop_epithelial_core=False, seed=0):
+    """Five populations in their own regions of a 2-D embedding, expression written here (not read from the
+    marker table): T cells that also express metallothioneins (LC1 genes in the table); plasma cells without
+    the pan-leukocyte genes (CD45-low, as real plasma cells: core 0.01 in a real tumour); mast cells (core
+    only, no type of the table); luminal cells expressing XBP1; fibroblasts."""
+    rng = np.random.default_rng(seed)
+    t_genes = ["CD3D", "CD3E", "TRAC", "BCL11B", "CD5", "CD6"]
+    mt = ["MT1X", "MT1E", "MT1F", "MT1G", "VEGFA"]
+    plasma = ["JCHAIN", "MZB1", "IGKC", "XBP1"]  # 3 of the table's 7 plasma genes, as in shallow data
+    mast = ["TPSAB1", "CPA3", "KIT", "HDC"]
+    lum = ["KRT15", "KIT", "ALDH1A3", "ESR1", "PGR", "FOXA1", "AGR2", "XBP1"]
+    fib = ["DCN", "LUM", "COL1A1", "COL1A2", "PDGFRA", "SPARC", "COL4A1", "IGFBP7", "MMP2", "THY1"]
+    genes = list(dict.fromkeys(_EPI_CORE + _IMM_CORE + t_genes + mt + plasma + mast + lum + fib)) + \
+        [f"G{i}" for i in range(60)]
+    prof = {
+        "T cell": {**{g: 20 for g in _IMM_CORE + t_genes}, **{g: 15 for g in mt}},
+        "plasma cell": {**{g: 40 for g in plasma}, **{f"G{i}": 20 for i in range(20)}},
+        "mast cell": {**{g: 20 for g in _IMM_CORE}, **{g: 30 for g in mast}},
+        "luminal": {**{g: 20 for g in _EPI_CORE}, **{g: 15 for g in lum}, "XBP1": 40},
+        "fibroblast": {g: 20 for g in fib},
+    }
+    # drop_epithelial_core: a gene panel (or a matrix cut to variable genes) without 11 of the 12
+    keep = [g for g in genes if g not in _EPI_CORE[1:]] if drop_epithelial_core else None
+    a = _populations(prof, genes, n=50, background=0.3, depth=3000, rng=rng, groupby="leiden", keep=keep)
+    a.obs["sample"] = "S1"
+    return a
+
+
+def test_cd45_low_plasma_cells_and_core_only_mast_cells_are_immune():
+    # the geometric mean of core and type left the plasma cells 'unassigned': they barely show the
+    # pan-leukocyte core, but their type has evidence no other compartment nears
+    a = _compartment_cells()
+    annotate.annotate_compartments(a)
+    got = pd.crosstab(a.obs["truth"], a.obs["compartment"].astype(str))
+    for t in ("plasma cell", "mast cell", "T cell"):
+        assert got.loc[t].get("immune", 0) == 50, got
+    assert got.loc["luminal"].get("epithelial", 0) == 50, got  # XBP1 of luminal cells is not plasma evidence
+    assert got.loc["fibroblast"].get("stromal", 0) == 50, got
+    assert a.uns["milkcells"]["compartment"]["cells_by_exclusive_evidence"]["immune"] >= 50
+    old = a.copy()
+    annotate.annotate_compartments(old, exclusive_ratio=None)  # the geometric mean alone
+    got = pd.crosstab(old.obs["truth"], old.obs["compartment"].astype(str))
+    assert got.loc["plasma cell"].get("immune", 0) == 0, got
+
+
+def test_missing_core_does_not_let_a_type_alone_claim_a_compartment(caplog):
+    # 11 of the 12 epithelial core genes absent (as in a matrix cut to variable genes): the epithelial
+    # score used to fall back to the best epithelial type, and T cells expressing metallothioneins (LC1
+    # genes) looked as epithelial as immune
+    a = _compartment_cells(drop_epithelial_core=True)
+    with caplog.at_level("WARNING"):
+        annotate.annotate_compartments(a)
+    got = pd.crosstab(a.obs["truth"], a.obs["compartment"].astype(str))
+    assert got.loc["T cell"].get("immune", 0) == 50, got
+    assert got.loc["luminal"].get("epithelial", 0) == 50, got  # still reached: nothing else comes near
+    assert "core genes of ['epithelial']" in caplog.text
+    assert a.uns["milkcells"]["compartment"]["cores_missing"] == ["epithelial"]

@@ -56,6 +56,7 @@ MIRRORS = {
     ("markers", "n_genes"): (markers.rank_markers, "n_genes"),
     ("markers", "max_cells_per_group"): (markers.rank_markers, "max_cells_per_group"),
     ("annotation", "compartment_min_score"): (annotate.annotate_compartments, "min_score"),
+    ("annotation", "compartment_exclusive_ratio"): (annotate.annotate_compartments, "exclusive_ratio"),
     ("annotation", "min_score"): (annotate.annotate_cell_types, "min_score"),
     ("annotation", "min_margin"): (annotate.annotate_compartments, "min_margin"),
     ("annotation", "expr_floor"): (annotate.annotate_compartments, "expr_floor"),

@@ -644,6 +644,7 @@ def annotate_compartments(
     min_purity: float = 0.6,
     expr_floor: float = 1.0,
     ambient_threshold: float = 0.01,
+    exclusive_ratio: float | None = 3.0,
 ) -> pd.DataFrame:
     """Call each cluster's compartment: epithelial, immune, stromal or unassigned.
 
@@ -664,13 +665,24 @@ def annotate_compartments(
         Floor of the per-gene expression scale (log-normalised units).
     ambient_threshold
         Genes at least this share of a sample's ambient profile are not used.
+    exclusive_ratio
+        A compartment's core or best type whose kNN-smoothed score is at least
+        this many times the best core or type score of every other compartment
+        is evidence on its own: plasma cells barely express the pan-leukocyte
+        core (CD45-low) but nothing else; mast cells show the core but no type
+        of the table. ``None``: the geometric mean only.
 
     Returns
     -------
     The per-cluster table (also in ``uns["milkcells"]["compartment"]["clusters"]``).
     Sets ``obs["compartment"]``, ``obs["compartment_confidence"]`` and
     ``obs["compartment_score_<compartment>"]``: the geometric mean of the
-    core set's score and the best cell-type score of the compartment.
+    core set's score and the best cell-type score of the compartment, or the
+    exclusive evidence (``exclusive_ratio``) where that is higher. A core with
+    fewer than two of its genes in the data counts as 0: the compartment is
+    then reached by exclusive evidence only (its types alone are not specific:
+    metallothioneins of LC1 or smooth-muscle genes of basal cells are
+    expressed outside the epithelium).
     """
     table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
@@ -682,20 +694,33 @@ def annotate_compartments(
     type_scores = score_cells(adata, types, scale=scale, expr_floor=expr_floor)
     comp_of = dict(zip(table.loc[table["level"] == "cell_type", "cell_type"],
                        table.loc[table["level"] == "cell_type", "compartment"], strict=True))
-    scores = {}
+    zero = np.zeros(adata.n_obs)
+    core, best = {}, {}
     for comp in COMPARTMENTS:
         members = [t for t in type_scores.columns if comp_of.get(t) == comp]
-        best_type = type_scores[members].to_numpy().max(axis=1) if members else None
-        if comp in core_scores and best_type is not None:
-            # geometric mean: a compartment needs its core *and* one of its types (smooth-muscle
-            # genes of basal cells in a fibroblast make no epithelium without keratins; CD24, an
-            # epithelial core gene, in B cells makes no epithelium without an epithelial type)
-            scores[comp] = np.sqrt(core_scores[comp].to_numpy() * best_type)
-        elif comp in core_scores:
-            scores[comp] = core_scores[comp].to_numpy()
-        elif best_type is not None:
-            scores[comp] = best_type
-    scores = pd.DataFrame(scores, index=adata.obs_names)
+        if comp not in core_scores and not members:
+            continue
+        # a core (or every type) missing from the data is no evidence
+        core[comp] = core_scores[comp].to_numpy() if comp in core_scores else zero
+        best[comp] = type_scores[members].to_numpy().max(axis=1) if members else zero
+    # geometric mean: a compartment needs its core *and* one of its types (smooth-muscle genes of
+    # basal cells in a fibroblast make no epithelium without keratins; CD24, an epithelial core gene,
+    # in B cells makes no epithelium without an epithelial type)
+    scores = pd.DataFrame({c: np.sqrt(core[c] * best[c]) for c in core}, index=adata.obs_names)
+    n_exclusive = {}
+    if exclusive_ratio is not None and len(core) > 1 and "connectivities" in adata.obsp and adata.n_obs >= 3:
+        # ... or evidence of its own that no other compartment comes near, on kNN-smoothed scores
+        # (one cell's stray transcripts do not count)
+        comps = list(core)
+        sm_core = _smooth(adata, np.column_stack([core[c] for c in comps]))
+        sm_best = _smooth(adata, np.column_stack([best[c] for c in comps]))
+        strength = np.maximum(sm_core, sm_best)
+        for k, c in enumerate(comps):
+            others = np.delete(strength, k, axis=1).max(axis=1)
+            own = strength[:, k]
+            lift = np.where(own >= exclusive_ratio * others, own, 0.0)
+            n_exclusive[c] = int((lift > scores[c].to_numpy()).sum())
+            scores[c] = np.maximum(scores[c].to_numpy(), lift)
     cells, res = call_groups(scores, adata.obs[groupby], smoothed=smooth_scores(adata, scores),
                              min_score=min_score, min_margin=min_margin, min_purity=min_purity,
                              split_ambiguous=True)
@@ -705,8 +730,14 @@ def annotate_compartments(
     _store_scores(adata, "compartment", scores)
     record_params(adata, "compartment", dict(groupby=groupby, min_score=min_score, min_margin=min_margin,
                                              min_purity=min_purity, expr_floor=expr_floor,
-                                             ambient_threshold=ambient_threshold))
+                                             ambient_threshold=ambient_threshold, exclusive_ratio=exclusive_ratio))
     adata.uns["milkcells"]["compartment"]["ambient_excluded"] = excluded
+    adata.uns["milkcells"]["compartment"]["cells_by_exclusive_evidence"] = n_exclusive
+    missing = [c for c in core if c not in core_scores]
+    if missing:
+        log.warning("compartments: the core genes of %s are (nearly) absent from the data; these compartments "
+                    "are called only where their own evidence far exceeds every other's", missing)
+    adata.uns["milkcells"]["compartment"]["cores_missing"] = missing
     adata.uns["milkcells"]["compartment"]["clusters"] = res.reset_index()
     log.info("compartments: %s", adata.obs["compartment"].value_counts().to_dict())
     return res
