@@ -9,33 +9,48 @@ Snakemake workflow and the notebooks call the same functions, stage by stage:
 simulated demo data.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from . import (
-    agreement,
-    ambient,
-    annotate,
-    cellcalling,
-    cluster,
-    compartments,
-    composition,
-    composition_model,
-    datasets,
-    doublets,
-    download,
-    emptydrops,
-    integrate,
-    io,
-    lactation,
-    markers,
-    nyquist2022,
-    plots,
-    preprocess,
-    public,
-    qc,
-    sources,
-)
 from ._utils import InputError
+
+#: the library's modules, imported on first use (``milkcells.annotate``, ``from milkcells import qc``):
+#: a workflow rule that reads one sample does not pay for scanpy and scikit-learn
+_MODULES = (
+    "agreement",
+    "ambient",
+    "annotate",
+    "cellcalling",
+    "cluster",
+    "compartments",
+    "composition",
+    "composition_model",
+    "datasets",
+    "doublets",
+    "download",
+    "emptydrops",
+    "integrate",
+    "io",
+    "lactation",
+    "markers",
+    "nyquist2022",
+    "plots",
+    "preprocess",
+    "public",
+    "qc",
+    "sources",
+)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_MODULES))
+
 
 try:
     __version__ = version("milkcells")

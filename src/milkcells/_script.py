@@ -20,10 +20,10 @@ def setup(snakemake) -> logging.Logger:
     for noisy in ("numba", "h5py", "matplotlib", "fontTools", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)
-    import scanpy as sc
-
-    sc.settings.n_jobs = max(int(getattr(snakemake, "threads", 1)), 1)
-    sc.settings.verbosity = 1
+    if "scanpy" in sys.modules:  # the rule's library modules use it (and imported it already)
+        sc = sys.modules["scanpy"]
+        sc.settings.n_jobs = max(int(getattr(snakemake, "threads", 1)), 1)
+        sc.settings.verbosity = 1
     log = logging.getLogger(f"milkcells.rule.{snakemake.rule}")
 
     def hook(exc_type, exc, tb):
