@@ -57,29 +57,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - source tree without install
     __version__ = "0+unknown"
 
-__all__ = [
-    "InputError",
-    "agreement",
-    "ambient",
-    "annotate",
-    "cellcalling",
-    "cluster",
-    "compartments",
-    "composition",
-    "composition_model",
-    "datasets",
-    "doublets",
-    "download",
-    "emptydrops",
-    "integrate",
-    "io",
-    "lactation",
-    "markers",
-    "nyquist2022",
-    "plots",
-    "preprocess",
-    "public",
-    "qc",
-    "sources",
-    "__version__",
-]
+__all__ = ["InputError", *_MODULES, "__version__"]
