@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from ._utils import record_params
 
-__all__ = ["cluster", "neighbors", "resolution_sweep"]
+__all__ = ["HNSWTransformer", "cluster", "knn_indices", "neighbors", "resolution_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +24,123 @@ log = logging.getLogger(__name__)
 EXACT_NEIGHBORS_MAX_CELLS = 30_000
 
 
+@contextlib.contextmanager
+def _faiss_threads(n: int):
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(int(n), 1))
+    try:
+        yield faiss
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _n_jobs(n_jobs: int | None) -> int:
+    return int(n_jobs) if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
+
+
+class HNSWTransformer(TransformerMixin, BaseEstimator):
+    """Approximate k nearest neighbours (Euclidean) from faiss's HNSW index, as a kNN transformer.
+
+    The interface of scikit-learn's ``KNeighborsTransformer`` (what ``sc.pp.neighbors(transformer=...)``
+    takes): ``fit_transform(X)`` returns a CSR matrix of each point's distances to its
+    ``n_neighbors`` nearest points, the point itself first (distance 0), the others by distance.
+
+    Why not scanpy's default (pynndescent): it compiles its search with numba in every new process
+    (about 60 s here, most of a 50,000-cell clustering rule), and numba cannot cache those
+    functions. faiss (Johnson et al. 2019) is compiled C++: an HNSW graph of 110,000 points in
+    30 dimensions builds in ~14 s on one thread and is searched in ~6 s on two, with ~0.98 of the
+    exact neighbours found (``benchmarks/scale.py`` runs use it above
+    :data:`EXACT_NEIGHBORS_MAX_CELLS`). The graph is built on **one thread**: HNSW insertion in
+    parallel depends on thread timing, and the atlas must come out the same on every run; the
+    search, which is deterministic, uses ``n_jobs`` threads.
+
+    Parameters
+    ----------
+    n_neighbors
+        Neighbours per point, the point itself included (as scanpy counts them).
+    m, ef_construction, ef_search
+        HNSW's links per node, and the candidate lists while building and searching (higher:
+        slower, closer to exact).
+    n_jobs
+        Threads of the search (``None`` or <= 0: all cores).
+    """
+
+    def __init__(self, n_neighbors: int = 15, *, m: int = 16, ef_construction: int = 100, ef_search: int = 64,
+                 n_jobs: int | None = None):
+        self.n_neighbors = n_neighbors
+        self.m = m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y=None):
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] <= self.n_neighbors:
+            raise ValueError(f"HNSWTransformer needs more than n_neighbors={self.n_neighbors} points, "
+                             f"got an array of shape {X.shape}")
+        with _faiss_threads(1) as faiss:
+            index = faiss.IndexHNSWFlat(X.shape[1], int(self.m))
+            index.hnsw.efConstruction = int(self.ef_construction)
+            index.add(X)
+        self._index = index
+        self.n_samples_fit_ = X.shape[0]
+        return self
+
+    def _search(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self._index.hnsw.efSearch = int(max(self.ef_search, k))
+        with _faiss_threads(_n_jobs(self.n_jobs)):
+            d2, idx = self._index.search(np.ascontiguousarray(X, dtype=np.float32), k)
+        return idx.astype(np.int64), np.sqrt(np.maximum(d2, 0)).astype(np.float32)
+
+    def _csr(self, idx: np.ndarray, dist: np.ndarray) -> sp.csr_matrix:
+        n, k = idx.shape
+        return sp.csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, self.n_samples_fit_))
+
+    def transform(self, X):
+        """Distances of new points to their ``n_neighbors`` nearest fitted points."""
+        idx, dist = self._search(X, self.n_neighbors)
+        return self._csr(idx, dist)
+
+    def fit_transform(self, X, y=None):
+        """Each fitted point's ``n_neighbors`` nearest points: itself first, then the others by distance."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        self.fit(X)
+        k = self.n_neighbors
+        idx, dist = self._search(X, k + 1)
+        own = np.arange(len(X))[:, None]
+        # the point itself leads even where the search missed it (or found a duplicate first)
+        idx = np.hstack([own, idx])
+        dist = np.hstack([np.zeros((len(X), 1), np.float32), dist])
+        key = np.where((idx == own) | (idx < 0), np.inf, dist)
+        key[:, 0] = -1.0
+        order = np.argsort(key, axis=1, kind="stable")[:, :k]
+        return self._csr(np.take_along_axis(idx, order, axis=1), np.take_along_axis(dist, order, axis=1))
+
+
+def knn_indices(Z: np.ndarray, k: int, *, exact_max: int = EXACT_NEIGHBORS_MAX_CELLS, n_jobs: int | None = None) -> np.ndarray:
+    """Each point's ``k`` nearest other points (Euclidean): exact up to ``exact_max`` points, else HNSW."""
+    Z = np.asarray(Z)
+    if len(Z) <= exact_max:
+        from sklearn.neighbors import NearestNeighbors
+
+        nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(Z)
+        return nn.kneighbors(Z, return_distance=False)[:, 1:]
+    d = HNSWTransformer(n_neighbors=k + 1, n_jobs=n_jobs).fit_transform(Z)
+    return d.indices.reshape(len(Z), k + 1)[:, 1:]
+
+
 def neighbors(
     adata: ad.AnnData, *, n_neighbors: int = 15, use_rep: str = "X_pca", seed: int = 0,
     exact_max_cells: int = EXACT_NEIGHBORS_MAX_CELLS,
 ) -> None:
-    """``sc.pp.neighbors``: exact (brute force) up to ``exact_max_cells`` cells, else pynndescent.
+    """``sc.pp.neighbors``: exact (brute force) up to ``exact_max_cells`` cells, else faiss's HNSW.
 
-    scanpy itself is exact below 8,192 cells; between that and ``exact_max_cells`` the exact search
-    is both better and faster here than pynndescent, whose numba compilation (~30 s) every new
-    process pays.
+    scanpy itself is exact below 8,192 cells and uses pynndescent above; here the exact search runs
+    up to ``exact_max_cells`` (better, and faster than pynndescent, whose numba compilation costs
+    every new process ~60 s), and above it :class:`HNSWTransformer` (compiled, no start-up cost,
+    reproducible).
 
     Parameters
     ----------
@@ -43,7 +155,10 @@ def neighbors(
     -------
     Sets ``obsp["connectivities"]``, ``obsp["distances"]`` and ``uns["neighbors"]``.
     """
-    transformer = "sklearn" if adata.n_obs <= exact_max_cells else None
+    if adata.n_obs <= exact_max_cells:
+        transformer = "sklearn"
+    else:
+        transformer = HNSWTransformer(n_neighbors=min(n_neighbors, adata.n_obs - 1), n_jobs=sc.settings.n_jobs)
     sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=use_rep, random_state=seed, transformer=transformer)
 
 

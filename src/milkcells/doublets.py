@@ -32,6 +32,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from ._utils import record_params
+from .cluster import knn_indices
 
 __all__ = ["remove_doublets"]
 
@@ -111,19 +112,17 @@ def _scrublet(
     return scores.to_numpy(float), getattr(scrub, "threshold_", None) if threshold is None else None
 
 
-def _log_normalised(X: sp.csr_matrix, target_sum: float = 1e4) -> sp.csr_matrix:
-    """log1p of counts scaled to ``target_sum`` per cell."""
-    tot = np.asarray(X.sum(axis=1)).ravel()
-    out = sp.csr_matrix(sp.diags(target_sum / np.maximum(tot, 1)) @ X, dtype=np.float64)
+def _log_normalised(X: sp.csr_matrix, total: np.ndarray, target_sum: float = 1e4) -> sp.csr_matrix:
+    """log1p of counts scaled to ``target_sum`` per cell, ``total`` being each cell's counts over all genes
+    (so that a subset of the genes' columns is normalised as the whole matrix would be)."""
+    out = sp.csr_matrix(sp.diags(target_sum / np.maximum(total, 1)) @ X, dtype=np.float64)
     out.data = np.log1p(out.data)
     return out
 
 
 def _neighbours(Z: np.ndarray, k: int) -> np.ndarray:
-    """Each point's ``k`` nearest other points (exact, Euclidean)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    return NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(Z).kneighbors(Z, return_distance=False)[:, 1:]
+    """Each point's ``k`` nearest other points (Euclidean; exact up to 30,000 points, HNSW above)."""
+    return knn_indices(Z, k, n_jobs=sc.settings.n_jobs)
 
 
 def _clusters(Z: np.ndarray, *, resolution: float, seed: int) -> np.ndarray:
@@ -151,15 +150,19 @@ def _heterotypic(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     rng = np.random.default_rng(seed)
-    X = sp.csr_matrix(adata.X, dtype=np.float64)
+    # counts are exact in float32; the normalised values below are float64, on the columns they need
+    X = sp.csr_matrix(adata.X, dtype=np.float32)
+    X.sum_duplicates()
     n = X.shape[0]
-    genes = np.flatnonzero(np.diff(X.tocsc().indptr) >= 3)  # as Scrublet: genes in >= 3 cells
-    lognorm = _log_normalised(X)
-    logn = ad.AnnData(lognorm[:, genes].astype(np.float32))
+    total = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    genes = np.flatnonzero(np.bincount(X.indices, minlength=X.shape[1]) >= 3)  # as Scrublet: genes in >= 3 cells
+    logn = ad.AnnData(_log_normalised(X[:, genes], total).astype(np.float32))
     sc.pp.highly_variable_genes(logn, n_top_genes=min(n_top_genes, len(genes)), flavor="seurat")
     hvg = genes[logn.var["highly_variable"].to_numpy()]
+    del logn
     n_pcs = int(min(n_pcs, n - 1, len(hvg) - 1))
-    Z = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(lognorm[:, hvg])
+    X_hvg = X[:, hvg]
+    Z = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(_log_normalised(X_hvg, total))
     cl = _clusters(Z, resolution=resolution, seed=seed)
     n_cl = int(cl.max()) + 1
     info = {"n_clusters": n_cl, "n_artificial": 0}
@@ -174,14 +177,20 @@ def _heterotypic(
     n_art = max(_MIN_ARTIFICIAL, n)
     which = pairs[rng.integers(len(pairs), size=n_art)]
     cells = order[start[which] + (rng.random(which.shape) * size[which]).astype(int)]
-    both = sp.vstack([X, X[cells[:, 0]] + X[cells[:, 1]]]).tocsr()
+    # an artificial doublet's counts are its parents' summed: library size adds up, detected genes
+    # are the union of the parents' (counted on all genes)
+    art_genes = np.diff((X[cells[:, 0]] + X[cells[:, 1]]).indptr)
+    both_hvg = sp.vstack([X_hvg, X_hvg[cells[:, 0]] + X_hvg[cells[:, 1]]]).tocsr()
+    both_total = np.r_[total, total[cells[:, 0]] + total[cells[:, 1]]]
+    both_genes = np.r_[np.diff(X.indptr), art_genes]
     is_art = np.r_[np.zeros(n, bool), np.ones(n_art, bool)]
     # features: PCs of real + artificial cells, artificial share among the kNN, library size, genes
-    Zb = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(_log_normalised(both)[:, hvg])
+    Zb = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(
+        _log_normalised(both_hvg, both_total))
     ks = [k for k in _KS if k < len(Zb)]
     near = is_art[_neighbours(Zb, max(ks))]
     feats = np.column_stack([Zb, *(near[:, :k].mean(axis=1) for k in ks),
-                             np.log1p(np.asarray(both.sum(axis=1)).ravel()), np.log1p(np.diff(both.indptr))])
+                             np.log1p(both_total), np.log1p(both_genes)])
     folds = rng.integers(_FOLDS, size=len(is_art))
     train = np.ones(len(is_art), bool)
     prior = expected_rate / (1 - expected_rate)
