@@ -140,3 +140,29 @@ def test_sweep_never_rates_one_cluster_of_a_heterogeneous_compartment_stable(pro
     assert sweep.loc[0, "n_clusters"] == 1
     assert sweep.loc[0, "stability"] == 0 and "heterogeneous" in sweep.loc[0, "reason"]
     assert sweep.attrs["best"] == 1.0
+
+
+def test_compartment_from_its_own_rows_and_a_gene_scale_equals_the_whole_atlas_path(processed, tmp_path):
+    # the workflow reads one compartment's rows and the genes' scale measured on all cells
+    # (rule gene_scale) instead of the whole atlas: the same cell types must come out
+    from milkcells import ambient
+    from milkcells._utils import read_h5ad_part, write_h5ad
+
+    m = processed.copy()
+    rep = integrate.integrate(m, key="batch")
+    cluster.cluster(m, use_rep=rep)
+    annotate.annotate_compartments(m)
+    ambient.estimate_contamination(m)
+    ambient.correct_ambient(m)
+    path = tmp_path / "atlas.h5ad"
+    write_h5ad(m, path)
+    ref = read_h5ad_part(path, X=False, layers=("ambient_corrected",), obsm=False, varm=False)
+    scale = annotate.marker_gene_scale(ref)
+    for comp in ("epithelial", "immune"):
+        whole = compartments.subcluster_compartment(m, comp)
+        part = read_h5ad_part(path, rows=lambda obs, c=comp: obs["compartment"].astype(str) == c, obsp=False)
+        alone = compartments.subcluster_compartment(part, comp, scale=scale, copy=False)
+        assert alone is part and alone.n_obs == whole.n_obs > 20
+        for col in ("cell_type", "cell_type_broad", "leiden_compartment"):
+            assert (alone.obs[col].astype(str) == whole.obs[col].astype(str)).all(), (comp, col)
+        np.testing.assert_allclose(alone.obs["cell_type_confidence"], whole.obs["cell_type_confidence"])

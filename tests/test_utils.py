@@ -60,3 +60,38 @@ def test_overwritten_output_follows_the_umask(tmp_path, umask):
     umask(0o022)
     write_table(pd.DataFrame({"a": [1]}), target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_read_h5ad_part_matches_subsetting_the_whole_file(tmp_path):
+    import scipy.sparse as sp
+
+    from milkcells._utils import read_h5ad_part
+
+    rng = np.random.default_rng(0)
+    n, g = 300, 40
+    X = sp.random(n, g, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    a = ad.AnnData(X=X, obs=pd.DataFrame({"group": pd.Categorical(rng.choice(["a", "b", "c"], n)),
+                                          "value": rng.normal(size=n)}, index=[f"c{i}" for i in range(n)]),
+                   var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
+    a.layers["counts"] = X * 3
+    a.layers["dense"] = X.toarray() + 1
+    a.obsm["X_pca"] = rng.normal(size=(n, 5))
+    a.obsp["connectivities"] = sp.random(n, n, density=0.05, format="csr", random_state=2)
+    a.uns["milkcells"] = {"note": "x"}
+    path = tmp_path / "a.h5ad"
+    write_h5ad(a, path)
+    whole = ad.read_h5ad(path)
+    rows = (whole.obs["group"] == "b").to_numpy()
+    want = whole[rows].copy()
+    got = read_h5ad_part(path, rows=lambda obs: obs["group"] == "b")
+    assert got.obs_names.equals(want.obs_names) and got.var_names.equals(want.var_names)
+    pd.testing.assert_frame_equal(got.obs, want.obs)
+    assert list(got.obs["group"].cat.categories) == ["b"]  # as subsetting an AnnData drops unused categories
+    assert (got.X != want.X).nnz == 0 and (got.layers["counts"] != want.layers["counts"]).nnz == 0
+    np.testing.assert_array_equal(got.layers["dense"], want.layers["dense"])
+    np.testing.assert_array_equal(got.obsm["X_pca"], want.obsm["X_pca"])
+    assert (got.obsp["connectivities"] != want.obsp["connectivities"]).nnz == 0
+    assert got.uns["milkcells"]["note"] == "x"
+    lean = read_h5ad_part(path, X=False, layers=("counts", "absent"), obsm=False, obsp=False)
+    assert lean.X is None and list(lean.layers) == ["counts"] and not lean.obsm and not lean.obsp
+    assert lean.n_obs == n and (lean.layers["counts"] != whole.layers["counts"]).nnz == 0

@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "atomic_path",
     "package_versions",
+    "read_h5ad_part",
     "record_params",
     "write_h5ad",
     "write_table",
@@ -38,6 +39,7 @@ _TRACKED_PACKAGES = (
     "pynndescent",
     "umap-learn",
     "scikit-learn",
+    "faiss-cpu",
     "scikit-image",
     "matplotlib",
     "snakemake",
@@ -149,6 +151,78 @@ def write_h5ad(adata: AnnData, path: str | os.PathLike, *, compression: str | No
     """Write ``adata`` to ``path`` atomically."""
     with atomic_path(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp, compression=compression)
+
+
+def read_h5ad_part(
+    path: str | os.PathLike,
+    *,
+    rows=None,
+    X: bool = True,
+    layers: tuple[str, ...] | None = None,
+    obsm: bool = True,
+    obsp: bool = True,
+    varm: bool = True,
+) -> AnnData:
+    """Read part of an h5ad file: some cells, some of its matrices, without loading the rest.
+
+    ``ad.read_h5ad(backed="r")`` keeps only ``X`` on disk and loads every layer whole; this reads
+    each element on its own, and of the sparse matrices only the rows asked for.
+
+    Parameters
+    ----------
+    rows
+        ``None`` (all cells) or a function of the file's ``obs`` returning a boolean mask.
+    X
+        Read ``X`` (else the result has none).
+    layers
+        Names of the layers to read (missing names are skipped); ``None``: all.
+    obsm, obsp, varm
+        Read these (``obsp`` restricted to the rows and the same columns).
+
+    ``obs``, ``var`` and ``uns`` are always read.
+    """
+    import anndata as ad
+    import h5py
+    import numpy as np
+    import pandas as pd
+    from anndata.io import read_elem, sparse_dataset
+
+    with h5py.File(path, "r") as f:
+        obs = read_elem(f["obs"])
+        var = read_elem(f["var"])
+        idx = None if rows is None else np.flatnonzero(np.asarray(rows(obs), dtype=bool))
+
+        def matrix(elem):
+            if isinstance(elem, h5py.Group) and "indptr" in elem:
+                m = sparse_dataset(elem)
+                return m.to_memory() if idx is None else m[idx]
+            return elem[...] if idx is None else elem[...][idx]
+
+        def select(arr):
+            return arr if idx is None else (arr.iloc[idx] if hasattr(arr, "iloc") else arr[idx])
+
+        part = select(obs).copy()
+        if idx is not None:  # as subsetting an AnnData does
+            for col in part.columns:
+                if isinstance(part[col].dtype, pd.CategoricalDtype):
+                    part[col] = part[col].cat.remove_unused_categories()
+
+        out = ad.AnnData(X=matrix(f["X"]) if X and "X" in f else None,
+                         obs=part, var=var, uns=read_elem(f["uns"]) if "uns" in f else {})
+        for name in (list(f["layers"]) if "layers" in f else []):
+            if layers is None or name in layers:
+                out.layers[name] = matrix(f["layers"][name])
+        if obsm and "obsm" in f:
+            for name in f["obsm"]:
+                out.obsm[name] = select(read_elem(f["obsm"][name]))
+        if varm and "varm" in f:
+            for name in f["varm"]:
+                out.varm[name] = read_elem(f["varm"][name])
+        if obsp and "obsp" in f:
+            for name in f["obsp"]:
+                m = read_elem(f["obsp"][name])
+                out.obsp[name] = m if idx is None else m[idx][:, idx]
+    return out
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> None:

@@ -162,9 +162,14 @@ def correct_ambient(
             profiles[i] = a
     code = pd.Categorical(samples, categories=names).codes
     out = counts.copy()
-    # only stored (non-zero) entries can lose counts
-    row_of = np.repeat(np.arange(adata.n_obs), np.diff(out.indptr))
-    expected = rho[row_of] * n[row_of] * profiles[code[row_of], out.indices]
-    out.data = np.maximum(out.data - expected, 0).astype(np.float32)
+    # only stored (non-zero) entries can lose counts; in blocks of cells, so that the float64
+    # temporaries stay small beside the matrix
+    block = 10_000
+    for start in range(0, adata.n_obs, block):
+        stop = min(start + block, adata.n_obs)
+        lo, hi = out.indptr[start], out.indptr[stop]
+        row_of = np.repeat(np.arange(start, stop), np.diff(out.indptr[start:stop + 1]))
+        expected = rho[row_of] * n[row_of] * profiles[code[row_of], out.indices[lo:hi]]
+        out.data[lo:hi] = np.maximum(out.data[lo:hi] - expected, 0)
     out.eliminate_zeros()
     adata.layers[key_added] = out

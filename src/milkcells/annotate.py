@@ -83,6 +83,7 @@ __all__ = [
     "ambient_prone_genes",
     "marker_sets",
     "gene_scale",
+    "marker_gene_scale",
     "milk_excess",
     "relative_expression",
     "score_cells",
@@ -286,6 +287,25 @@ def gene_scale(
             if len(nz):
                 out[j] = max(float(np.quantile(nz, 0.9)), floor)
     return pd.Series(np.asarray(out, dtype=float), index=pd.Index(genes))
+
+
+def marker_gene_scale(
+    adata: ad.AnnData,
+    *,
+    markers: pd.DataFrame | str | os.PathLike | None = None,
+    layer: str | None = "ambient_corrected",
+    expr_floor: float = 1.0,
+) -> pd.Series:
+    """:func:`gene_scale` of every gene of the marker table present in ``adata``, on all its cells.
+
+    ``layer`` is used when ``adata`` has it (else log-normalised ``X``), as the cell typing does.
+    The workflow measures this once on the whole atlas and hands it to each compartment's
+    re-clustering (``scale=``), which then needs only that compartment's cells in memory.
+    """
+    table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+    present = set(adata.var_names)
+    genes = sorted({alt for entries in table["positive"] for entry in entries for alt in entry.split("|")} & present)
+    return gene_scale(adata, genes, layer=layer if layer in adata.layers else None, expr_floor=expr_floor)
 
 
 def _smooth(adata: ad.AnnData, values: np.ndarray) -> np.ndarray:
@@ -768,6 +788,7 @@ def annotate_cell_types(
     milk_alpha: float = 1e-3,
     layer: str | None = None,
     reference: ad.AnnData | None = None,
+    scale: pd.Series | None = None,
     shared_level: float = 0.2,
     min_relative: float = 0.5,
 ) -> pd.DataFrame:
@@ -797,6 +818,10 @@ def annotate_cell_types(
     reference
         All cells of the dataset, on which each gene's scale is measured
         (:func:`gene_scale`); default: ``adata``.
+    scale
+        Each gene's scale measured beforehand on all cells (:func:`gene_scale` with this
+        ``layer`` and ``expr_floor``), so that ``reference`` need not be in memory; genes
+        missing from it are measured on ``reference``.
     shared_level
         Each gene's kNN-local expression up to this share of its highest local
         mean is not evidence (:func:`score_cells`): the level at which related
@@ -829,8 +854,13 @@ def annotate_cell_types(
     genes = sorted({g for s in (*sets.values(), *(v for c in children_of.values() for v in c.values()))
                     for g in s})
     ref = adata if reference is None else reference
-    scale = gene_scale(ref, [g for g in genes if g in ref.var_names], layer=layer if layer in ref.layers else None,
-                       expr_floor=expr_floor) if genes else None
+    given = scale
+    missing = [g for g in genes if g in ref.var_names and (given is None or g not in given.index)]
+    scale = gene_scale(ref, missing, layer=layer if layer in ref.layers else None,
+                       expr_floor=expr_floor) if missing else None
+    if given is not None:
+        known = given.reindex([g for g in genes if g in given.index]).astype(float)
+        scale = known if scale is None else pd.concat([known, scale])
     # a type with subtypes: its genes with each subtype's, the best of these (or its own alone)
     lineage_sets = dict(sets)
     for parent, children in children_of.items():

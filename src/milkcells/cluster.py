@@ -120,7 +120,23 @@ class HNSWTransformer(TransformerMixin, BaseEstimator):
 
 
 def knn_indices(Z: np.ndarray, k: int, *, exact_max: int = EXACT_NEIGHBORS_MAX_CELLS, n_jobs: int | None = None) -> np.ndarray:
-    """Each point's ``k`` nearest other points (Euclidean): exact up to ``exact_max`` points, else HNSW."""
+    """Each point's ``k`` nearest other points (Euclidean): exact up to ``exact_max`` points, else HNSW.
+
+    Parameters
+    ----------
+    Z
+        Points x dimensions (for example principal components).
+    k
+        Neighbours per point, the point itself not counted.
+    exact_max
+        Up to this many points the search is exact (brute force), above it :class:`HNSWTransformer`.
+    n_jobs
+        Threads of the HNSW search.
+
+    Returns
+    -------
+    Indices, points x ``k``, nearest first.
+    """
     Z = np.asarray(Z)
     if len(Z) <= exact_max:
         from sklearn.neighbors import NearestNeighbors

@@ -39,6 +39,8 @@ def subcluster_compartment(
     milk_alpha: float = 1e-3,
     shared_level: float = 0.2,
     min_relative: float = 0.5,
+    scale: pd.Series | None = None,
+    copy: bool = True,
     seed: int = 0,
 ) -> ad.AnnData:
     """Take one compartment's cells, re-cluster them and call their cell types.
@@ -47,7 +49,7 @@ def subcluster_compartment(
     ----------
     adata
         Annotated object with ``obs["compartment"]``, log-normalised ``X`` and
-        ``layers["counts"]``.
+        ``layers["counts"]``: all cells, or (with ``scale``) the compartment's alone.
     compartment
         ``"epithelial"``, ``"immune"`` or ``"stromal"``.
     markers
@@ -73,7 +75,8 @@ def subcluster_compartment(
     The compartment's cells (a copy, possibly empty) with new HVGs, PCA,
     integration, UMAP, ``obs["leiden_compartment"]`` and ``obs["cell_type"]``.
     """
-    sub = adata[adata.obs["compartment"].astype(str) == compartment].copy()
+    mask = (adata.obs["compartment"].astype(str) == compartment).to_numpy()
+    sub = adata if (not copy and mask.all()) else adata[mask].copy()
     for key in ("X_pca", "X_pca_harmony", "X_umap"):
         if key in sub.obsm:
             sub.obsm[f"{key}_all"] = sub.obsm.pop(key)
@@ -93,7 +96,7 @@ def subcluster_compartment(
         log.warning("compartment %s has %d cells: not re-clustered", compartment, sub.n_obs)
         sub.obs["leiden_compartment"] = pd.Categorical(["0"] * sub.n_obs)
         if sub.n_obs:
-            annotate_cell_types(sub, compartment=compartment, markers=markers, reference=adata, **typing)
+            annotate_cell_types(sub, compartment=compartment, markers=markers, reference=adata, scale=scale, **typing)
         else:
             for key in ("cell_type", "cell_type_broad"):
                 sub.obs[key] = pd.Categorical([], categories=[UNASSIGNED])
@@ -118,8 +121,11 @@ def subcluster_compartment(
         sets = marker_sets(sub, table=table, level="cell_type", compartment=compartment,
                            exclude=ambient_prone_genes(sub, ambient_threshold=ambient_threshold))
         genes = sorted({g for s in sets.values() for g in s})
-        scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor) if genes else None
-        scores = score_cells(sub, sets, layer=layer, scale=scale)
+        if scale is not None and set(genes) <= set(scale.index):
+            sweep_scale = scale.reindex(genes).astype(float)
+        else:
+            sweep_scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor) if genes else None
+        scores = score_cells(sub, sets, layer=layer, scale=sweep_scale)
         sweep = resolution_sweep(sub, scores=scores, min_score=min_score, seed=seed)
         resolution = sweep.attrs["best"]
         log.info("%s: resolution %.2f chosen by stability and marker purity", compartment, resolution)
@@ -128,7 +134,7 @@ def subcluster_compartment(
     cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
             key_added="leiden_compartment", seed=seed, reuse_graph=True)
     annotate_cell_types(sub, compartment=compartment, markers=markers, groupby="leiden_compartment",
-                        reference=adata, **typing)
+                        reference=adata, scale=scale, **typing)
     params["resolution_used"] = float(resolution)
     record_params(sub, "subcluster", params)
     if sweep is not None:

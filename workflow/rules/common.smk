@@ -151,6 +151,7 @@ RULE_SIZING = {
     "markers": (2, 1500, 2, 20, 5),  # 3.7 GB, 4.8 GB, 33 s
     "annotate_compartments": (2, 1500, 2, 15, 5),  # 3.7 GB, 4.3 GB, 27 s
     "ambient": (1, 1500, 4, 15, 5),  # 3.7 GB, 12.8 GB, 71 s
+    "gene_scale": (1, 1000, 1.5, 10, 3),
     "subcluster": (4, 1500, 3.5, 20, 5),  # 5.5 GB, 15.3 GB, 220 s (epithelial, 90k cells)
     "annotated": (1, 1500, 1.5, 15, 3),  # 11.0 GB, 11.4 GB, 35 s
     "composition": (1, 1000, 1.5, 15, 3),  # 5.5 GB, 5.9 GB, 26 s

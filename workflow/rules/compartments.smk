@@ -1,7 +1,26 @@
+rule gene_scale:
+    """Each marker gene's scale (highest kNN-local mean) on the whole atlas, for the compartments' cell typing."""
+    input:
+        out("intermediate", "ambient_corrected.h5ad"),
+    output:
+        out("tables", "gene_scale.tsv"),
+    params:
+        annotation=config["annotation"],
+    threads: sized_threads("gene_scale")
+    resources:
+        mem_mb=sized_mem_mb("gene_scale"),
+        runtime=sized_runtime("gene_scale"),
+    log:
+        out("logs", "gene_scale.log"),
+    script:
+        "../scripts/gene_scale.py"
+
+
 rule subcluster:
     """One compartment's cells, re-clustered and typed within the compartment."""
     input:
-        out("intermediate", "ambient_corrected.h5ad"),
+        adata=out("intermediate", "ambient_corrected.h5ad"),
+        scale=out("tables", "gene_scale.tsv"),
     output:
         out("compartments", "{compartment}.h5ad"),
     params:

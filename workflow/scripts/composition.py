@@ -1,11 +1,9 @@
-import anndata as ad
-
 from milkcells import composition
 from milkcells._script import setup
-from milkcells._utils import write_table
+from milkcells._utils import read_h5ad_part, write_table
 
 log = setup(snakemake)
-adata = ad.read_h5ad(snakemake.input[0])
+adata = read_h5ad_part(snakemake.input[0], X=False, layers=(), obsm=False, obsp=False, varm=False)  # obs
 table = composition.composition_table(adata)
 write_table(table, snakemake.output.table)
 # the donor-aware model of every share over days postpartum (see milkcells.composition_model)

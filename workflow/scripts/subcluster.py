@@ -1,21 +1,24 @@
-import anndata as ad
+import pandas as pd
 
 from milkcells import compartments
 from milkcells._script import setup
-from milkcells._utils import write_h5ad
+from milkcells._utils import read_h5ad_part, write_h5ad
 
 setup(snakemake)
 p = snakemake.params
 a = p.annotation
-adata = ad.read_h5ad(snakemake.input[0])
+name = snakemake.wildcards.compartment
+# only this compartment's cells are read (the genes' scale on all cells comes from the gene_scale rule)
+adata = read_h5ad_part(snakemake.input.adata, rows=lambda obs: obs["compartment"].astype(str) == name, obsp=False)
+scale = pd.read_csv(snakemake.input.scale, sep="\t", index_col="gene")["scale"]
 sub = compartments.subcluster_compartment(
-    adata, snakemake.wildcards.compartment,
+    adata, name,
     markers=a["marker_table"],
     n_top_genes=p.pre["n_top_genes"], hvg_batch_key=p.pre["hvg_batch_key"], n_pcs=p.pre["n_pcs"],
     integration=p.integration["method"], integration_key=p.integration["key"],
     n_neighbors=p.clustering["n_neighbors"], resolution=p.clustering["compartment_resolution"],
     min_score=a["min_score"], min_margin=a["min_margin"], min_purity=a["min_purity"], expr_floor=a["expr_floor"],
     ambient_threshold=a["ambient_threshold"], milk_alpha=a["milk_alpha"], shared_level=a["shared_level"],
-    min_relative=a["min_relative"], seed=p.seed,
+    min_relative=a["min_relative"], scale=scale, copy=False, seed=p.seed,
 )
 write_h5ad(sub, snakemake.output[0])
