@@ -135,29 +135,30 @@ def final_outputs():
 # runtime = base + minutes per input GB, both times 1.5 ** (attempt - 1), so that a job killed
 # for memory or time (--retries, set in the SLURM profiles) is retried with more. The factors
 # come from benchmarks/scale.py (peak RSS and time of each rule's largest job against its input at
-# 110,000 cells on 2 shared cores, in the comments), rounded up; runtimes are ~3x the measured.
+# 110,000 cells on 2 idle cores, in the comments: input, peak, time), rounded up; runtimes are
+# several times the measured.
 #          rule: (threads, mem MB base, MB per input MB, runtime min base, min per input GB)
 RULE_SIZING = {
     "simulate_demo": (1, 1000, 0, 10, 0),
     "prepare_dataset": (1, 2000, 0, 240, 0),
-    "ingest": (1, 1000, 4, 10, 10),  # 110k cells: 227 MB in, 0.8 GB peak, 21 s
-    "call_cells": (1, 1000, 5, 10, 20),  # 227 MB, 1.0 GB, 26 s
-    "qc": (1, 1000, 6, 10, 10),  # 228 MB, 1.2 GB, 33 s
-    "doublets": (1, 1500, 10, 10, 20),  # 227 MB, 1.9 GB, 95 s (12,800 cells; exact kNN ~ cells^2); 20,700 cells with the heterotypic classifier: 148 MB, 2.6 GB, 76 s
-    "qc_summary": (1, 1000, 1, 10, 5),  # 1.9 GB, 0.5 GB, 36 s
-    "preprocess": (4, 1500, 5, 15, 10),  # 1.9 GB, 7.6 GB, 194 s
-    "integrate": (4, 1000, 1.5, 15, 5),  # 3.6 GB, 4.2 GB, 19 s
-    "cluster": (4, 1500, 2, 20, 5),  # 3.7 GB, 5.1 GB, 133 s
-    "markers": (2, 1500, 2, 20, 5),  # 3.7 GB, 4.8 GB, 33 s
-    "annotate_compartments": (2, 1500, 2, 15, 5),  # 3.7 GB, 4.3 GB, 27 s
-    "ambient": (1, 1500, 4, 15, 5),  # 3.7 GB, 12.8 GB, 71 s
-    "gene_scale": (1, 1000, 1.5, 10, 3),
-    "subcluster": (4, 1500, 3.5, 20, 5),  # 5.5 GB, 15.3 GB, 220 s (epithelial, 90k cells)
-    "annotated": (1, 1500, 1.5, 15, 3),  # 11.0 GB, 11.4 GB, 35 s
-    "composition": (1, 1000, 1.5, 15, 3),  # 5.5 GB, 5.9 GB, 26 s
+    "ingest": (1, 1000, 4, 10, 10),  # 110k cells: 227 MB in, 0.6 GB peak, 3 s
+    "call_cells": (1, 1000, 5, 10, 20),  # 227 MB, 0.9 GB, 3 s
+    "qc": (1, 1000, 6, 10, 10),  # 228 MB, 1.2 GB, 6 s
+    "doublets": (1, 1500, 10, 10, 20),  # 227 MB, 2.0 GB, 26 s (12,800 cells)
+    "qc_summary": (1, 1000, 1, 10, 5),  # 1.8 GB, 0.5 GB, 11 s
+    "preprocess": (4, 1500, 5, 15, 10),  # 1.8 GB, 7.6 GB, 60 s
+    "integrate": (4, 1000, 1.5, 15, 5),  # 3.6 GB, 3.9 GB, 12 s
+    "cluster": (4, 1500, 2, 20, 5),  # 3.6 GB, 4.7 GB, 85 s
+    "markers": (2, 1500, 2, 20, 5),  # 3.7 GB, 4.8 GB, 14 s
+    "annotate_compartments": (2, 1500, 2, 15, 5),  # 3.7 GB, 4.1 GB, 12 s
+    "ambient": (1, 1500, 2, 15, 5),  # 3.7 GB, 6.4 GB, 15 s
+    "gene_scale": (1, 1000, 0.5, 10, 3),  # 5.4 GB (reads one layer of it), 2.3 GB, 3 s
+    "subcluster": (4, 1500, 2, 20, 5),  # 5.4 GB (reads its rows), 10.7 GB, 141 s (epithelial, 88k cells)
+    "annotated": (1, 1500, 0.7, 15, 3),  # 10.9 GB (of the compartments only obs), 5.9 GB, 22 s
+    "composition": (1, 1000, 0.1, 15, 3),  # 5.4 GB (obs), 0.2 GB, 3 s
     "agreement": (1, 1000, 1.5, 10, 3),
-    "plot_umap": (1, 1000, 1.5, 10, 3),  # 5.5 GB, 5.9 GB, 27 s
-    "plot_markers": (1, 1000, 1.5, 10, 3),  # 5.5 GB, 5.9 GB, 20 s
+    "plot_umap": (1, 1000, 0.1, 10, 3),  # 5.4 GB (obs, embedding), 0.4 GB, 4 s
+    "plot_markers": (1, 1000, 1.5, 10, 3),  # 5.4 GB, 5.9 GB, 13 s
     "plot_composition": (1, 1000, 0, 10, 0),
     "plot_composition_time": (1, 1000, 0, 10, 0),
 }
