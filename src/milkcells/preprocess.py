@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import warnings
 from collections.abc import Sequence
@@ -92,6 +93,14 @@ def normalise(adata: ad.AnnData, *, target_sum: float = 1e4) -> None:
     record_params(adata, "normalise", {"target_sum": target_sum})
 
 
+def _release() -> None:
+    """Free the temporaries of a step now: AnnData views and their parents form reference cycles,
+    which hold copies of the matrix until the cyclic collector happens to run (measured on the
+    88,000-cell epithelial compartment: 2.2 GB still held after the HVG step, the re-clustering's
+    peak 10.9 GB; 9.0 GB when collected)."""
+    gc.collect()
+
+
 def highly_variable_genes(
     adata: ad.AnnData,
     *,
@@ -121,6 +130,7 @@ def highly_variable_genes(
         bad = sym.str.startswith(("MT-", "RPS", "RPL"))
         adata.var.loc[bad, "highly_variable"] = False
     record_params(adata, "hvg", {"n_top_genes": n_top_genes, "batch_key": key or "", "exclude_mito_ribo": exclude_mito_ribo})
+    _release()
 
 
 def pca(adata: ad.AnnData, *, n_comps: int = 30, scale: bool = True, seed: int = 0) -> None:
@@ -141,7 +151,9 @@ def pca(adata: ad.AnnData, *, n_comps: int = 30, scale: bool = True, seed: int =
     pcs[hv] = sub.varm["PCs"]
     adata.varm["PCs"] = pcs
     adata.uns["pca"] = sub.uns["pca"]
+    del sub
     record_params(adata, "pca", {"n_comps": n, "scale": scale, "seed": seed})
+    _release()
 
 
 def preprocess(
