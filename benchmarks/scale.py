@@ -37,7 +37,7 @@ From a clean clone::
     .venv/bin/python benchmarks/scale.py --sizes 10000 50000 --workdir /tmp/scale
     .venv/bin/python benchmarks/scale.py --sizes 3000 --no-plain          # a quick check
 
-110,000 cells took 587 s and 10.9 GB on 2 idle cores (plain scanpy 432 s, 15.9 GB); the largest size
+110,000 cells took 584 s and 9.4 GB on 2 idle cores (plain scanpy 432 s, 15.9 GB); the largest size
 (goals: 25 minutes, 16 GB) has not been measured on this code yet.
 """
 

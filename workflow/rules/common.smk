@@ -153,7 +153,7 @@ RULE_SIZING = {
     "annotate_compartments": (2, 1500, 2, 15, 5),  # 3.7 GB, 4.1 GB, 12 s
     "ambient": (1, 1500, 2, 15, 5),  # 3.7 GB, 6.4 GB, 15 s
     "gene_scale": (1, 1000, 0.5, 10, 3),  # 5.4 GB (reads one layer of it), 2.3 GB, 3 s
-    "subcluster": (4, 1500, 2, 20, 5),  # 5.4 GB (reads its rows), 10.7 GB, 141 s (epithelial, 88k cells)
+    "subcluster": (4, 1500, 2, 20, 5),  # 5.4 GB (reads its rows), 9.2 GB, 147 s (epithelial, 89k cells)
     "annotated": (1, 1500, 0.7, 15, 3),  # 10.9 GB (of the compartments only obs), 5.9 GB, 22 s
     "composition": (1, 1000, 0.1, 15, 3),  # 5.4 GB (obs), 0.2 GB, 3 s
     "agreement": (1, 1000, 1.5, 10, 3),
