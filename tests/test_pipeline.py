@@ -166,3 +166,16 @@ def test_compartment_from_its_own_rows_and_a_gene_scale_equals_the_whole_atlas_p
         for col in ("cell_type", "cell_type_broad", "leiden_compartment"):
             assert (alone.obs[col].astype(str) == whole.obs[col].astype(str)).all(), (comp, col)
         np.testing.assert_allclose(alone.obs["cell_type_confidence"], whole.obs["cell_type_confidence"])
+
+
+def test_gene_scale_takes_known_genes_and_measures_the_rest(processed):
+    m = processed.copy()
+    cluster.cluster(m, umap=False)
+    genes = list(m.var_names[:12])
+    full = annotate.gene_scale(m, genes)
+    known = full.iloc[::2] * 0 + 7.0  # given values must be used as given, not re-measured
+    got = annotate.gene_scale(m, genes, known=known)
+    assert list(got.index) == genes
+    assert (got[known.index] == 7.0).all()
+    rest = [g for g in genes if g not in known.index]
+    np.testing.assert_allclose(got[rest], full[rest])

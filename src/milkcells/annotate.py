@@ -262,6 +262,7 @@ def gene_scale(
     *,
     layer: str | None = None,
     expr_floor: float = 1.0,
+    known: pd.Series | None = None,
 ) -> pd.Series:
     """Each gene's highest *local* mean expression over all cells of ``adata``.
 
@@ -272,10 +273,18 @@ def gene_scale(
     the gene's non-zero single-cell values. Either way at least ``expm1(expr_floor)`` (``expr_floor`` in log-normalised units), so a
     gene seen only as stray single UMIs cannot look fully expressed.
 
+    ``known``: scales measured beforehand on all cells of the dataset (for example
+    ``tables/gene_scale.tsv`` from :func:`marker_gene_scale`); its genes are taken from it, the
+    others measured on ``adata``.
+
     Returns
     -------
     The scale per gene (counts per 10,000), indexed by gene.
     """
+    if known is not None:
+        todo = [g for g in genes if g not in known.index]
+        measured = gene_scale(adata, todo, layer=layer, expr_floor=expr_floor) if todo else pd.Series(dtype=float)
+        return pd.concat([known.reindex([g for g in genes if g in known.index]).astype(float), measured]).reindex(genes)
     X = _columns(adata, genes, layer)
     floor = float(np.expm1(expr_floor))
     if "connectivities" in adata.obsp and adata.n_obs >= 3:
@@ -854,13 +863,8 @@ def annotate_cell_types(
     genes = sorted({g for s in (*sets.values(), *(v for c in children_of.values() for v in c.values()))
                     for g in s})
     ref = adata if reference is None else reference
-    given = scale
-    missing = [g for g in genes if g in ref.var_names and (given is None or g not in given.index)]
-    scale = gene_scale(ref, missing, layer=layer if layer in ref.layers else None,
-                       expr_floor=expr_floor) if missing else None
-    if given is not None:
-        known = given.reindex([g for g in genes if g in given.index]).astype(float)
-        scale = known if scale is None else pd.concat([known, scale])
+    scale = gene_scale(ref, [g for g in genes if g in ref.var_names], layer=layer if layer in ref.layers else None,
+                       expr_floor=expr_floor, known=scale) if genes else None
     # a type with subtypes: its genes with each subtype's, the best of these (or its own alone)
     lineage_sets = dict(sets)
     for parent, children in children_of.items():

@@ -158,10 +158,11 @@ def neighbors(
     scanpy itself is exact below 8,192 cells and uses pynndescent above; here the exact search runs
     up to ``exact_max_cells`` (better, and up to ~100,000 cells faster than pynndescent, whose numba
     compilation costs every new process ~60 s), and above it :class:`HNSWTransformer` (compiled,
-    no start-up cost, reproducible). On the 50,000-cell benchmark the exact global graph gave
-    cell-type macro-F1 1.000 and an HNSW graph of recall 0.99 gave 0.914 (CSN1S1 macrophages
-    typed as GPNMB macrophages): the macrophage subtypes hang on the partition, so the graph is
-    kept exact as far as its cost allows.
+    no start-up cost, reproducible). On the 50,000-cell scale benchmark (the demo simulator, which
+    plants the marker table's genes: a plumbing check, not evidence of accuracy) the exact global
+    graph gave cell-type macro-F1 1.000 and an HNSW graph of recall 0.99 gave 0.914 (CSN1S1
+    macrophages typed as GPNMB macrophages): even there the macrophage subtypes hang on the
+    partition, so the graph is kept exact as far as its cost allows.
 
     Parameters
     ----------

@@ -121,10 +121,7 @@ def subcluster_compartment(
         sets = marker_sets(sub, table=table, level="cell_type", compartment=compartment,
                            exclude=ambient_prone_genes(sub, ambient_threshold=ambient_threshold))
         genes = sorted({g for s in sets.values() for g in s})
-        if scale is not None and set(genes) <= set(scale.index):
-            sweep_scale = scale.reindex(genes).astype(float)
-        else:
-            sweep_scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor) if genes else None
+        sweep_scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor, known=scale) if genes else None
         scores = score_cells(sub, sets, layer=layer, scale=sweep_scale)
         sweep = resolution_sweep(sub, scores=scores, min_score=min_score, seed=seed)
         resolution = sweep.attrs["best"]
