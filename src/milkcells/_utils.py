@@ -153,6 +153,42 @@ def write_h5ad(adata: AnnData, path: str | os.PathLike, *, compression: str | No
         adata.write_h5ad(tmp, compression=compression)
 
 
+def _csr_rows(group, idx, *, block_nnz: int = 1 << 24):
+    """Rows ``idx`` (sorted, unique) of a CSR matrix stored in an h5ad group.
+
+    Reads contiguous stretches of about ``block_nnz`` stored values and keeps their selected rows,
+    straight into the result's arrays: a few times faster than anndata's row indexing of a
+    backed matrix (which reads row by row), and only one stretch more memory than the result.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    shape = tuple(int(s) for s in group.attrs["shape"])
+    indptr = group["indptr"][...]
+    data_ds, ind_ds = group["data"], group["indices"]
+    lens = indptr[idx + 1] - indptr[idx]
+    out_ptr = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lens, out=out_ptr[1:])
+    nnz = int(out_ptr[-1])
+    if nnz < np.iinfo(np.int32).max:
+        out_ptr = out_ptr.astype(np.int32)
+    data = np.empty(nnz, dtype=data_ds.dtype)
+    ind = np.empty(nnz, dtype=ind_ds.dtype)
+    ends = indptr[idx + 1]
+    i = 0
+    while i < len(idx):
+        r0 = int(idx[i])
+        j = max(int(np.searchsorted(ends, indptr[r0] + block_nnz, side="right")), i + 1)
+        r1 = int(idx[j - 1]) + 1
+        s, e = int(indptr[r0]), int(indptr[r1])
+        block = sp.csr_matrix((data_ds[s:e], ind_ds[s:e], indptr[r0:r1 + 1] - s), shape=(r1 - r0, shape[1]))
+        rows = block[idx[i:j] - r0]
+        data[out_ptr[i]:out_ptr[j]] = rows.data
+        ind[out_ptr[i]:out_ptr[j]] = rows.indices
+        i = j
+    return sp.csr_matrix((data, ind, out_ptr), shape=(len(idx), shape[1]))
+
+
 def read_h5ad_part(
     path: str | os.PathLike,
     *,
@@ -194,8 +230,11 @@ def read_h5ad_part(
 
         def matrix(elem):
             if isinstance(elem, h5py.Group) and "indptr" in elem:
-                m = sparse_dataset(elem)
-                return m.to_memory() if idx is None else m[idx]
+                if idx is None:
+                    return sparse_dataset(elem).to_memory()
+                if elem.attrs.get("encoding-type") == "csr_matrix":
+                    return _csr_rows(elem, idx)
+                return sparse_dataset(elem)[idx]
             return elem[...] if idx is None else elem[...][idx]
 
         def select(arr):
