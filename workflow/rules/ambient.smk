@@ -3,7 +3,7 @@ rule ambient:
     input:
         out("intermediate", "compartments_called.h5ad"),
     output:
-        adata=out("intermediate", "ambient_corrected.h5ad"),
+        adata=temp(out("intermediate", "ambient_corrected.h5ad")),
         table=report(out("tables", "ambient.tsv"), caption="../report/ambient.rst", category="Quality control"),
     threads: sized_threads("ambient")
     resources:

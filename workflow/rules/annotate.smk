@@ -3,7 +3,7 @@ rule annotate_compartments:
     input:
         out("intermediate", "clustered.h5ad"),
     output:
-        adata=out("intermediate", "compartments_called.h5ad"),
+        adata=temp(out("intermediate", "compartments_called.h5ad")),
         clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
     params:
         cfg=config["annotation"],

@@ -3,7 +3,7 @@ rule call_cells:
     input:
         out("samples", "{sample}", "ingested.h5ad"),
     output:
-        out("samples", "{sample}", "called.h5ad"),
+        temp(out("samples", "{sample}", "called.h5ad")),
     params:
         cfg=config["cell_calling"],
         seed=config["seed"],

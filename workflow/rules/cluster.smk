@@ -3,7 +3,7 @@ rule cluster:
     input:
         out("intermediate", "integrated.h5ad"),
     output:
-        out("intermediate", "clustered.h5ad"),
+        temp(out("intermediate", "clustered.h5ad")),
     params:
         n_neighbors=config["clustering"]["n_neighbors"],
         resolution=config["clustering"]["resolution"],

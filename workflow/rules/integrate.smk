@@ -3,7 +3,7 @@ rule integrate:
     input:
         out("intermediate", "preprocessed.h5ad"),
     output:
-        out("intermediate", "integrated.h5ad"),
+        temp(out("intermediate", "integrated.h5ad")),
     params:
         cfg=config["integration"],
         seed=config["seed"],

@@ -3,7 +3,7 @@ rule preprocess:
     input:
         per_sample("singlets.h5ad"),
     output:
-        out("intermediate", "preprocessed.h5ad"),
+        temp(out("intermediate", "preprocessed.h5ad")),
     params:
         cfg=config["preprocess"],
         seed=config["seed"],

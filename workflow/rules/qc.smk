@@ -3,7 +3,7 @@ rule qc:
     input:
         out("samples", "{sample}", "called.h5ad"),
     output:
-        out("samples", "{sample}", "qc.h5ad"),
+        temp(out("samples", "{sample}", "qc.h5ad")),
     params:
         cfg=config["qc"],
     threads: sized_threads("qc")
