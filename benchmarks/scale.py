@@ -14,7 +14,9 @@ Per size it runs
 one after the other, never at once (and first times reading the input matrices and one pass
 over their non-zeros: the floor of any analysis of these files), and measures each one's wall time and peak memory (the
 summed resident set size of the whole process tree, polled every 0.2 s; also each rule's largest
-job's peak and the machine's mean load average, since other work on the machine slows a run). It
+job's peak and the machine's mean load average, since other work on the machine slows a run). A run
+whose process tree passes ``--mem-cap`` (default 92 % of the machine's memory) is stopped: for the
+plain script that is reported as a result (it does not fit), for the workflow as a failure. It
 prints per size
 both figures, their ratio, the workflow's time per rule (summed over the rule's jobs, from
 Snakemake's log) and the agreement of the calls with the simulation's truth
@@ -24,7 +26,8 @@ exponent of time against cells over the sizes >= 50,000 and writes
 
 - ``<out>`` (default ``<workdir>/scale.tsv``): one row per size,
 - ``<out stem>_rules.tsv``: per size and rule: jobs, summed and longest job time, the largest
-  job's peak RSS and input size (MB; what ``workflow/rules/common.smk`` sizes resources from),
+  job's peak RSS and input size (MB, the largest seen during the run, since most inputs are
+  ``temp()`` files; what ``workflow/rules/common.smk`` sizes resources from),
 - ``<out stem>.png``: time and peak memory against cells, both tools.
 
 numba's on-disk cache is kept in ``<workdir>/numba_cache`` (as ``make run`` keeps it in
@@ -129,12 +132,25 @@ def simulate(size: int, folder: Path, *, n_samples: int, n_genes: int, workers: 
 # measuring
 
 
-def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict) -> dict:
-    """Run ``cmd``; wall time and peak summed RSS of its process tree (polled every 0.2 s)."""
+def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict, mem_cap_gb: float | None = None,
+                 watch=()) -> dict:
+    """Run ``cmd``; wall time and peak summed RSS of its process tree (polled every 0.2 s).
+
+    With ``mem_cap_gb`` the tree is killed when its RSS passes the cap (``capped`` in the result:
+    a run that would not fit in the machine's memory, stopped before the kernel's OOM killer picks
+    a victim). ``watch``: paths whose largest size seen during the run is returned (``sizes``;
+    temporary files are gone once the run ends).
+    """
+    import signal
+
     import psutil
 
     t0 = time.perf_counter()
     peak = 0
+    capped = False
+    watch = [Path(w) for w in watch]
+    sizes: dict[Path, int] = {}
+    polls = 0
     per_job: dict[int, list] = {}  # pid -> [script, peak rss]
     loads: list[float] = []  # the machine's 1-min load average: other work on the machine slows the run
     with open(log, "w") as fh:
@@ -159,12 +175,29 @@ def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict) -> dict:
                     pass
             peak = max(peak, rss)
             loads.append(os.getloadavg()[0])
+            if mem_cap_gb is not None and rss > mem_cap_gb * 1e9 and not capped:
+                capped = True
+                for q in reversed(procs):
+                    try:
+                        q.send_signal(signal.SIGKILL)
+                    except psutil.NoSuchProcess:
+                        pass
+            if watch and polls % 5 == 0:
+                for w in watch:
+                    try:
+                        sizes[w] = max(sizes.get(w, 0), w.stat().st_size)
+                    except OSError:
+                        pass
+            polls += 1
             time.sleep(0.2)
     wall = time.perf_counter() - t0
+    for w in watch:  # the files still there at the end
+        if w.exists():
+            sizes[w] = max(sizes.get(w, 0), w.stat().st_size)
     jobs = pd.DataFrame([v for v in per_job.values() if v[0]], columns=["script", "rss"])
     script_peak = (jobs.groupby("script")["rss"].max() / 1e6).round(0).to_dict() if len(jobs) else {}
     return {"returncode": proc.returncode, "wall_s": wall, "peak_rss_gb": peak / 1e9, "script_peak_mb": script_peak,
-            "load": float(np.mean(loads)) if loads else float("nan")}
+            "load": float(np.mean(loads)) if loads else float("nan"), "capped": capped, "sizes": sizes}
 
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
@@ -244,7 +277,11 @@ def run_size(size: int, args, env: dict) -> tuple[dict, pd.DataFrame]:
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(base),
            "--cores", str(args.cores), "--config", f"samples={sheet}", f"outdir={out}", "--rerun-incomplete", "--nolock"]
-    m = run_measured(cmd, cwd=base, log=base / "milkcells.log", env=env)
+    inputs = rule_inputs(out, design)
+    m = run_measured(cmd, cwd=base, log=base / "milkcells.log", env=env, mem_cap_gb=args.mem_cap,
+                     watch=sorted({p for paths in inputs.values() for p in paths}))
+    if m["capped"]:
+        raise SystemExit(f"the workflow passed the memory cap ({args.mem_cap:.1f} GB) at {size} cells and was stopped")
     if m["returncode"]:
         raise SystemExit(f"the workflow failed at {size} cells; see {base / 'milkcells.log'}")
     row.update({"milkcells_wall_s": round(m["wall_s"], 1), "milkcells_peak_gb": round(m["peak_rss_gb"], 2),
@@ -255,7 +292,7 @@ def run_size(size: int, args, env: dict) -> tuple[dict, pd.DataFrame]:
              .sort_values("total_s", ascending=False))
     rules.insert(0, "cells", size)
     rules["peak_mb"] = rules["rule"].map(m["script_peak_mb"])
-    rules["input_mb"] = rules["rule"].map(input_sizes(out, design))
+    rules["input_mb"] = rules["rule"].map(input_sizes(inputs, m["sizes"]))
     print(f"milkcells: {m['wall_s']:.0f} s, peak {m['peak_rss_gb']:.2f} GB (mean load {m['load']:.1f}); compartments "
           f"{row['compartment_accuracy']:.3f} correct, cell-type macro-F1 {row['cell_type_macro_f1']:.3f}, "
           f"ARI {row['cell_type_ari']:.3f}", flush=True)
@@ -265,7 +302,16 @@ def run_size(size: int, args, env: dict) -> tuple[dict, pd.DataFrame]:
     if args.plain:
         h5 = base / "plain.h5ad"
         m = run_measured([sys.executable, str(REPO / "benchmarks" / "plain_scanpy.py"), str(h5),
-                          *design["path"]], cwd=base, log=base / "plain.log", env=env)
+                          *design["path"]], cwd=base, log=base / "plain.log", env=env, mem_cap_gb=args.mem_cap)
+        if m["capped"]:
+            # the plain script does not fit in this machine's memory at this size: a result, not an error
+            row.update({"plain_wall_s": float("nan"), "plain_peak_gb": round(m["peak_rss_gb"], 2),
+                        "plain_load": round(m["load"], 2), "ratio": float("nan"), "plain_cluster_ari": float("nan"),
+                        "plain_note": f"stopped at {m['peak_rss_gb']:.1f} GB after {m['wall_s']:.0f} s "
+                                      f"(memory cap {args.mem_cap:.1f} GB)"})
+            print(f"plain scanpy: {row['plain_note']}: it does not fit in this machine's memory", flush=True)
+            h5.unlink(missing_ok=True)
+            return row, rules
         if m["returncode"]:
             raise SystemExit(f"the plain scanpy script failed at {size} cells; see {base / 'plain.log'}")
         row.update({"plain_wall_s": round(m["wall_s"], 1), "plain_peak_gb": round(m["peak_rss_gb"], 2),
@@ -279,29 +325,31 @@ def run_size(size: int, args, env: dict) -> tuple[dict, pd.DataFrame]:
     return row, rules
 
 
-def input_sizes(out: Path, design: pd.DataFrame) -> dict[str, float]:
-    """Each rule's input size in MB (its largest job's) in a finished output directory."""
-
-    def mb(*paths) -> float:
-        return round(sum(Path(p).stat().st_size for p in paths if Path(p).exists()) / 1e6, 1)
-
+def rule_inputs(out: Path, design: pd.DataFrame) -> dict[str, list[Path]]:
+    """Each rule's input files (its largest job's) in an output directory."""
     samples = [out / "samples" / s for s in design["sample"]]
     inter = out / "intermediate"
-    biggest = design["path"][design["n_cells"].idxmax()]
+    biggest = Path(design["path"][design["n_cells"].idxmax()])
     big = out / "samples" / design["sample"][design["n_cells"].idxmax()]
-    annotated = out / "annotated.h5ad"
+    annotated = [out / "annotated.h5ad"]
+    singlets = [s / "singlets.h5ad" for s in samples]
+    ambient = [inter / "ambient_corrected.h5ad"]
     return {
-        "ingest": mb(biggest), "call_cells": mb(biggest),  # ingested.h5ad is temporary: its size ~ the input's
-        "qc": mb(big / "called.h5ad"), "doublets": mb(big / "qc.h5ad"),
-        "preprocess": mb(*[s / "singlets.h5ad" for s in samples]), "qc_summary": mb(*[s / "singlets.h5ad" for s in samples]),
-        "integrate": mb(inter / "preprocessed.h5ad"), "cluster": mb(inter / "integrated.h5ad"),
-        "markers": mb(inter / "clustered.h5ad"), "annotate_compartments": mb(inter / "clustered.h5ad"),
-        "ambient": mb(inter / "compartments_called.h5ad"), "gene_scale": mb(inter / "ambient_corrected.h5ad"),
-        "subcluster": mb(inter / "ambient_corrected.h5ad"),
-        "annotated": mb(inter / "ambient_corrected.h5ad", *(out / "compartments").glob("*.h5ad")),
-        "composition": mb(annotated), "agreement": mb(annotated), "plot_umap": mb(annotated),
-        "plot_markers": mb(annotated),
+        "ingest": [biggest], "call_cells": [big / "ingested.h5ad"],
+        "qc": [big / "called.h5ad"], "doublets": [big / "qc.h5ad"],
+        "preprocess": singlets, "qc_summary": singlets,
+        "integrate": [inter / "preprocessed.h5ad"], "cluster": [inter / "integrated.h5ad"],
+        "markers": [inter / "clustered.h5ad"], "annotate_compartments": [inter / "clustered.h5ad"],
+        "ambient": [inter / "compartments_called.h5ad"], "gene_scale": ambient, "subcluster": ambient,
+        "annotated": ambient + [out / "compartments" / f"{c}.h5ad" for c in ("epithelial", "immune", "stromal")],
+        "composition": annotated, "agreement": annotated, "plot_umap": annotated, "plot_markers": annotated,
     }
+
+
+def input_sizes(inputs: dict[str, list[Path]], sizes: dict[Path, int]) -> dict[str, float]:
+    """Each rule's input size in MB, from the largest size of each file seen during the run."""
+    return {rule: round(sum(sizes.get(p, 0) for p in paths) / 1e6, 1) if any(p in sizes for p in paths)
+            else float("nan") for rule, paths in inputs.items()}
 
 
 def read_and_pass(paths) -> tuple[float, int]:
@@ -367,7 +415,13 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--out", default=None, help="TSV (default <workdir>/scale.tsv)")
     p.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain scanpy script")
     p.add_argument("--keep", action="store_true", help="keep the plain script's h5ad")
+    p.add_argument("--mem-cap", type=float, default=None,
+                   help="GB of the process tree at which a run is stopped (default 92 %% of the machine's memory)")
     args = p.parse_args(argv)
+    if args.mem_cap is None:
+        import psutil
+
+        args.mem_cap = 0.92 * psutil.virtual_memory().total / 1e9
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     args.workdir = str(work)

@@ -24,5 +24,27 @@ def test_scale_benchmark_small(tmp_path):
         assert col in table and table[col].notna().all(), col
     rules = pd.read_csv(tmp_path / "scale_rules.tsv", sep="\t")
     assert {"doublets", "cluster", "subcluster"} <= set(rules["rule"])
+    # the inputs of these rules are temp() files, gone at the end: their sizes are those seen during the run
+    sizes = rules.set_index("rule")["input_mb"]
+    assert (sizes[["doublets", "cluster", "subcluster", "preprocess"]] > 0).all(), sizes.to_dict()
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert "ratio" in proc.stdout
+
+
+def test_memory_cap_stops_the_process_tree(tmp_path):
+    """A run passing the cap is killed and reported as capped (how the 250,000-cell plain script is
+    stopped before the kernel's OOM killer would choose a victim)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import scale
+    finally:
+        sys.path.pop(0)
+    grow = "import time\nx = []\nfor _ in range(60):\n    x.append(bytearray(50_000_000))\n    time.sleep(0.05)\n"
+    m = scale.run_measured([sys.executable, "-c", grow], cwd=tmp_path, log=tmp_path / "log", env=None,
+                           mem_cap_gb=0.5, watch=[tmp_path / "log"])
+    assert m["capped"] and m["returncode"] != 0
+    assert 0.5 < m["peak_rss_gb"] < 1.5
+    assert tmp_path / "log" in m["sizes"]
+    ok = scale.run_measured([sys.executable, "-c", "pass"], cwd=tmp_path, log=tmp_path / "log2", env=None,
+                            mem_cap_gb=4.0)
+    assert not ok["capped"] and ok["returncode"] == 0
