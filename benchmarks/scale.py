@@ -150,6 +150,7 @@ def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict, mem_cap_gb:
     capped = False
     watch = [Path(w) for w in watch]
     sizes: dict[Path, int] = {}
+    disk_peak = 0  # the watched files' summed size, at its largest
     polls = 0
     per_job: dict[int, list] = {}  # pid -> [script, peak rss]
     loads: list[float] = []  # the machine's 1-min load average: other work on the machine slows the run
@@ -183,11 +184,15 @@ def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict, mem_cap_gb:
                     except psutil.NoSuchProcess:
                         pass
             if watch and polls % 5 == 0:
+                now = 0
                 for w in watch:
                     try:
-                        sizes[w] = max(sizes.get(w, 0), w.stat().st_size)
+                        size = w.stat().st_size
                     except OSError:
-                        pass
+                        continue
+                    sizes[w] = max(sizes.get(w, 0), size)
+                    now += size
+                disk_peak = max(disk_peak, now)
             polls += 1
             time.sleep(0.2)
     wall = time.perf_counter() - t0
@@ -197,7 +202,8 @@ def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict, mem_cap_gb:
     jobs = pd.DataFrame([v for v in per_job.values() if v[0]], columns=["script", "rss"])
     script_peak = (jobs.groupby("script")["rss"].max() / 1e6).round(0).to_dict() if len(jobs) else {}
     return {"returncode": proc.returncode, "wall_s": wall, "peak_rss_gb": peak / 1e9, "script_peak_mb": script_peak,
-            "load": float(np.mean(loads)) if loads else float("nan"), "capped": capped, "sizes": sizes}
+            "load": float(np.mean(loads)) if loads else float("nan"), "capped": capped, "sizes": sizes,
+            "disk_peak_gb": disk_peak / 1e9}
 
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
@@ -285,7 +291,10 @@ def run_size(size: int, args, env: dict) -> tuple[dict, pd.DataFrame]:
     if m["returncode"]:
         raise SystemExit(f"the workflow failed at {size} cells; see {base / 'milkcells.log'}")
     row.update({"milkcells_wall_s": round(m["wall_s"], 1), "milkcells_peak_gb": round(m["peak_rss_gb"], 2),
-                "milkcells_load": round(m["load"], 2)})
+                "milkcells_load": round(m["load"], 2),
+                # the h5ad files at their largest at once (inputs, intermediates, outputs): the scratch a run needs
+                "milkcells_disk_peak_gb": round(m["disk_peak_gb"], 2),
+                "milkcells_out_gb": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e9, 2)})
     row.update(agreement(out / "annotated.h5ad"))
     jobs = rule_times(base / "milkcells.log")
     rules = (jobs.groupby("rule")["seconds"].agg(jobs="count", total_s="sum", max_s="max").reset_index()
@@ -293,9 +302,13 @@ def run_size(size: int, args, env: dict) -> tuple[dict, pd.DataFrame]:
     rules.insert(0, "cells", size)
     rules["peak_mb"] = rules["rule"].map(m["script_peak_mb"])
     rules["input_mb"] = rules["rule"].map(input_sizes(inputs, m["sizes"]))
-    print(f"milkcells: {m['wall_s']:.0f} s, peak {m['peak_rss_gb']:.2f} GB (mean load {m['load']:.1f}); compartments "
+    print(f"milkcells: {m['wall_s']:.0f} s, peak {m['peak_rss_gb']:.2f} GB (mean load {m['load']:.1f}), h5ad files "
+          f"{row['milkcells_disk_peak_gb']:.1f} GB at most, output {row['milkcells_out_gb']:.1f} GB; compartments "
           f"{row['compartment_accuracy']:.3f} correct, cell-type macro-F1 {row['cell_type_macro_f1']:.3f}, "
           f"ARI {row['cell_type_ari']:.3f}", flush=True)
+    if not args.keep:
+        for h5 in out.rglob("*.h5ad"):
+            h5.unlink()
     print("  rule time (s, summed over jobs; longest job); largest job's peak RSS and input (MB):")
     for r in rules.itertuples():
         print(f"    {r.rule:24s} {r.jobs:3d} x  {r.total_s:7.0f}  ({r.max_s:4.0f})  {r.peak_mb:7.0f}  {r.input_mb:7.0f}")
@@ -414,7 +427,9 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--workdir", default=str(REPO / "benchmarks" / "scale_runs"))
     p.add_argument("--out", default=None, help="TSV (default <workdir>/scale.tsv)")
     p.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain scanpy script")
-    p.add_argument("--keep", action="store_true", help="keep the plain script's h5ad")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the h5ad files of each size (default: deleted once measured, keeping tables, "
+                        "figures and logs: 250,000 cells' outputs take ~30 GB)")
     p.add_argument("--mem-cap", type=float, default=None,
                    help="GB of the process tree at which a run is stopped (default 92 %% of the machine's memory)")
     args = p.parse_args(argv)
