@@ -179,3 +179,26 @@ def test_gene_scale_takes_known_genes_and_measures_the_rest(processed):
     assert (got[known.index] == 7.0).all()
     rest = [g for g in genes if g not in known.index]
     np.testing.assert_allclose(got[rest], full[rest])
+
+
+def test_hvg_and_pca_on_x_alone_equal_scanpys_on_the_whole_object(processed):
+    """highly_variable_genes and pca hand scanpy X alone (not every layer, which scanpy would copy per
+    batch); the genes chosen and the components are scanpy's own on the whole object."""
+    import scanpy as sc
+
+    m = processed.copy()
+    ref = m.copy()
+    preprocess.highly_variable_genes(m, n_top_genes=300, batch_key="sample", exclude_mito_ribo=False)
+    sc.pp.highly_variable_genes(ref, n_top_genes=300, flavor="seurat", batch_key="sample")
+    for col in ("highly_variable", "means", "dispersions", "dispersions_norm", "highly_variable_nbatches"):
+        np.testing.assert_array_equal(m.var[col].to_numpy(), ref.var[col].to_numpy(), err_msg=col)
+    assert m.uns["hvg"] == ref.uns["hvg"] and list(m.layers) == list(ref.layers)
+    preprocess.pca(m, n_comps=10)
+    sub = ref[:, ref.var["highly_variable"].to_numpy()].copy()
+    sub.X = sub.X.toarray()
+    sc.pp.scale(sub, max_value=10)
+    sc.pp.pca(sub, n_comps=10, svd_solver="arpack", random_state=0)
+    # covariance eigendecomposition against ARPACK: the same components up to sign, to float32 precision
+    got, want = m.obsm["X_pca"], sub.obsm["X_pca"]
+    sign = np.sign((got * want).sum(axis=0))
+    np.testing.assert_allclose(got * sign, want, atol=2e-3 * np.abs(want).max())

@@ -125,7 +125,14 @@ def highly_variable_genes(
     with warnings.catch_warnings():
         # a small batch may have fewer genes with a dispersion than n_top: all of them are used
         warnings.filterwarnings("ignore", message="`n_top_genes` > number of normalized dispersions")
-        sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat", batch_key=key)
+        # on X alone: with a batch key scanpy copies each batch's whole AnnData, every layer included
+        lean = ad.AnnData(X=adata.X, obs=adata.obs[[key]] if key else pd.DataFrame(index=adata.obs_names),
+                          var=pd.DataFrame(index=adata.var_names))
+        sc.pp.highly_variable_genes(lean, n_top_genes=n_top, flavor="seurat", batch_key=key)
+    for col in lean.var.columns:
+        adata.var[col] = lean.var[col].to_numpy()
+    adata.uns["hvg"] = lean.uns["hvg"]
+    del lean
     if exclude_mito_ribo:
         sym = adata.var_names.str.upper()
         bad = sym.str.startswith(("MT-", "RPS", "RPL"))
