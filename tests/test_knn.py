@@ -67,3 +67,14 @@ def test_neighbors_switches_to_hnsw_above_the_exact_limit():
 def test_hnsw_needs_more_points_than_neighbours():
     with pytest.raises(ValueError, match="more than n_neighbors"):
         cluster.HNSWTransformer(n_neighbors=15).fit_transform(np.zeros((10, 3)))
+
+
+def test_exact_knn_indices_are_scikit_learns_without_the_point_itself():
+    Z = _points(3000)  # with 50 duplicated points: a duplicate may be ranked before the point itself
+    got = cluster.knn_indices(Z, 10)
+    _, ref = NearestNeighbors(n_neighbors=11, algorithm="brute").fit(Z).kneighbors(Z)
+    assert got.shape == (3000, 10)
+    assert not (got == np.arange(3000)[:, None]).any()
+    ref_sets = [set(r) - {i} for i, r in enumerate(ref)]
+    agree = np.mean([len(set(g) & r) / 10 for g, r in zip(got, ref_sets, strict=True)])
+    assert agree > 0.999, agree
