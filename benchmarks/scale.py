@@ -40,8 +40,8 @@ From a clean clone::
     .venv/bin/python benchmarks/scale.py --sizes 10000 50000 --workdir /tmp/scale
     .venv/bin/python benchmarks/scale.py --sizes 3000 --no-plain          # a quick check
 
-110,000 cells took 584 s and 9.4 GB on 2 idle cores (plain scanpy 432 s, 15.9 GB); the largest size
-(goals: 25 minutes, 16 GB) has not been measured on this code yet.
+On 2 cores: 110,000 cells 556 s / 8.3 GB (plain scanpy 411 s / 17.1 GB), 250,000 cells 1,281 s /
+18.3 GB (plain scanpy killed by the OOM killer at 21.8 GB); with the HVG fix 7.7 and 17.1 GB (README).
 """
 
 from __future__ import annotations
