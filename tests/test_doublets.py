@@ -99,26 +99,3 @@ def test_bad_parameters(qc_sample):
     with pytest.raises(ValueError, match="resolution"):
         doublets.remove_doublets(qc_sample, resolution=0)
 
-
-def test_knn_classifier_gives_scanpys_scrublet_scores():
-    """doublets._knn_classifier (faiss's exact search) against scanpy's Scrublet classifier with
-    exact neighbours, on the same manifold: the same scores."""
-    from scanpy.preprocessing._scrublet.core import Scrublet
-
-    rng = np.random.default_rng(0)
-    centres = rng.normal(0, 4, size=(6, 15))
-    obs = centres[rng.integers(6, size=1500)] + rng.normal(size=(1500, 15))
-    pairs = rng.integers(1500, size=(3000, 2))
-    sim = (obs[pairs[:, 0]] + obs[pairs[:, 1]]) / 2 + rng.normal(0, 0.3, size=(3000, 15))
-    scores = []
-    for ours in (False, True):
-        scrub = Scrublet(np.zeros((1500, 3)), n_neighbors=None, expected_doublet_rate=0.06, stdev_doublet_rate=0.02,
-                         random_state=0)
-        scrub.set_manifold(obs.astype(np.float32), sim.astype(np.float32))
-        if ours:
-            doublets._knn_classifier(scrub)
-        else:
-            scrub.calculate_doublet_scores(use_approx_neighbors=False, distance_metric="euclidean")
-        scores.append((scrub.doublet_scores_obs_, scrub.doublet_scores_sim_, scrub.doublet_errors_obs_))
-    for want, got in zip(scores[0], scores[1], strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-9)

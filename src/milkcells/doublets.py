@@ -63,8 +63,7 @@ def _scrublet(
       without the dense copies of observed and simulated cells);
     - the kNN search is always exact (``scanpy.pp.scrublet`` switches to pynndescent above 8,192
       observed + simulated cells: a numba compilation per process and a cost that grows with
-      k ~ sqrt(n) at every point), brute force in the PCA space by faiss (:func:`_knn_classifier`,
-      about twice as fast as scikit-learn's, which ``Scrublet.calculate_doublet_scores`` uses).
+      k ~ sqrt(n) at every point), brute force in the PCA space.
 
     Returns the observed cells' scores (NaN for cells Scrublet's own filter drops) and the
     threshold Scrublet found (``None`` when it found none or ``threshold`` was given).
@@ -107,35 +106,10 @@ def _scrublet(
     pca = PCA(n_components=n_pcs, random_state=scrub._random_state, svd_solver="arpack").fit(x_obs)
     scrub.set_manifold(pca.transform(x_obs), pca.transform(x_sim))
     scrub.doublet_parents_ = sim.obsm["doublet_parents"]
-    _knn_classifier(scrub)
+    scrub.calculate_doublet_scores(use_approx_neighbors=False, distance_metric="euclidean")
     scrub.call_doublets(threshold=threshold, verbose=False)
     scores = pd.Series(scrub.doublet_scores_obs_, index=obs.obs_names).reindex(adata.obs_names)
     return scores.to_numpy(float), getattr(scrub, "threshold_", None) if threshold is None else None
-
-
-def _knn_classifier(scrub) -> None:
-    """``Scrublet.calculate_doublet_scores`` (scanpy's, exact neighbours) with faiss's exact kNN search.
-
-    Scanpy's formulas on the same neighbourhoods: each point's ``k_adj = k (1 + n_sim / n_obs)``
-    neighbours, itself included (as scanpy's exact path keeps it); the Bayesian doublet likelihood
-    from the simulated share among them and its standard error. Sets ``doublet_scores_obs_``,
-    ``doublet_scores_sim_``, ``doublet_errors_obs_`` and ``doublet_errors_sim_``.
-    """
-    manifold = np.vstack([scrub.manifold_obs_, scrub.manifold_sim_])
-    n_obs, n_sim = len(scrub.manifold_obs_), len(scrub.manifold_sim_)
-    is_sim = np.r_[np.zeros(n_obs, bool), np.ones(n_sim, bool)]
-    k_adj = round(scrub._n_neighbors * (1 + n_sim / float(n_obs)))
-    others = _neighbours(manifold, k_adj - 1)
-    nd = (is_sim[others].sum(axis=1) + is_sim).astype(np.float64)  # the point itself is one of the k_adj
-    rho, r, n = scrub.expected_doublet_rate, n_sim / float(n_obs), float(k_adj)
-    q = (nd + 1) / (n + 2)
-    ld = q * rho / r / (1 - rho - q * (1 - rho - rho / r))
-    se_q = np.sqrt(q * (1 - q) / (n + 3))
-    se_rho = scrub.stdev_doublet_rate
-    se_ld = (q * rho / r / (1 - rho - q * (1 - rho - rho / r)) ** 2
-             * np.sqrt((se_q / q * (1 - rho)) ** 2 + (se_rho / rho * (1 - q)) ** 2))
-    scrub.doublet_scores_obs_, scrub.doublet_scores_sim_ = ld[:n_obs], ld[n_obs:]
-    scrub.doublet_errors_obs_, scrub.doublet_errors_sim_ = se_ld[:n_obs], se_ld[n_obs:]
 
 
 def _log_normalised(X: sp.csr_matrix, total: np.ndarray, target_sum: float = 1e4) -> sp.csr_matrix:
