@@ -33,10 +33,8 @@ rule all:
 
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/download.smk"
-include: "workflow/rules/ingest.smk"
 include: "workflow/rules/cellcalling.smk"
 include: "workflow/rules/qc.smk"
-include: "workflow/rules/doublets.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/integrate.smk"
 include: "workflow/rules/cluster.smk"

@@ -78,3 +78,42 @@ def test_exact_knn_indices_are_scikit_learns_without_the_point_itself():
     ref_sets = [set(r) - {i} for i, r in enumerate(ref)]
     agree = np.mean([len(set(g) & r) / 10 for g, r in zip(got, ref_sets, strict=True)])
     assert agree > 0.999, agree
+
+
+def test_exact_transformer_gives_scikit_learns_graph():
+    Z = _points(3000)[:-50]  # without the duplicated points (ties may be broken either way)
+    a = ad.AnnData(obs={"i": np.arange(len(Z))})
+    a.obsm["X_pca"] = Z
+    b = a.copy()
+    sc.pp.neighbors(a, n_neighbors=15, use_rep="X_pca", transformer="sklearn")
+    sc.pp.neighbors(b, n_neighbors=15, use_rep="X_pca", transformer=cluster.ExactKNNTransformer(n_neighbors=15))
+    da, db = a.obsp["distances"], b.obsp["distances"]
+    assert ((da > 0) != (db > 0)).nnz == 0
+    assert abs(da - db).max() < 1e-4
+    ca, cb = a.obsp["connectivities"], b.obsp["connectivities"]
+    assert abs(ca - cb).max() < 1e-4
+
+
+def test_import_umap_caches_numba_functions(tmp_path):
+    """umap-learn imported through milkcells leaves its compiled functions in numba's cache: a second
+    process loads them instead of compiling (the first graph and UMAP of every rule paid ~16 s)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from milkcells import cluster; cluster.import_umap(); import numpy as np, umap.umap_ as u; "
+            "import pynndescent.distances as d; "
+            "u.smooth_knn_dist(np.random.default_rng(0).random((200, 10)).astype('float32'), 10.0); "
+            "f = [u.smooth_knn_dist, d.squared_euclidean]; "
+            "print(sum(sum(x.stats.cache_hits.values()) for x in f), sum(sum(x.stats.cache_misses.values()) for x in f))")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return [int(x) for x in out.stdout.split()[-2:]]
+
+    hits, misses = run()
+    assert hits == 0 and misses > 0
+    assert any(tmp_path.rglob("*.nbi")), "numba wrote no cache index"
+    hits, misses = run()
+    assert hits > 0 and misses == 0, (hits, misses)

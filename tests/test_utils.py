@@ -118,3 +118,31 @@ def test_csr_rows_reads_the_selected_rows_in_blocks(tmp_path):
                 got = _csr_rows(f["X"], idx, block_nnz=block)
                 assert got.shape == (len(idx), 60) and got.dtype == X.dtype
                 assert (got != X[idx]).nnz == 0, (len(idx), block)
+
+
+def test_write_h5ad_from_copies_matrices_and_replaces_elements(tmp_path):
+    import scipy.sparse as sp
+
+    from milkcells._utils import write_h5ad_from
+
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(sp.random(50, 20, density=0.3, format="csr", dtype=np.float32, random_state=0),
+                   obs=pd.DataFrame({"x": np.arange(50)}, index=[f"c{i}" for i in range(50)]),
+                   uns={"milkcells": {"a": 1}})
+    a.layers["counts"] = a.X.copy()
+    src = tmp_path / "src.h5ad"
+    a.write_h5ad(src)
+    before = src.read_bytes()
+    obs = a.obs.assign(label=pd.Categorical(["p", "q"] * 25))
+    emb = rng.normal(size=(50, 2)).astype(np.float32)
+    write_h5ad_from(src, tmp_path / "out.h5ad", {"obs": obs, "obsm/X_umap": emb, "uns/umap": {"params": {"a": 1.5}}})
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert (out.X != a.X).nnz == 0 and (out.layers["counts"] != a.X).nnz == 0
+    pd.testing.assert_frame_equal(out.obs, obs)
+    np.testing.assert_array_equal(out.obsm["X_umap"], emb)
+    assert out.uns["umap"]["params"]["a"] == 1.5 and out.uns["milkcells"]["a"] == 1
+    assert src.read_bytes() == before  # the source is not modified
+    # a failure leaves no output behind
+    with pytest.raises(Exception):
+        write_h5ad_from(src, tmp_path / "bad.h5ad", {"obsm/X_bad": object()})
+    assert not (tmp_path / "bad.h5ad").exists() and not list(tmp_path.glob(".bad*"))

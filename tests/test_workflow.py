@@ -152,8 +152,8 @@ def test_failed_rule_leaves_no_finished_output(tmp_path, called_sample):
     (tmp_path / "s.tsv").write_text("sample\tpath\nBAD\tbad.h5ad\n")
     proc = run_snakemake(tmp_path, "--cores", "1", "--config", "samples=s.tsv", "outdir=o", check=False)
     assert proc.returncode != 0
-    log = (tmp_path / "o" / "logs" / "ingest" / "BAD.log").read_text()
+    log = (tmp_path / "o" / "logs" / "call_cells" / "BAD.log").read_text()
     assert "sample 'BAD'" in log and "not integers" in log
-    assert not (tmp_path / "o" / "samples" / "BAD" / "ingested.h5ad").exists()
+    assert not (tmp_path / "o" / "samples" / "BAD" / "called.h5ad").exists()
     assert not (tmp_path / "o" / "annotated.h5ad").exists()
     assert (tmp_path / "bad.h5ad").exists()  # input untouched

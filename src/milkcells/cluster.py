@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import sys
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -15,7 +18,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from ._utils import record_params
 
-__all__ = ["HNSWTransformer", "cluster", "knn_indices", "neighbors", "resolution_sweep"]
+__all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "import_umap", "knn_indices", "neighbors",
+           "resolution_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,125 @@ def _n_jobs(n_jobs: int | None) -> int:
     return int(n_jobs) if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
 
 
-class HNSWTransformer(TransformerMixin, BaseEstimator):
+def import_umap() -> None:
+    """Import umap-learn (and pynndescent, which it imports) with numba's on-disk cache for their functions.
+
+    Neither package asks numba to cache what it compiles, and pynndescent compiles dozens of
+    functions as it is imported: every new process that builds a kNN graph or a UMAP paid ~16 s of
+    compilation before any work (``import umap`` 9.7 s, the first graph 6 s; two of the largest
+    rules, ``cluster`` and ``subcluster``, are such processes). With ``cache=True`` made the default of
+    ``numba.njit``/``numba.jit`` while the two packages are imported, numba stores the compiled
+    functions in its cache (``NUMBA_CACHE_DIR``, which the workflow sets) and later processes load
+    them: ``import umap`` 2.5 s, the first graph 0.1 s. The compiled code is the same, and numba
+    invalidates an entry when its source changes; a function numba cannot cache is compiled as
+    before. Nothing is done when umap is imported already.
+    """
+    if "umap" in sys.modules:
+        return
+    import numba
+    from numba.core.errors import NumbaWarning
+
+    njit, jit = numba.njit, numba.jit
+
+    def cached(decorator):
+        @functools.wraps(decorator)
+        def wrapper(*args, **kwargs):
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+
+        return wrapper
+
+    # pynndescent's own search (unused here: the graphs come from faiss) cannot be cached; numba says so
+    # when it is compiled
+    warnings.filterwarnings("ignore", message="Cannot cache compiled function", category=NumbaWarning)
+    numba.njit, numba.jit = cached(njit), cached(jit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumbaWarning)
+            import umap  # noqa: F401
+    finally:
+        numba.njit, numba.jit = njit, jit
+
+
+class _FaissKNNTransformer(TransformerMixin, BaseEstimator):
+    """A kNN transformer (``sc.pp.neighbors(transformer=...)``) on a faiss index; subclasses build the index."""
+
+    def _index_for(self, X: np.ndarray):
+        raise NotImplementedError
+
+    def _prepare_search(self, k: int) -> None:
+        pass
+
+    def fit(self, X, y=None):
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] <= self.n_neighbors:
+            raise ValueError(f"{type(self).__name__} needs more than n_neighbors={self.n_neighbors} points, "
+                             f"got an array of shape {X.shape}")
+        self._index = self._index_for(X)
+        self.n_samples_fit_ = X.shape[0]
+        return self
+
+    def _search(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self._prepare_search(k)
+        with _faiss_threads(_n_jobs(self.n_jobs)):
+            d2, idx = self._index.search(np.ascontiguousarray(X, dtype=np.float32), k)
+        return idx.astype(np.int64), np.sqrt(np.maximum(d2, 0)).astype(np.float32)
+
+    def _csr(self, idx: np.ndarray, dist: np.ndarray) -> sp.csr_matrix:
+        n, k = idx.shape
+        return sp.csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, self.n_samples_fit_))
+
+    def transform(self, X):
+        """Distances of new points to their ``n_neighbors`` nearest fitted points."""
+        idx, dist = self._search(X, self.n_neighbors)
+        return self._csr(idx, dist)
+
+    def fit_transform(self, X, y=None):
+        """Each fitted point's ``n_neighbors`` nearest points: itself first, then the others by distance."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        self.fit(X)
+        k = self.n_neighbors
+        idx, dist = self._search(X, k + 1)
+        own = np.arange(len(X))[:, None]
+        # the point itself leads even where the search missed it (or found a duplicate first)
+        idx = np.hstack([own, idx])
+        dist = np.hstack([np.zeros((len(X), 1), np.float32), dist])
+        key = np.where((idx == own) | (idx < 0), np.inf, dist)
+        key[:, 0] = -1.0
+        order = np.argsort(key, axis=1, kind="stable")[:, :k]
+        return self._csr(np.take_along_axis(idx, order, axis=1), np.take_along_axis(dist, order, axis=1))
+
+
+class ExactKNNTransformer(_FaissKNNTransformer):
+    """Exact k nearest neighbours (Euclidean) by faiss's brute force, as a kNN transformer.
+
+    The neighbours of scikit-learn's ``KNeighborsTransformer(algorithm="brute")`` (what
+    ``sc.pp.neighbors(transformer="sklearn")`` uses), ties and float32 rounding aside, in a
+    third to a half of its time (89,000 points in 20 dimensions, 15 neighbours, 2 cores: 10.5 s
+    against 36 s): faiss computes the distances as one matrix product (BLAS) and keeps the
+    nearest with a heap. Deterministic. Same interface as :class:`HNSWTransformer`.
+
+    Parameters
+    ----------
+    n_neighbors
+        Neighbours per point, the point itself included (as scanpy counts them).
+    n_jobs
+        Threads (``None`` or <= 0: all cores).
+    """
+
+    def __init__(self, n_neighbors: int = 15, *, n_jobs: int | None = None):
+        self.n_neighbors = n_neighbors
+        self.n_jobs = n_jobs
+
+    def _index_for(self, X: np.ndarray):
+        import faiss
+
+        index = faiss.IndexFlatL2(X.shape[1])
+        index.add(X)
+        return index
+
+
+class HNSWTransformer(_FaissKNNTransformer):
     """Approximate k nearest neighbours (Euclidean) from faiss's HNSW index, as a kNN transformer.
 
     The interface of scikit-learn's ``KNeighborsTransformer`` (what ``sc.pp.neighbors(transformer=...)``
@@ -77,48 +199,15 @@ class HNSWTransformer(TransformerMixin, BaseEstimator):
         self.ef_search = ef_search
         self.n_jobs = n_jobs
 
-    def fit(self, X, y=None):
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[0] <= self.n_neighbors:
-            raise ValueError(f"HNSWTransformer needs more than n_neighbors={self.n_neighbors} points, "
-                             f"got an array of shape {X.shape}")
+    def _index_for(self, X: np.ndarray):
         with _faiss_threads(1) as faiss:
             index = faiss.IndexHNSWFlat(X.shape[1], int(self.m))
             index.hnsw.efConstruction = int(self.ef_construction)
             index.add(X)
-        self._index = index
-        self.n_samples_fit_ = X.shape[0]
-        return self
+        return index
 
-    def _search(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare_search(self, k: int) -> None:
         self._index.hnsw.efSearch = int(max(self.ef_search, k))
-        with _faiss_threads(_n_jobs(self.n_jobs)):
-            d2, idx = self._index.search(np.ascontiguousarray(X, dtype=np.float32), k)
-        return idx.astype(np.int64), np.sqrt(np.maximum(d2, 0)).astype(np.float32)
-
-    def _csr(self, idx: np.ndarray, dist: np.ndarray) -> sp.csr_matrix:
-        n, k = idx.shape
-        return sp.csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, self.n_samples_fit_))
-
-    def transform(self, X):
-        """Distances of new points to their ``n_neighbors`` nearest fitted points."""
-        idx, dist = self._search(X, self.n_neighbors)
-        return self._csr(idx, dist)
-
-    def fit_transform(self, X, y=None):
-        """Each fitted point's ``n_neighbors`` nearest points: itself first, then the others by distance."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        self.fit(X)
-        k = self.n_neighbors
-        idx, dist = self._search(X, k + 1)
-        own = np.arange(len(X))[:, None]
-        # the point itself leads even where the search missed it (or found a duplicate first)
-        idx = np.hstack([own, idx])
-        dist = np.hstack([np.zeros((len(X), 1), np.float32), dist])
-        key = np.where((idx == own) | (idx < 0), np.inf, dist)
-        key[:, 0] = -1.0
-        order = np.argsort(key, axis=1, kind="stable")[:, :k]
-        return self._csr(np.take_along_axis(idx, order, axis=1), np.take_along_axis(dist, order, axis=1))
 
 
 def knn_indices(Z: np.ndarray, k: int, *, exact_max: int = EXACT_NEIGHBORS_MAX_CELLS, n_jobs: int | None = None) -> np.ndarray:
@@ -161,10 +250,10 @@ def neighbors(
 ) -> None:
     """``sc.pp.neighbors``: exact (brute force) up to ``exact_max_cells`` cells, else faiss's HNSW.
 
-    scanpy itself is exact below 8,192 cells and uses pynndescent above; here the exact search runs
-    up to ``exact_max_cells`` (better, and up to ~100,000 cells faster than pynndescent, whose numba
-    compilation costs every new process ~60 s), and above it :class:`HNSWTransformer` (compiled,
-    no start-up cost, reproducible). On the 50,000-cell scale benchmark (the demo simulator, which
+    scanpy itself is exact below 8,192 cells and uses pynndescent above; here the exact search
+    (:class:`ExactKNNTransformer`, faiss's brute force) runs up to ``exact_max_cells`` (better, and
+    up to ~100,000 cells faster than pynndescent, whose numba compilation costs every new process
+    ~60 s), and above it :class:`HNSWTransformer` (compiled, no start-up cost, reproducible). On the 50,000-cell scale benchmark (the demo simulator, which
     plants the marker table's genes: a plumbing check, not evidence of accuracy) the exact global
     graph gave cell-type macro-F1 1.000 and an HNSW graph of recall 0.99 gave 0.914 (CSN1S1
     macrophages typed as GPNMB macrophages): even there the macrophage subtypes hang on the
@@ -183,10 +272,12 @@ def neighbors(
     -------
     Sets ``obsp["connectivities"]``, ``obsp["distances"]`` and ``uns["neighbors"]``.
     """
+    import_umap()  # scanpy builds the graph's weights with umap-learn
+    k = min(n_neighbors, adata.n_obs - 1)
     if adata.n_obs <= exact_max_cells:
-        transformer = "sklearn"
+        transformer = ExactKNNTransformer(n_neighbors=k, n_jobs=sc.settings.n_jobs)
     else:
-        transformer = HNSWTransformer(n_neighbors=min(n_neighbors, adata.n_obs - 1), n_jobs=sc.settings.n_jobs)
+        transformer = HNSWTransformer(n_neighbors=k, n_jobs=sc.settings.n_jobs)
     sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=use_rep, random_state=seed, transformer=transformer)
 
 
@@ -253,12 +344,24 @@ def cluster(
         n_iterations=2, directed=False, random_state=seed,
     )  # fmt: skip
     if umap:
-        sc.tl.umap(adata, random_state=seed)
+        embed(adata, seed=seed)
     record_params(
         adata, key_added,
         {"use_rep": use_rep, "n_neighbors": k, "resolution": resolution, "seed": seed},
     )  # fmt: skip
     log.info("Leiden (resolution %.2f): %d clusters", resolution, adata.obs[key_added].nunique())
+
+
+def embed(adata: ad.AnnData, *, seed: int = 0) -> None:
+    """UMAP of the kNN graph in ``obsp`` (``sc.tl.umap`` with ``random_state=seed``; reproducible).
+
+    Needs the graph of :func:`cluster` or :func:`neighbors` (and the embedding it was built from).
+    Sets ``obsm["X_umap"]`` and ``uns["umap"]``.
+    """
+    if "connectivities" not in adata.obsp:
+        raise ValueError("embed needs the kNN graph: run milkcells.cluster.cluster or neighbors first")
+    import_umap()
+    sc.tl.umap(adata, random_state=seed)
 
 
 def resolution_sweep(

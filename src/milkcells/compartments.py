@@ -40,6 +40,7 @@ def subcluster_compartment(
     shared_level: float = 0.2,
     min_relative: float = 0.5,
     scale: pd.Series | None = None,
+    umap: bool = True,
     copy: bool = True,
     seed: int = 0,
 ) -> ad.AnnData:
@@ -67,13 +68,18 @@ def subcluster_compartment(
         As in :func:`milkcells.annotate.annotate_cell_types`; the genes'
         scale is measured on all cells of ``adata``.
 
+    umap
+        Embed the compartment with UMAP (``obsm["X_umap"]``); else :func:`milkcells.cluster.embed`
+        can do it later from the compartment's graph (the workflow runs it as its own job, beside
+        the assembly of the atlas).
+
     Cell types are called on ambient-corrected evidence when
     ``layers["ambient_corrected"]`` is present (:mod:`milkcells.ambient`).
 
     Returns
     -------
     The compartment's cells (a copy, possibly empty) with new HVGs, PCA,
-    integration, UMAP, ``obs["leiden_compartment"]`` and ``obs["cell_type"]``.
+    integration, kNN graph, UMAP (with ``umap``), ``obs["leiden_compartment"]`` and ``obs["cell_type"]``.
     """
     mask = (adata.obs["compartment"].astype(str) == compartment).to_numpy()
     sub = adata if (not copy and mask.all()) else adata[mask].copy()
@@ -129,7 +135,7 @@ def subcluster_compartment(
     elif not isinstance(resolution, (int, float)) or resolution <= 0:
         raise ValueError(f"resolution must be a positive number or 'auto', but {resolution!r} was passed.")
     cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
-            key_added="leiden_compartment", seed=seed, reuse_graph=True)
+            key_added="leiden_compartment", seed=seed, reuse_graph=True, umap=umap)
     annotate_cell_types(sub, compartment=compartment, markers=markers, groupby="leiden_compartment",
                         reference=adata, scale=scale, **typing)
     params["resolution_used"] = float(resolution)

@@ -79,19 +79,29 @@ def _scrublet(
         return tmp.obs["doublet_score"].to_numpy(float), tmp.uns.get("scrublet", {}).get("threshold")
     from sklearn.decomposition import PCA
 
-    obs = ad.AnnData(sp.csr_matrix(adata.X, dtype=np.float32), obs=pd.DataFrame(index=adata.obs_names))
-    obs.var_names = adata.var_names
-    sc.pp.filter_genes(obs, min_cells=3)
-    sc.pp.filter_cells(obs, min_genes=3)
-    obs.layers["raw"] = obs.X.copy()
-    sc.pp.normalize_total(obs)
-    obs.layers["log1p"] = obs.X.copy()
-    sc.pp.log1p(obs, layer="log1p")
-    sc.pp.highly_variable_genes(obs, layer="log1p")
-    del obs.layers["log1p"]
-    obs = obs[:, obs.var["highly_variable"].to_numpy()].copy()
-    sim = scrublet_simulate_doublets(obs, layer="raw", sim_doublet_ratio=2.0, random_seed=seed)
-    del obs.layers["raw"]
+    # scanpy's preprocessing (filter_genes(min_cells=3), filter_cells(min_genes=3), normalize_total,
+    # log1p, Seurat HVGs) on bare matrices: its filters and AnnData copies (every layer, at every
+    # subset) cost more than the steps themselves (6 of 14 s at 12,800 cells)
+    X = sp.csr_matrix(adata.X, dtype=np.float32, copy=True)
+    X.eliminate_zeros()
+    genes = np.flatnonzero(np.bincount(X.indices, minlength=X.shape[1]) >= 3)
+    X = X[:, genes]
+    cells = np.flatnonzero(np.diff(X.indptr) >= 3)
+    if len(cells) < X.shape[0]:
+        X = X[cells]
+    names = adata.obs_names[cells]
+    norm = ad.AnnData(X.copy())
+    sc.pp.normalize_total(norm)
+    logn = ad.AnnData(norm.X.copy())
+    sc.pp.log1p(logn)
+    hvg = sc.pp.highly_variable_genes(logn, inplace=False)["highly_variable"].to_numpy()
+    del logn
+    counts_hvg = ad.AnnData(X[:, hvg])
+    del X
+    obs = ad.AnnData(norm.X[:, hvg])
+    del norm
+    sim = scrublet_simulate_doublets(counts_hvg, sim_doublet_ratio=2.0, random_seed=seed)
+    del counts_hvg
     sc.pp.normalize_total(obs, target_sum=1e6)
     sc.pp.normalize_total(sim, target_sum=1e6)
     scrub = Scrublet(obs.X, n_neighbors=None, expected_doublet_rate=expected_rate, stdev_doublet_rate=0.02,
@@ -108,7 +118,7 @@ def _scrublet(
     scrub.doublet_parents_ = sim.obsm["doublet_parents"]
     scrub.calculate_doublet_scores(use_approx_neighbors=False, distance_metric="euclidean")
     scrub.call_doublets(threshold=threshold, verbose=False)
-    scores = pd.Series(scrub.doublet_scores_obs_, index=obs.obs_names).reindex(adata.obs_names)
+    scores = pd.Series(scrub.doublet_scores_obs_, index=names).reindex(adata.obs_names)
     return scores.to_numpy(float), getattr(scrub, "threshold_", None) if threshold is None else None
 
 

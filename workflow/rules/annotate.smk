@@ -21,7 +21,8 @@ rule annotated:
     """Collect the cell types called within each compartment into the full atlas."""
     input:
         adata=out("intermediate", "ambient_corrected.h5ad"),
-        parts=expand(out("compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
+        umap=out("intermediate", "umap.h5ad"),
+        parts=expand(out("intermediate", "compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
     output:
         adata=out("annotated.h5ad"),
         sweep=report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),

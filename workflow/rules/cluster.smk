@@ -1,5 +1,5 @@
 rule cluster:
-    """kNN graph, UMAP and Leiden clustering of all cells."""
+    """kNN graph and Leiden clustering of all cells."""
     input:
         out("intermediate", "integrated.h5ad"),
     output:
@@ -16,3 +16,21 @@ rule cluster:
         out("logs", "cluster.log"),
     script:
         "../scripts/cluster.py"
+
+
+rule umap:
+    """UMAP of all cells from the kNN graph: its own job, run beside the compartment calls that do not need it."""
+    input:
+        out("intermediate", "clustered.h5ad"),
+    output:
+        temp(out("intermediate", "umap.h5ad")),
+    params:
+        seed=config["seed"],
+    threads: sized_threads("umap")
+    resources:
+        mem_mb=sized_mem_mb("umap"),
+        runtime=sized_runtime("umap"),
+    log:
+        out("logs", "umap.log"),
+    script:
+        "../scripts/umap.py"

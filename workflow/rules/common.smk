@@ -112,7 +112,7 @@ def final_outputs():
     agreement = [out("tables", "author_agreement.tsv"), out("figures", "author_confusion.png")] if AUTHOR_KEY else []
     return agreement + [
         out("annotated.h5ad"),
-        *expand(out("compartments", "{compartment}.h5ad"), compartment=["epithelial", "immune"]),
+        *expand(out("compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
         out("tables", "qc_summary.tsv"),
         out("tables", "composition.tsv"),
         out("tables", "markers.tsv"),
@@ -141,20 +141,20 @@ def final_outputs():
 RULE_SIZING = {
     "simulate_demo": (1, 1000, 0, 10, 0),
     "prepare_dataset": (1, 2000, 0, 240, 0),
-    "ingest": (1, 1000, 4, 10, 10),  # 110k cells: 227 MB in, 0.6 GB peak, 3 s
-    "call_cells": (1, 1000, 5, 10, 20),  # 227 MB, 0.9 GB, 3 s
-    "qc": (1, 1000, 6, 10, 10),  # 228 MB, 1.2 GB, 6 s
-    "doublets": (1, 1500, 10, 10, 20),  # 227 MB, 2.0 GB, 26 s (12,800 cells)
+    "call_cells": (1, 1000, 5, 10, 20),  # 110k cells: 227 MB in, 0.9 GB peak, 3 s (read + call)
+    "qc": (1, 1500, 10, 10, 20),  # 228 MB, 2.0 GB, 26 s (12,800 cells; QC + doublets)
     "qc_summary": (1, 1000, 1, 10, 5),  # 1.8 GB, 0.5 GB, 11 s
     "preprocess": (4, 1500, 5, 15, 10),  # 1.8 GB, 7.6 GB, 60 s
     "integrate": (4, 1000, 1.5, 15, 5),  # 3.6 GB, 3.9 GB, 12 s
-    "cluster": (4, 1500, 2, 20, 5),  # 3.6 GB, 4.7 GB, 85 s
+    "cluster": (4, 1500, 2, 20, 5),  # 3.6 GB, 4.7 GB, 85 s (with the UMAP, now the rule umap's)
+    "umap": (1, 1500, 0.3, 20, 5),  # reads the graph and embedding only
     "markers": (2, 1500, 2, 20, 5),  # 3.7 GB, 4.8 GB, 14 s
     "annotate_compartments": (2, 1500, 2, 15, 5),  # 3.7 GB, 4.1 GB, 12 s
     "ambient": (1, 1500, 2, 15, 5),  # 3.7 GB, 6.4 GB, 15 s
     "gene_scale": (1, 1000, 0.5, 10, 3),  # 5.4 GB (reads one layer of it), 2.3 GB, 3 s
     "subcluster": (4, 1500, 2, 20, 5),  # 5.4 GB (reads its rows), 9.2 GB, 147 s (epithelial, 89k cells)
-    "annotated": (1, 1500, 0.7, 15, 3),  # 10.9 GB (of the compartments only obs), 5.9 GB, 22 s
+    "compartment_umap": (1, 1500, 0.3, 20, 5),  # reads the graph and embedding; copies the file
+    "annotated": (1, 1500, 0.1, 15, 3),  # reads obs and uns; copies the atlas's file
     "composition": (1, 1000, 0.1, 15, 3),  # 5.4 GB (obs), 0.2 GB, 3 s
     "agreement": (1, 1000, 1.5, 10, 3),
     "plot_umap": (1, 1000, 0.1, 10, 3),  # 5.4 GB (obs, embedding), 0.4 GB, 4 s

@@ -22,7 +22,7 @@ rule subcluster:
         adata=out("intermediate", "ambient_corrected.h5ad"),
         scale=out("tables", "gene_scale.tsv"),
     output:
-        out("compartments", "{compartment}.h5ad"),
+        temp(out("intermediate", "compartments", "{compartment}.h5ad")),
     params:
         pre=config["preprocess"],
         integration=config["integration"],
@@ -37,3 +37,21 @@ rule subcluster:
         out("logs", "subcluster", "{compartment}.log"),
     script:
         "../scripts/subcluster.py"
+
+
+rule compartment_umap:
+    """One compartment's UMAP from its kNN graph, added to a copy of the compartment's file: its own job, run beside the assembly of the atlas."""
+    input:
+        out("intermediate", "compartments", "{compartment}.h5ad"),
+    output:
+        out("compartments", "{compartment}.h5ad"),
+    params:
+        seed=config["seed"],
+    threads: sized_threads("compartment_umap")
+    resources:
+        mem_mb=sized_mem_mb("compartment_umap"),
+        runtime=sized_runtime("compartment_umap"),
+    log:
+        out("logs", "compartment_umap", "{compartment}.log"),
+    script:
+        "../scripts/compartment_umap.py"

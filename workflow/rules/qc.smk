@@ -1,11 +1,13 @@
 rule qc:
-    """Per-sample QC with MAD-based thresholds and floors."""
+    """Per-sample QC (MAD-based thresholds and floors), then doublet removal (Scrublet and the heterotypic classifier, counted per detector)."""
     input:
         out("samples", "{sample}", "called.h5ad"),
     output:
-        temp(out("samples", "{sample}", "qc.h5ad")),
+        out("samples", "{sample}", "singlets.h5ad"),
     params:
-        cfg=config["qc"],
+        qc=config["qc"],
+        doublets=config["doublets"],
+        seed=config["seed"],
     threads: sized_threads("qc")
     resources:
         mem_mb=sized_mem_mb("qc"),

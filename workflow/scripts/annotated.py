@@ -1,20 +1,26 @@
-import anndata as ad
+import numpy as np
 import pandas as pd
 
 from milkcells import compartments
 from milkcells._script import setup
-from milkcells._utils import package_versions, read_h5ad_part, write_h5ad, write_table
+from milkcells._utils import package_versions, read_h5ad_part, write_h5ad_from, write_table
 
 setup(snakemake)
-adata = ad.read_h5ad(snakemake.input.adata)
-# of each compartment only its cells' labels (obs) and records (uns)
+# the atlas's obs and uns (its matrices are copied as stored); of each compartment only its cells'
+# labels (obs) and records (uns)
+atlas = read_h5ad_part(snakemake.input.adata, X=False, layers=(), obsm=False, obsp=False, varm=False)
 parts = [read_h5ad_part(p, X=False, layers=(), obsm=False, obsp=False, varm=False) for p in snakemake.input.parts]
-compartments.collect_cell_types(adata, parts)
-adata.uns["milkcells"]["cell_types"] = {
+compartments.collect_cell_types(atlas, parts)
+atlas.uns["milkcells"]["cell_types"] = {
     str(p.obs["compartment"].iloc[0]): p.uns["milkcells"]["cell_type"]["clusters"] for p in parts if p.n_obs
 }
-adata.uns["milkcells"]["config"] = {k: v for k, v in snakemake.config.items() if v is not None}
-adata.uns["milkcells"]["versions"] = package_versions()
+atlas.uns["milkcells"]["config"] = {k: v for k, v in snakemake.config.items() if v is not None}
+atlas.uns["milkcells"]["versions"] = package_versions()
+umap = read_h5ad_part(snakemake.input.umap, X=False, layers=(), obsp=False, varm=False)
+if not np.array_equal(umap.obs_names, atlas.obs_names):
+    raise ValueError(f"{snakemake.input.umap} does not hold the cells of {snakemake.input.adata} in its order")
+atlas.uns["umap"] = umap.uns["umap"]
 sweeps = [p.uns["milkcells"]["subcluster"]["sweep"] for p in parts if "sweep" in p.uns["milkcells"].get("subcluster", {})]
 write_table(pd.concat(sweeps) if sweeps else pd.DataFrame(columns=["compartment", "resolution"]), snakemake.output.sweep)
-write_h5ad(adata, snakemake.output.adata)
+write_h5ad_from(snakemake.input.adata, snakemake.output.adata,
+                {"obs": atlas.obs, "uns": atlas.uns, "obsm/X_umap": umap.obsm["X_umap"]})

@@ -8,6 +8,7 @@ setup(snakemake)
 p = snakemake.params
 a = p.annotation
 name = snakemake.wildcards.compartment
+# the UMAP is the rule `compartment_umap`'s, run beside the assembly of the atlas;
 # only this compartment's cells are read (the genes' scale on all cells comes from the gene_scale rule)
 adata = read_h5ad_part(snakemake.input.adata, rows=lambda obs: obs["compartment"].astype(str) == name, obsp=False)
 scale = pd.read_csv(snakemake.input.scale, sep="\t", index_col="gene")["scale"]
@@ -19,6 +20,6 @@ sub = compartments.subcluster_compartment(
     n_neighbors=p.clustering["n_neighbors"], resolution=p.clustering["compartment_resolution"],
     min_score=a["min_score"], min_margin=a["min_margin"], min_purity=a["min_purity"], expr_floor=a["expr_floor"],
     ambient_threshold=a["ambient_threshold"], milk_alpha=a["milk_alpha"], shared_level=a["shared_level"],
-    min_relative=a["min_relative"], scale=scale, copy=False, seed=p.seed,
+    min_relative=a["min_relative"], scale=scale, umap=False, copy=False, seed=p.seed,
 )
 write_h5ad(sub, snakemake.output[0])
