@@ -202,3 +202,41 @@ def test_hvg_and_pca_on_x_alone_equal_scanpys_on_the_whole_object(processed):
     got, want = m.obsm["X_pca"], sub.obsm["X_pca"]
     sign = np.sign((got * want).sum(axis=0))
     np.testing.assert_allclose(got * sign, want, atol=2e-3 * np.abs(want).max())
+
+
+def test_blockwise_scaled_pca_equals_scanpys_scale_then_covariance_pca(processed):
+    """preprocess._scaled_pca (blocks of rows, no dense copy of the matrix) gives what
+    sc.pp.scale(max_value=10) then sc.pp.pca(svd_solver="covariance_eigh") give, signs included."""
+    import anndata as ad
+    import scanpy as sc
+
+    hv = np.argsort(-np.asarray(processed.X.power(2).mean(axis=0)).ravel())[:200]
+    X = processed.X[:, np.sort(hv)]
+    ref = ad.AnnData(X.toarray())
+    sc.pp.scale(ref, max_value=10)
+    sc.pp.pca(ref, n_comps=12, svd_solver="covariance_eigh")
+    for block in (37, 8192):  # blocks that do not divide the cells, and one block
+        got = preprocess._scaled_pca(X, 12, block=block)
+        np.testing.assert_allclose(got["X_pca"], ref.obsm["X_pca"], atol=1e-4 * np.abs(ref.obsm["X_pca"]).max())
+        np.testing.assert_allclose(got["PCs"], ref.varm["PCs"], atol=1e-5)
+        np.testing.assert_allclose(got["variance"], ref.uns["pca"]["variance"], rtol=1e-4)
+        np.testing.assert_allclose(got["variance_ratio"], ref.uns["pca"]["variance_ratio"], rtol=1e-4)
+
+
+def test_normalise_shares_the_counts_structure_and_equals_scanpy():
+    import anndata as ad
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    counts = sp.random(300, 80, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    counts.data = rng.integers(1, 30, size=counts.nnz).astype(np.float32)
+    a = ad.AnnData(counts.copy())
+    preprocess.normalise(a)
+    ref = ad.AnnData(counts.copy())
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    assert (a.layers["counts"] != counts).nnz == 0
+    np.testing.assert_array_equal(a.X.toarray(), ref.X.toarray())
+    assert np.shares_memory(a.X.indices, a.layers["counts"].indices)
+    assert not np.shares_memory(a.X.data, a.layers["counts"].data)

@@ -16,7 +16,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._utils import record_params
+from ._utils import record_params, timed
 
 __all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "import_umap", "knn_indices", "neighbors",
            "resolution_sweep"]
@@ -338,11 +338,13 @@ def cluster(
         raise ValueError(f"use_rep {use_rep!r} is not in obsm; keys: {list(adata.obsm)}")
     k = int(min(n_neighbors, adata.n_obs - 1))
     if not (reuse_graph and has_graph(adata, use_rep=use_rep, n_neighbors=k)):
-        neighbors(adata, n_neighbors=k, use_rep=use_rep, seed=seed, exact_max_cells=exact_max_cells)
-    sc.tl.leiden(
-        adata, resolution=resolution, key_added=key_added, flavor="igraph",
-        n_iterations=2, directed=False, random_state=seed,
-    )  # fmt: skip
+        with timed(f"kNN graph of {adata.n_obs} cells", log):
+            neighbors(adata, n_neighbors=k, use_rep=use_rep, seed=seed, exact_max_cells=exact_max_cells)
+    with timed("Leiden", log):
+        sc.tl.leiden(
+            adata, resolution=resolution, key_added=key_added, flavor="igraph",
+            n_iterations=2, directed=False, random_state=seed,
+        )  # fmt: skip
     if umap:
         embed(adata, seed=seed)
     record_params(
@@ -360,8 +362,10 @@ def embed(adata: ad.AnnData, *, seed: int = 0) -> None:
     """
     if "connectivities" not in adata.obsp:
         raise ValueError("embed needs the kNN graph: run milkcells.cluster.cluster or neighbors first")
-    import_umap()
-    sc.tl.umap(adata, random_state=seed)
+    with timed("import umap", log):
+        import_umap()
+    with timed(f"UMAP of {adata.n_obs} cells", log):
+        sc.tl.umap(adata, random_state=seed)
 
 
 def resolution_sweep(

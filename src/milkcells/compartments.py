@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ._utils import record_params
+from ._utils import record_params, timed
 from .annotate import UNASSIGNED, ambient_prone_genes, annotate_cell_types, gene_scale, load_marker_table, marker_sets, score_cells
 from .cluster import cluster, resolution_sweep
 from .integrate import integrate
@@ -109,8 +109,10 @@ def subcluster_compartment(
                 sub.obs[f"{key}_confidence"] = np.zeros(0, np.float32)
         record_params(sub, "subcluster", params)
         return sub
-    highly_variable_genes(sub, n_top_genes=n_top_genes, batch_key=hvg_batch_key)
-    pca(sub, n_comps=n_pcs, seed=seed)
+    with timed(f"{compartment}: highly variable genes", log):
+        highly_variable_genes(sub, n_top_genes=n_top_genes, batch_key=hvg_batch_key)
+    with timed(f"{compartment}: PCA", log):
+        pca(sub, n_comps=n_pcs, seed=seed)
     # only the components above noise: a small compartment's graph is otherwise made by noise
     n_signal = signal_components(sub)
     sub.obsm["X_pca"] = sub.obsm["X_pca"][:, :n_signal]
@@ -118,7 +120,8 @@ def subcluster_compartment(
     for key in ("variance", "variance_ratio"):
         sub.uns["pca"][key] = sub.uns["pca"][key][:n_signal]
     params["n_pcs_used"] = n_signal
-    rep = integrate(sub, method=integration, key=integration_key, seed=seed)
+    with timed(f"{compartment}: integration", log):
+        rep = integrate(sub, method=integration, key=integration_key, seed=seed)
     sweep = None
     if resolution == "auto":
         cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=1.0, key_added="leiden_compartment",
@@ -129,15 +132,17 @@ def subcluster_compartment(
         genes = sorted({g for s in sets.values() for g in s})
         sweep_scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor, known=scale) if genes else None
         scores = score_cells(sub, sets, layer=layer, scale=sweep_scale)
-        sweep = resolution_sweep(sub, scores=scores, min_score=min_score, seed=seed)
+        with timed(f"{compartment}: resolution sweep", log):
+            sweep = resolution_sweep(sub, scores=scores, min_score=min_score, seed=seed)
         resolution = sweep.attrs["best"]
         log.info("%s: resolution %.2f chosen by stability and marker purity", compartment, resolution)
     elif not isinstance(resolution, (int, float)) or resolution <= 0:
         raise ValueError(f"resolution must be a positive number or 'auto', but {resolution!r} was passed.")
     cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
             key_added="leiden_compartment", seed=seed, reuse_graph=True, umap=umap)
-    annotate_cell_types(sub, compartment=compartment, markers=markers, groupby="leiden_compartment",
-                        reference=adata, scale=scale, **typing)
+    with timed(f"{compartment}: cell types", log):
+        annotate_cell_types(sub, compartment=compartment, markers=markers, groupby="leiden_compartment",
+                            reference=adata, scale=scale, **typing)
     params["resolution_used"] = float(resolution)
     record_params(sub, "subcluster", params)
     if sweep is not None:

@@ -31,7 +31,7 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
-from ._utils import record_params
+from ._utils import record_params, timed
 from .cluster import knn_indices
 
 __all__ = ["remove_doublets"]
@@ -295,8 +295,9 @@ def remove_doublets(
                 # (0/0 when no cell passes a fixed threshold): we report our own figures
                 warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
-                scores, found = _scrublet(adata, expected_rate=expected_rate, threshold=threshold, n_pcs=n_pcs,
-                                          seed=seed)
+                with timed(f"Scrublet on {adata.n_obs} cells", log):
+                    scores, found = _scrublet(adata, expected_rate=expected_rate, threshold=threshold,
+                                              n_pcs=n_pcs, seed=seed)
             adata.obs["doublet_score"] = scores
             if threshold is None:
                 used = found
@@ -305,8 +306,9 @@ def remove_doublets(
                     log.warning("Scrublet found no score threshold; using %.2f", used)
             by_scrublet = adata.obs["doublet_score"].to_numpy() > used
         if heterotypic:
-            prob, info = _heterotypic(adata, expected_rate=expected_rate, resolution=resolution,
-                                      n_top_genes=n_top_genes, n_pcs=classifier_n_pcs, seed=seed)
+            with timed(f"heterotypic classifier on {adata.n_obs} cells", log):
+                prob, info = _heterotypic(adata, expected_rate=expected_rate, resolution=resolution,
+                                          n_top_genes=n_top_genes, n_pcs=classifier_n_pcs, seed=seed)
             adata.obs["doublet_probability"] = prob
             by_classifier = np.nan_to_num(prob) > 0.5
     pred = by_scrublet | by_classifier

@@ -8,7 +8,7 @@ from typing import Literal
 import anndata as ad
 import numpy as np
 
-from ._utils import record_params
+from ._utils import record_params, timed
 
 __all__ = ["integrate"]
 
@@ -61,10 +61,11 @@ def integrate(
             import harmonypy
 
             X = np.asarray(adata.obsm["X_pca"], dtype=np.float64)
-            ho = harmonypy.run_harmony(
-                X, adata.obs[[key]].astype(str), [key], theta=theta,
-                max_iter_harmony=max_iter, random_state=seed, verbose=False,
-            )  # fmt: skip
+            with timed(f"Harmony on {adata.n_obs} cells", log):
+                ho = harmonypy.run_harmony(
+                    X, adata.obs[[key]].astype(str), [key], theta=theta,
+                    max_iter_harmony=max_iter, random_state=seed, verbose=False,
+                )  # fmt: skip
             Z = np.asarray(ho.Z_corr)
             if Z.shape != X.shape:  # harmonypy < 2 returns PCs x cells
                 Z = Z.T

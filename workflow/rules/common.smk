@@ -131,34 +131,35 @@ def final_outputs():
 
 
 # Resources sized from each job's input (its size on disk in MB: uncompressed h5ad, about the
-# size of its matrices in memory). Per rule: threads, memory = base + factor x input MB and
-# runtime = base + minutes per input GB, both times 1.5 ** (attempt - 1), so that a job killed
-# for memory or time (--retries, set in the SLURM profiles) is retried with more. The factors
-# come from benchmarks/scale.py (peak RSS and time of each rule's largest job against its input at
-# 110,000 cells on 2 idle cores, in the comments: input, peak, time), rounded up; runtimes are
-# several times the measured.
+# size of its matrices in memory). Per rule: threads (at most; see sized_threads), memory = base +
+# factor x input MB and runtime = base + minutes per input GB, both times 1.5 ** (attempt - 1), so
+# that a job killed for memory or time (--retries, set in the SLURM profiles) is retried with more.
+# The factors come from benchmarks/scale.py (peak RSS and time of each rule's largest job against
+# its input at 110,000 cells on 2 cores, in the comments: input, peak, time), rounded up; runtimes
+# are several times the measured. Rules that read a part of their input (only obs, an embedding, a
+# graph, one layer) have small factors.
 #          rule: (threads, mem MB base, MB per input MB, runtime min base, min per input GB)
 RULE_SIZING = {
     "simulate_demo": (1, 1000, 0, 10, 0),
     "prepare_dataset": (1, 2000, 0, 240, 0),
-    "call_cells": (1, 1000, 5, 10, 20),  # 110k cells: 227 MB in, 0.9 GB peak, 3 s (read + call)
-    "qc": (1, 1500, 10, 10, 20),  # 228 MB, 2.0 GB, 26 s (12,800 cells; QC + doublets)
-    "qc_summary": (1, 1000, 1, 10, 5),  # 1.8 GB, 0.5 GB, 11 s
-    "preprocess": (4, 1500, 5, 15, 10),  # 1.8 GB, 7.6 GB, 60 s
-    "integrate": (4, 1000, 1.5, 15, 5),  # 3.6 GB, 3.9 GB, 12 s
-    "cluster": (4, 1500, 2, 20, 5),  # 3.6 GB, 4.7 GB, 85 s (with the UMAP, now the rule umap's)
-    "umap": (1, 1500, 0.3, 20, 5),  # reads the graph and embedding only
-    "markers": (2, 1500, 2, 20, 5),  # 3.7 GB, 4.8 GB, 14 s
-    "annotate_compartments": (2, 1500, 2, 15, 5),  # 3.7 GB, 4.1 GB, 12 s
-    "ambient": (1, 1500, 2, 15, 5),  # 3.7 GB, 6.4 GB, 15 s
-    "gene_scale": (1, 1000, 0.5, 10, 3),  # 5.4 GB (reads one layer of it), 2.3 GB, 3 s
-    "subcluster": (4, 1500, 2, 20, 5),  # 5.4 GB (reads its rows), 9.2 GB, 147 s (epithelial, 89k cells)
-    "compartment_umap": (1, 1500, 0.3, 20, 5),  # reads the graph and embedding; copies the file
-    "annotated": (1, 1500, 0.1, 15, 3),  # reads obs and uns; copies the atlas's file
-    "composition": (1, 1000, 0.1, 15, 3),  # 5.4 GB (obs), 0.2 GB, 3 s
+    "call_cells": (1, 1000, 5, 10, 20),  # 110k cells: 227 MB in, 0.9 GB peak, 4 s (read + call)
+    "qc": (1, 1500, 10, 10, 20),  # 228 MB, 1.9 GB, 54 s (12,800 cells; QC + doublets)
+    "qc_summary": (1, 1000, 1, 10, 5),  # 1.8 GB, 0.5 GB, 23 s
+    "preprocess": (4, 1500, 5, 15, 10),  # 1.8 GB, 7.5 GB, 70 s
+    "integrate": (4, 1000, 0.5, 15, 5),  # 3.6 GB (reads obs, the PCA), 0.4 GB, 22 s
+    "cluster": (4, 1500, 0.5, 20, 5),  # 3.6 GB (obs, the embedding), 1.2 GB, 88 s
+    "umap": (1, 1000, 0.3, 20, 5),  # 3.7 GB (the graph, the embedding), 0.7 GB, 75 s; one thread
+    "markers": (2, 1500, 2, 20, 5),  # 3.7 GB, 4.7 GB, 46 s
+    "annotate_compartments": (2, 1500, 1, 15, 5),  # 3.7 GB (X, the graph), 2.3 GB, 25 s
+    "ambient": (1, 1500, 2, 15, 5),  # 3.7 GB (the counts), 4.6 GB, 51 s
+    "gene_scale": (1, 1000, 0.5, 10, 3),  # 5.5 GB (one layer, the graph), 2.3 GB, 4 s
+    "subcluster": (4, 1500, 2, 20, 5),  # 5.5 GB (its rows), 6.8 GB, 118 s (epithelial, 89k cells)
+    "compartment_umap": (1, 1500, 0.3, 20, 5),  # 5.0 GB (the graph; copies the file), 0.7 GB, 84 s
+    "annotated": (1, 1000, 0.1, 15, 3),  # 10.9 GB (obs, uns; copies the atlas's file), 0.4 GB, 28 s
+    "composition": (1, 1000, 0.1, 15, 3),  # 5.5 GB (obs), 0.2 GB, 6 s
     "agreement": (1, 1000, 1.5, 10, 3),
-    "plot_umap": (1, 1000, 0.1, 10, 3),  # 5.4 GB (obs, embedding), 0.4 GB, 4 s
-    "plot_markers": (1, 1000, 1.5, 10, 3),  # 5.4 GB, 5.9 GB, 13 s
+    "plot_umap": (1, 1000, 0.1, 10, 3),  # 5.5 GB (obs, embedding), 0.4 GB, 7 s
+    "plot_markers": (1, 1000, 1.5, 10, 3),  # 5.5 GB, 5.8 GB, 14 s
     "plot_composition": (1, 1000, 0, 10, 0),
     "plot_composition_time": (1, 1000, 0, 10, 0),
 }
@@ -171,8 +172,23 @@ def _input_mb(input):
         return 0.0
 
 
+# Jobs that can run beside others on one machine (the qc_summary beside preprocess; markers beside
+# the compartment calls; the three compartments): such a rule takes its share of --cores, so that
+# the jobs run together instead of one after another (a rule asking for more threads than there are
+# cores is given them all, and nothing runs beside it: on 2 cores the three compartments ran in turn).
+RULE_SHARE = {"preprocess": 2, "markers": 2, "annotate_compartments": 2, "subcluster": 3}
+
+
 def sized_threads(rule):
-    return RULE_SIZING[rule][0]
+    """Threads of a rule: its cap (RULE_SIZING), or its share of the cores where that is fewer."""
+    cap = RULE_SIZING[rule][0]
+    try:
+        cores = workflow.cores
+    except Exception:  # no --cores (a cluster executor, --report): the cap
+        return cap
+    if not isinstance(cores, int) or cores <= 0:
+        return cap
+    return max(1, min(cap, cores // RULE_SHARE.get(rule, 1)))
 
 
 def sized_mem_mb(rule):

@@ -2,10 +2,11 @@ import anndata as ad
 
 from milkcells import preprocess
 from milkcells._script import setup
-from milkcells._utils import write_h5ad
+from milkcells._utils import timed, write_h5ad
 
 setup(snakemake)
 cfg = dict(snakemake.params.cfg)
-merged = preprocess.merge_samples([ad.read_h5ad(p) for p in snakemake.input], min_cells=cfg.pop("min_cells"))
+with timed("read and merge the samples"):
+    merged = preprocess.merge_samples([ad.read_h5ad(p) for p in snakemake.input], min_cells=cfg.pop("min_cells"))
 preprocess.preprocess(merged, seed=snakemake.params.seed, **cfg)
 write_h5ad(merged, snakemake.output[0])
