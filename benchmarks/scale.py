@@ -348,15 +348,15 @@ def rule_inputs(out: Path, design: pd.DataFrame) -> dict[str, list[Path]]:
     annotated = [out / "annotated.h5ad"]
     singlets = [s / "singlets.h5ad" for s in samples]
     ambient = [inter / "ambient_corrected.h5ad"]
+    pre = [inter / "preprocessed.h5ad"]
     return {
         "call_cells": [biggest], "qc": [big / "called.h5ad"],
         "preprocess": singlets, "qc_summary": singlets,
-        "integrate": [inter / "preprocessed.h5ad"], "cluster": [inter / "integrated.h5ad"],
-        "markers": [inter / "clustered.h5ad"], "annotate_compartments": [inter / "clustered.h5ad"],
-        "umap": [inter / "clustered.h5ad"],
-        "ambient": [inter / "compartments_called.h5ad"], "gene_scale": ambient, "subcluster": ambient,
+        "integrate": pre, "cluster": [inter / "integrated.h5ad"], "umap": [inter / "clustered.h5ad"],
+        "markers": [inter / "clustered.h5ad"] + pre, "annotate_compartments": [inter / "clustered.h5ad"] + pre,
+        "ambient": [inter / "compartments_called.h5ad"] + pre, "gene_scale": ambient, "subcluster": ambient + pre,
         "compartment_umap": [inter / "compartments" / "epithelial.h5ad"],
-        "annotated": ambient + [inter / "umap.h5ad"]
+        "annotated": ambient + pre + [inter / "umap.h5ad"]
         + [inter / "compartments" / f"{c}.h5ad" for c in ("epithelial", "immune", "stromal")],
         "composition": annotated, "agreement": annotated, "plot_umap": annotated, "plot_markers": annotated,
     }

@@ -1,7 +1,8 @@
 rule ambient:
     """Each sample's ambient-RNA contamination (from non-epithelial cells' milk transcripts); corrected counts."""
     input:
-        out("intermediate", "compartments_called.h5ad"),
+        annotations=out("intermediate", "compartments_called.h5ad"),
+        matrices=out("intermediate", "preprocessed.h5ad"),
     output:
         adata=temp(out("intermediate", "ambient_corrected.h5ad")),
         table=report(out("tables", "ambient.tsv"), caption="../report/ambient.rst", category="Quality control"),

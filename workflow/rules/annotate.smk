@@ -1,7 +1,8 @@
 rule annotate_compartments:
     """Score curated milk markers per cluster; call epithelial, immune, stromal or unassigned."""
     input:
-        out("intermediate", "clustered.h5ad"),
+        annotations=out("intermediate", "clustered.h5ad"),
+        matrices=out("intermediate", "preprocessed.h5ad"),
     output:
         adata=temp(out("intermediate", "compartments_called.h5ad")),
         clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
@@ -21,6 +22,7 @@ rule annotated:
     """Collect the cell types called within each compartment into the full atlas."""
     input:
         adata=out("intermediate", "ambient_corrected.h5ad"),
+        matrices=out("intermediate", "preprocessed.h5ad"),
         umap=out("intermediate", "umap.h5ad"),
         parts=expand(out("intermediate", "compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
     output:

@@ -20,6 +20,7 @@ rule subcluster:
     """One compartment's cells, re-clustered and typed within the compartment."""
     input:
         adata=out("intermediate", "ambient_corrected.h5ad"),
+        matrices=out("intermediate", "preprocessed.h5ad"),
         scale=out("tables", "gene_scale.tsv"),
     output:
         temp(out("intermediate", "compartments", "{compartment}.h5ad")),
@@ -29,6 +30,9 @@ rule subcluster:
         clustering=config["clustering"],
         annotation=config["annotation"],
         seed=config["seed"],
+    # the largest compartment first (milk is mostly epithelial): it is the longest job of the run, and
+    # its UMAP follows it; the others fit beside it
+    priority: lambda wildcards: 2 if wildcards.compartment == "epithelial" else 0
     threads: sized_threads("subcluster")
     resources:
         mem_mb=sized_mem_mb("subcluster"),
@@ -47,6 +51,7 @@ rule compartment_umap:
         out("compartments", "{compartment}.h5ad"),
     params:
         seed=config["seed"],
+    priority: lambda wildcards: 1 if wildcards.compartment == "epithelial" else 0
     threads: sized_threads("compartment_umap")
     resources:
         mem_mb=sized_mem_mb("compartment_umap"),

@@ -1,7 +1,8 @@
 rule markers:
     """Marker genes of every Leiden cluster."""
     input:
-        out("intermediate", "clustered.h5ad"),
+        annotations=out("intermediate", "clustered.h5ad"),
+        matrices=out("intermediate", "preprocessed.h5ad"),
     output:
         report(out("tables", "markers.tsv"), caption="../report/markers.rst", category="Clusters"),
     params:

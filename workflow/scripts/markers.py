@@ -1,9 +1,9 @@
-import anndata as ad
-
 from milkcells import markers
 from milkcells._script import setup
-from milkcells._utils import write_table
+from milkcells._utils import read_h5ad_part, write_table
 
 setup(snakemake)
-adata = ad.read_h5ad(snakemake.input[0])
+# the clusters, and the log-normalised expression of preprocessed.h5ad
+adata = read_h5ad_part(snakemake.input.annotations, obsm=False, obsp=False, varm=False,
+                       matrices={"X": (snakemake.input.matrices, "X")})
 write_table(markers.rank_markers(adata, groupby="leiden", **snakemake.params.cfg), snakemake.output[0])

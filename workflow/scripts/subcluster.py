@@ -8,9 +8,12 @@ setup(snakemake)
 p = snakemake.params
 a = p.annotation
 name = snakemake.wildcards.compartment
-# the UMAP is the rule `compartment_umap`'s, run beside the assembly of the atlas;
-# only this compartment's cells are read (the genes' scale on all cells comes from the gene_scale rule)
-adata = read_h5ad_part(snakemake.input.adata, rows=lambda obs: obs["compartment"].astype(str) == name, obsp=False)
+# only this compartment's cells are read: their annotations and corrected counts, and their rows of
+# preprocessed.h5ad (the genes' scale on all cells comes from the gene_scale rule); the UMAP is the
+# rule `compartment_umap`'s, run beside the assembly of the atlas
+adata = read_h5ad_part(snakemake.input.adata, rows=lambda obs: obs["compartment"].astype(str) == name, obsp=False,
+                       matrices={"X": (snakemake.input.matrices, "X"),
+                                 "counts": (snakemake.input.matrices, "layers/counts")})
 scale = pd.read_csv(snakemake.input.scale, sep="\t", index_col="gene")["scale"]
 sub = compartments.subcluster_compartment(
     adata, name,
