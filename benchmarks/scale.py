@@ -355,7 +355,7 @@ def rule_inputs(out: Path, design: pd.DataFrame) -> dict[str, list[Path]]:
         "integrate": pre, "cluster": [inter / "integrated.h5ad"], "umap": [inter / "clustered.h5ad"],
         "markers": [inter / "clustered.h5ad"] + pre, "annotate_compartments": [inter / "clustered.h5ad"] + pre,
         "ambient": [inter / "compartments_called.h5ad"] + pre, "gene_scale": ambient, "subcluster": ambient + pre,
-        "compartment_umap": [inter / "compartments" / "epithelial.h5ad"],
+        "compartment_umap": [inter / "compartments" / "epithelial.h5ad", inter / "umap.h5ad"],
         "annotated": ambient + pre + [inter / "umap.h5ad"]
         + [inter / "compartments" / f"{c}.h5ad" for c in ("epithelial", "immune", "stromal")],
         "composition": annotated, "agreement": annotated, "plot_umap": annotated, "plot_markers": annotated,

@@ -39,19 +39,33 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, *, rtol: float) -> list[str
     return problems
 
 
-def compare_matrices(a, b, *, rtol: float) -> bool:
+def matrix_difference(a, b) -> float:
+    """The largest absolute difference of two matrices (inf when their shapes differ)."""
     import scipy.sparse as sp
 
     if a is None or b is None:
-        return a is None and b is None
+        return 0.0 if a is None and b is None else float("inf")
     if a.shape != b.shape:
-        return False
+        return float("inf")
+    if 0 in a.shape:
+        return 0.0
     if sp.issparse(a) or sp.issparse(b):
         d = sp.csr_matrix(a, dtype=np.float64) - sp.csr_matrix(b, dtype=np.float64)
-        scale = max(abs(sp.csr_matrix(a)).max(), 1e-300)
-        return d.nnz == 0 or abs(d).max() <= rtol * scale
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return np.allclose(a, b, rtol=rtol, atol=rtol * np.abs(a).max(initial=0))
+        return float(abs(d).max()) if d.nnz else 0.0
+    return float(np.max(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))))
+
+
+def matrix_scale(a) -> float:
+    import scipy.sparse as sp
+
+    if a is None or 0 in a.shape:
+        return 0.0
+    return float(abs(sp.csr_matrix(a)).max()) if sp.issparse(a) else float(np.max(np.abs(np.asarray(a, dtype=float))))
+
+
+def compare_matrices(a, b, *, rtol: float) -> tuple[bool, float]:
+    diff = matrix_difference(a, b)
+    return diff <= rtol * max(matrix_scale(a), 1e-300) or diff == 0, diff
 
 
 def compare_h5ad(p: Path, q: Path, *, rtol: float) -> list[str]:
@@ -66,16 +80,19 @@ def compare_h5ad(p: Path, q: Path, *, rtol: float) -> list[str]:
     for name in ("X", *sorted(set(a.layers) | set(b.layers))):
         x = a.X if name == "X" else a.layers.get(name)
         y = b.X if name == "X" else b.layers.get(name)
-        if not compare_matrices(x, y, rtol=rtol):
-            problems.append(f"matrix {name} differs")
-    for key in sorted(set(a.obsm) | set(b.obsm)):
-        if key not in a.obsm or key not in b.obsm:
-            problems.append(f"obsm {key} in one only")
-        elif not compare_matrices(np.asarray(a.obsm[key]), np.asarray(b.obsm[key]), rtol=rtol):
-            problems.append(f"obsm {key} differs")
-    for key in sorted(set(a.obsp) | set(b.obsp)):
-        if key not in a.obsp or key not in b.obsp or not compare_matrices(a.obsp[key], b.obsp[key], rtol=rtol):
-            problems.append(f"obsp {key} differs")
+        ok, diff = compare_matrices(x, y, rtol=rtol)
+        if not ok:
+            problems.append(f"matrix {name} differs (largest difference {diff:.3g})")
+    for kind, ma, mb in (("obsm", a.obsm, b.obsm), ("obsp", a.obsp, b.obsp)):
+        for key in sorted(set(ma) | set(mb)):
+            if key not in ma or key not in mb:
+                problems.append(f"{kind} {key} in {'after' if key in mb else 'before'} only")
+                continue
+            x, y = ma[key], mb[key]
+            ok, diff = compare_matrices(x if hasattr(x, "shape") else np.asarray(x),
+                                        y if hasattr(y, "shape") else np.asarray(y), rtol=rtol)
+            if not ok:
+                problems.append(f"{kind} {key} differs (largest difference {diff:.3g} of {matrix_scale(x):.3g})")
     return problems
 
 

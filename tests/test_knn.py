@@ -89,9 +89,9 @@ def test_exact_transformer_gives_scikit_learns_graph():
     sc.pp.neighbors(b, n_neighbors=15, use_rep="X_pca", transformer=cluster.ExactKNNTransformer(n_neighbors=15))
     da, db = a.obsp["distances"], b.obsp["distances"]
     assert ((da > 0) != (db > 0)).nnz == 0
-    assert abs(da - db).max() < 1e-4
+    assert abs(da - db).max() < 1e-5
     ca, cb = a.obsp["connectivities"], b.obsp["connectivities"]
-    assert abs(ca - cb).max() < 1e-4
+    assert abs(ca - cb).max() < 1e-5  # float32 weights from distances equal to ~1e-6
 
 
 def test_import_umap_caches_numba_functions(tmp_path):

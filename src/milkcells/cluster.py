@@ -80,6 +80,8 @@ def import_umap() -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NumbaWarning)
+            # umap-learn says so when TensorFlow (its parametric UMAP) is missing, as scanpy's import hides
+            warnings.filterwarnings("ignore", message="Tensorflow not installed", category=ImportWarning)
             import umap  # noqa: F401
     finally:
         numba.njit, numba.jit = njit, jit
@@ -100,14 +102,32 @@ class _FaissKNNTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} needs more than n_neighbors={self.n_neighbors} points, "
                              f"got an array of shape {X.shape}")
         self._index = self._index_for(X)
+        self._fit_X = X
         self.n_samples_fit_ = X.shape[0]
         return self
 
     def _search(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's ``k`` nearest fitted points, nearest first, with their distances.
+
+        faiss ranks by ||x||^2 + ||y||^2 - 2 x.y in float32, which loses digits for close points
+        (up to ~1e-3 relative): the distances of the neighbours found are computed again directly
+        (float64), as scikit-learn gives them, and the neighbours ordered by them.
+        """
         self._prepare_search(k)
+        X = np.ascontiguousarray(X, dtype=np.float32)
         with _faiss_threads(_n_jobs(self.n_jobs)):
-            d2, idx = self._index.search(np.ascontiguousarray(X, dtype=np.float32), k)
-        return idx.astype(np.int64), np.sqrt(np.maximum(d2, 0)).astype(np.float32)
+            _, idx = self._index.search(X, k)
+        idx = idx.astype(np.int64)
+        dist = np.full(idx.shape, np.inf)
+        block = max(1, (1 << 22) // max(k * X.shape[1], 1))
+        for start in range(0, len(X), block):
+            rows, found = X[start:start + block].astype(np.float64), idx[start:start + block]
+            ok = found >= 0
+            diff = self._fit_X[np.where(ok, found, 0)].astype(np.float64) - rows[:, None, :]
+            dist[start:start + block] = np.where(ok, np.sqrt(np.einsum("ijk,ijk->ij", diff, diff)), np.inf)
+        order = np.argsort(dist, axis=1, kind="stable")
+        idx, dist = np.take_along_axis(idx, order, axis=1), np.take_along_axis(dist, order, axis=1)
+        return idx, np.where(np.isfinite(dist), dist, 0)
 
     def _csr(self, idx: np.ndarray, dist: np.ndarray) -> sp.csr_matrix:
         n, k = idx.shape
@@ -127,7 +147,7 @@ class _FaissKNNTransformer(TransformerMixin, BaseEstimator):
         own = np.arange(len(X))[:, None]
         # the point itself leads even where the search missed it (or found a duplicate first)
         idx = np.hstack([own, idx])
-        dist = np.hstack([np.zeros((len(X), 1), np.float32), dist])
+        dist = np.hstack([np.zeros((len(X), 1)), dist])
         key = np.where((idx == own) | (idx < 0), np.inf, dist)
         key[:, 0] = -1.0
         order = np.argsort(key, axis=1, kind="stable")[:, :k]

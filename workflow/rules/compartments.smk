@@ -46,7 +46,8 @@ rule subcluster:
 rule compartment_umap:
     """One compartment's UMAP from its kNN graph, added to a copy of the compartment's file: its own job, run beside the assembly of the atlas."""
     input:
-        out("intermediate", "compartments", "{compartment}.h5ad"),
+        adata=out("intermediate", "compartments", "{compartment}.h5ad"),
+        umap=out("intermediate", "umap.h5ad"),
     output:
         out("compartments", "{compartment}.h5ad"),
     params:
