@@ -23,10 +23,10 @@ def test_scale_benchmark_small(tmp_path):
                 "compartment_accuracy", "cell_type_macro_f1"):
         assert col in table and table[col].notna().all(), col
     rules = pd.read_csv(tmp_path / "scale_rules.tsv", sep="\t")
-    assert {"doublets", "cluster", "subcluster"} <= set(rules["rule"])
+    assert {"qc", "cluster", "subcluster"} <= set(rules["rule"])
     # the inputs of these rules are temp() files, gone at the end: their sizes are those seen during the run
     sizes = rules.set_index("rule")["input_mb"]
-    assert (sizes[["doublets", "cluster", "subcluster", "preprocess"]] > 0).all(), sizes.to_dict()
+    assert (sizes[["qc", "cluster", "subcluster", "preprocess"]] > 0).all(), sizes.to_dict()
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert "ratio" in proc.stdout
 
