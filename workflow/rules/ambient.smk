@@ -6,6 +6,7 @@ rule ambient:
     output:
         adata=temp(out("intermediate", "ambient_corrected.h5ad")),
         table=report(out("tables", "ambient.tsv"), caption="../report/ambient.rst", category="Quality control"),
+    priority: 3
     threads: sized_threads("ambient")
     resources:
         mem_mb=sized_mem_mb("ambient"),

@@ -8,6 +8,9 @@ rule annotate_compartments:
         clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
     params:
         cfg=config["annotation"],
+    # the compartment calls lead to the longest chain of the run (ambient, gene_scale, subcluster): they
+    # go before the markers and the atlas's UMAP, which nothing waits for
+    priority: 3
     threads: sized_threads("annotate_compartments")
     resources:
         mem_mb=sized_mem_mb("annotate_compartments"),

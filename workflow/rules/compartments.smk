@@ -6,6 +6,7 @@ rule gene_scale:
         out("tables", "gene_scale.tsv"),
     params:
         annotation=config["annotation"],
+    priority: 3
     threads: sized_threads("gene_scale")
     resources:
         mem_mb=sized_mem_mb("gene_scale"),
