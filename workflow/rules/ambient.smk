@@ -13,5 +13,7 @@ rule ambient:
         runtime=sized_runtime("ambient"),
     log:
         out("logs", "ambient.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/ambient.py"

@@ -17,6 +17,8 @@ rule annotate_compartments:
         runtime=sized_runtime("annotate_compartments"),
     log:
         out("logs", "annotate_compartments.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/annotate_compartments.py"
 
@@ -37,5 +39,7 @@ rule annotated:
         runtime=sized_runtime("annotated"),
     log:
         out("logs", "annotated.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/annotated.py"

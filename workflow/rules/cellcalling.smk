@@ -20,5 +20,7 @@ rule call_cells:
         runtime=sized_runtime("call_cells"),
     log:
         out("logs", "call_cells", "{sample}.log"),
+    conda:
+        "../envs/cells.yaml"
     script:
         "../scripts/call_cells.py"

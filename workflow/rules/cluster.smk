@@ -14,6 +14,8 @@ rule cluster:
         runtime=sized_runtime("cluster"),
     log:
         out("logs", "cluster.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/cluster.py"
 
@@ -32,5 +34,7 @@ rule umap:
         runtime=sized_runtime("umap"),
     log:
         out("logs", "umap.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/umap.py"

@@ -13,6 +13,8 @@ rule gene_scale:
         runtime=sized_runtime("gene_scale"),
     log:
         out("logs", "gene_scale.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/gene_scale.py"
 
@@ -40,6 +42,8 @@ rule subcluster:
         runtime=sized_runtime("subcluster"),
     log:
         out("logs", "subcluster", "{compartment}.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/subcluster.py"
 
@@ -60,5 +64,7 @@ rule compartment_umap:
         runtime=sized_runtime("compartment_umap"),
     log:
         out("logs", "compartment_umap", "{compartment}.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/compartment_umap.py"

@@ -13,6 +13,8 @@ rule composition:
         runtime=sized_runtime("composition"),
     log:
         out("logs", "composition.log"),
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/composition.py"
 
@@ -32,5 +34,7 @@ rule agreement:
         runtime=sized_runtime("agreement"),
     log:
         out("logs", "agreement.log"),
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/agreement.py"

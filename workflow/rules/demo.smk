@@ -1,7 +1,7 @@
 rule simulate_demo:
     """The embedded demo: SIMULATED raw milk droplets (milkcells.datasets)."""
     output:
-        DEMO_DIR + "/simulated_{demo}.h5ad",
+        os.path.join(DEMO_DIR, "simulated_{demo}.h5ad"),
     params:
         row=demo_row,
         demo=config["demo"],
@@ -12,5 +12,7 @@ rule simulate_demo:
         runtime=sized_runtime("simulate_demo"),
     log:
         "logs/simulate_demo/{demo}.log",
+    conda:
+        "../envs/cells.yaml"
     script:
         "../scripts/simulate_demo.py"

@@ -13,5 +13,7 @@ checkpoint prepare_dataset:
         runtime=sized_runtime("prepare_dataset"),
     log:
         str(DATASET_DIR / "prepare_dataset.log"),
+    conda:
+        "../envs/download.yaml"
     script:
         "../scripts/prepare_dataset.py"

@@ -13,5 +13,7 @@ rule integrate:
         runtime=sized_runtime("integrate"),
     log:
         out("logs", "integrate.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/integrate.py"

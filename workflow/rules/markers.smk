@@ -13,5 +13,7 @@ rule markers:
         runtime=sized_runtime("markers"),
     log:
         out("logs", "markers.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/markers.py"

@@ -12,6 +12,8 @@ rule plot_umap:
         runtime=sized_runtime("plot_umap"),
     log:
         out("logs", "plots", "umap_{key}.log"),
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/plot_umap.py"
 
@@ -30,6 +32,8 @@ rule plot_markers:
         runtime=sized_runtime("plot_markers"),
     log:
         out("logs", "plots", "marker_dotplot.log"),
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/plot_markers.py"
 
@@ -48,6 +52,8 @@ rule plot_composition:
         runtime=sized_runtime("plot_composition"),
     log:
         out("logs", "plots", "composition_{level}.log"),
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/plot_composition.py"
 
@@ -64,5 +70,7 @@ rule plot_composition_time:
         runtime=sized_runtime("plot_composition_time"),
     log:
         out("logs", "plots", "composition_time.log"),
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/plot_composition_time.py"

@@ -13,5 +13,7 @@ rule preprocess:
         runtime=sized_runtime("preprocess"),
     log:
         out("logs", "preprocess.log"),
+    conda:
+        "../envs/atlas.yaml"
     script:
         "../scripts/preprocess.py"

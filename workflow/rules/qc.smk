@@ -14,6 +14,8 @@ rule qc:
         runtime=sized_runtime("qc"),
     log:
         out("logs", "qc", "{sample}.log"),
+    conda:
+        "../envs/cells.yaml"
     script:
         "../scripts/qc.py"
 
@@ -31,5 +33,7 @@ rule qc_summary:
         runtime=sized_runtime("qc_summary"),
     log:
         out("logs", "qc_summary.log"),
+    conda:
+        "../envs/cells.yaml"
     script:
         "../scripts/qc_summary.py"
