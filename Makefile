@@ -31,9 +31,18 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check src tests workflow/scripts
+LINT_STAMP := $(VENV)/.milkcells-lint-installed
+
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test,lint]"
+	touch $@
+
+# the Snakemake workflow catalog's checks: Python lint and format, Snakefile format, snakemake --lint
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/snakemake --lint
 
 clean:
 	rm -rf results results_test .snakemake logs resources/demo
