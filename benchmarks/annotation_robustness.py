@@ -66,12 +66,18 @@ def simulate_dataset(marker_fraction: float, sharing: float, *, seed: int = 0, n
     samples = []
     for i, (donor, days) in enumerate((("D1", 5), ("D2", 40), ("D3", 120))):
         comp = even_composition()
-        samples.append(simu.simulate_raw_sample(f"S{i + 1}", donor=donor, days_postpartum=days,
-                                                composition=comp, n_cells=300, **kw))
+        samples.append(
+            simu.simulate_raw_sample(
+                f"S{i + 1}", donor=donor, days_postpartum=days, composition=comp, n_cells=300, **kw
+            )
+        )
     comp = {k: v for k, v in simu.default_composition(60).items() if simu.SIM_TYPES[k].compartment == "epithelial"}
     comp = {k: 0.8 * v / sum(comp.values()) for k, v in comp.items()} | {ONE_TYPE: 0.2}
-    samples.append(simu.simulate_raw_sample("S4_one_immune_type", donor="D4", days_postpartum=60,
-                                            composition=comp, n_cells=300, **kw))
+    samples.append(
+        simu.simulate_raw_sample(
+            "S4_one_immune_type", donor="D4", days_postpartum=60, composition=comp, n_cells=300, **kw
+        )
+    )
     samples.append(simu.simulate_raw_sample("S5_150_cells", donor="D5", days_postpartum=20, n_cells=150, **kw))
     for a in samples:
         a.obs["sample"] = a.uns["simulation"]["sample"]
@@ -113,8 +119,12 @@ def mixed_confident_clusters(parts: list, *, max_major: float = 0.6, min_conf: f
             major = g["sim_cell_type"].astype(str).value_counts(normalize=True).iloc[0]
             labels = g["cell_type_broad"].astype(str)
             top = labels.value_counts(normalize=True)
-            if major < max_major and top.index[0] != annotate.UNASSIGNED and top.iloc[0] >= 0.95 and (
-                    g.loc[labels == top.index[0], "cell_type_broad_confidence"].median() >= min_conf):
+            if (
+                major < max_major
+                and top.index[0] != annotate.UNASSIGNED
+                and top.iloc[0] >= 0.95
+                and (g.loc[labels == top.index[0], "cell_type_broad_confidence"].median() >= min_conf)
+            ):
                 n += 1
     return n
 
@@ -133,7 +143,8 @@ def evaluate(m, parts) -> dict:
         "absent_type_unassigned": res["absent_type_unassigned"].get(ABSENT, np.nan),
         "one_type_sample_recall": float((one_imm["cell_type"].astype(str) == ONE_TYPE).mean()),
         "small_sample_compartment_accuracy": float(
-            (small["compartment"].astype(str) == small["sim_compartment"].astype(str)).mean()),
+            (small["compartment"].astype(str) == small["sim_compartment"].astype(str)).mean()
+        ),
         "mixed_immune_clusters_confidently_labelled": mixed_confident_clusters(parts),
         "n_cells": int(m.n_obs),
         "recall": res["cell_type_recall"],
@@ -158,13 +169,16 @@ def main(argv=None) -> int:
         row = {"markers_expressed": f, "sharing": s, **evaluate(m, parts), "seconds": round(time.time() - t0, 1)}
         rows.append(row)
         rec = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["recall"].items()))
-        print(f"markers {f:.0%} sharing {s:.0%}: compartment accuracy {row['compartment_accuracy']:.3f}, "
-              f"macro-F1 {row['macro_f1']:.3f}, unassigned {row['unassigned_share']:.3f}, "
-              f"absent type unassigned {row['absent_type_unassigned']:.3f}, "
-              f"one-type sample recall {row['one_type_sample_recall']:.3f}, "
-              f"150-cell sample compartment accuracy {row['small_sample_compartment_accuracy']:.3f}, "
-              f"mixed immune clusters labelled {row['mixed_immune_clusters_confidently_labelled']} "
-              f"({row['seconds']} s)\n    recall: {rec}", flush=True)
+        print(
+            f"markers {f:.0%} sharing {s:.0%}: compartment accuracy {row['compartment_accuracy']:.3f}, "
+            f"macro-F1 {row['macro_f1']:.3f}, unassigned {row['unassigned_share']:.3f}, "
+            f"absent type unassigned {row['absent_type_unassigned']:.3f}, "
+            f"one-type sample recall {row['one_type_sample_recall']:.3f}, "
+            f"150-cell sample compartment accuracy {row['small_sample_compartment_accuracy']:.3f}, "
+            f"mixed immune clusters labelled {row['mixed_immune_clusters_confidently_labelled']} "
+            f"({row['seconds']} s)\n    recall: {rec}",
+            flush=True,
+        )
     table = pd.DataFrame(rows)
     recall = pd.DataFrame(list(table.pop("recall"))).add_prefix("recall_")
     table = pd.concat([table, recall], axis=1)

@@ -40,17 +40,28 @@ SAMPLES = (("S1", "D1", 5), ("S2", "D2", 30), ("S3", "D3", 90))
 
 
 def _sample(name, donor, days, *, n_cells, marker_fraction, sharing, seed):
-    raw = simulation.simulate_raw_sample(name, donor=donor, days_postpartum=days, n_cells=n_cells,
-                                         n_empty=3 * n_cells, marker_fraction=marker_fraction, sharing=sharing,
-                                         doublet_rate=0.04, doublet_kind="heterotypic", seed=seed)
+    raw = simulation.simulate_raw_sample(
+        name,
+        donor=donor,
+        days_postpartum=days,
+        n_cells=n_cells,
+        n_empty=3 * n_cells,
+        marker_fraction=marker_fraction,
+        sharing=sharing,
+        doublet_rate=0.04,
+        doublet_kind="heterotypic",
+        seed=seed,
+    )
     return qc.filter_cells(cellcalling.call_cells(raw))
 
 
 def _parts(before, after):
     """Rows for the whole detector and each part alone, from the scores recorded for every input cell."""
     rec = after.uns["milkcells"]["doublets"]
-    calls = {"scrublet": np.nan_to_num(rec["scores"]) > rec["threshold_used"],
-             "heterotypic": np.nan_to_num(rec["probabilities"]) > 0.5}
+    calls = {
+        "scrublet": np.nan_to_num(rec["scores"]) > rec["threshold_used"],
+        "heterotypic": np.nan_to_num(rec["probabilities"]) > 0.5,
+    }
     rows = {"both detectors": simulation.doublet_removal(before, after)}
     for part, called in calls.items():
         rows[f"{part} alone"] = simulation.doublet_removal(before, before[~called])
@@ -68,20 +79,36 @@ def accuracy(n_cells: int, seeds: list[int]) -> pd.DataFrame:
                 after = doublets.remove_doublets(before)
                 secs = time.perf_counter() - t0
                 for detector, m in _parts(before, after).items():
-                    rows.append({"marker_fraction": mf, "sharing": sh, "seed": seed, "sample": name,
-                                 "days_postpartum": days, "detector": detector, "cells": before.n_obs,
-                                 **m, "seconds": secs})
+                    rows.append(
+                        {
+                            "marker_fraction": mf,
+                            "sharing": sh,
+                            "seed": seed,
+                            "sample": name,
+                            "days_postpartum": days,
+                            "detector": detector,
+                            "cells": before.n_obs,
+                            **m,
+                            "seconds": secs,
+                        }
+                    )
                 print(f"  {mf}/{sh} seed {seed} {name}: {before.n_obs} cells, {secs:.1f} s", flush=True)
     return pd.DataFrame(rows)
 
 
 def pooled(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Epithelial-immune doublets removed and singlets lost (%), pooled over the cells of each group."""
-    t = table.assign(ei_removed=table["removed_epithelial_immune"] * table["epithelial_immune_doublets"],
-                     singlets_lost_n=table["singlets_lost"] * table["singlets"])
+    t = table.assign(
+        ei_removed=table["removed_epithelial_immune"] * table["epithelial_immune_doublets"],
+        singlets_lost_n=table["singlets_lost"] * table["singlets"],
+    )
     g = t.groupby(by, sort=False)[["ei_removed", "epithelial_immune_doublets", "singlets_lost_n", "singlets"]].sum()
-    return pd.DataFrame({"epithelial_immune_removed_%": 100 * g["ei_removed"] / g["epithelial_immune_doublets"],
-                         "singlets_lost_%": 100 * g["singlets_lost_n"] / g["singlets"]}).round(1)
+    return pd.DataFrame(
+        {
+            "epithelial_immune_removed_%": 100 * g["ei_removed"] / g["epithelial_immune_doublets"],
+            "singlets_lost_%": 100 * g["singlets_lost_n"] / g["singlets"],
+        }
+    ).round(1)
 
 
 def timing(sizes: list[int]) -> pd.DataFrame:
@@ -90,8 +117,11 @@ def timing(sizes: list[int]) -> pd.DataFrame:
     for n in sizes:
         a = _sample(f"T{n}", "D1", 30, n_cells=n, marker_fraction=0.7, sharing=0.1, seed=0)
         row = {"cells": a.n_obs}
-        for label, kw in (("both_s", {}), ("scrublet_s", {"heterotypic": False}),
-                          ("heterotypic_s", {"scrublet": False})):
+        for label, kw in (
+            ("both_s", {}),
+            ("scrublet_s", {"heterotypic": False}),
+            ("heterotypic_s", {"scrublet": False}),
+        ):
             t0 = time.perf_counter()
             doublets.remove_doublets(a, **kw)
             row[label] = round(time.perf_counter() - t0, 1)
@@ -105,8 +135,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=2000, help="singlet cells per sample (default 2000)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--timing", type=int, nargs="*", default=[5000, 20000],
-                    help="sample sizes to time remove_doublets at (none: skip)")
+    ap.add_argument(
+        "--timing",
+        type=int,
+        nargs="*",
+        default=[5000, 20000],
+        help="sample sizes to time remove_doublets at (none: skip)",
+    )
     ap.add_argument("--out", help="write the per-sample table (TSV) here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -115,8 +150,12 @@ def main(argv=None):
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
     pd.set_option("display.width", 200)
-    per_sample = table.pivot_table(index=["marker_fraction", "sharing", "seed", "sample"], columns="detector",
-                                   values=["removed_epithelial_immune", "singlets_lost"], sort=False)
+    per_sample = table.pivot_table(
+        index=["marker_fraction", "sharing", "seed", "sample"],
+        columns="detector",
+        values=["removed_epithelial_immune", "singlets_lost"],
+        sort=False,
+    )
     print("\nPer sample (shares; epithelial-immune doublets removed, singlets lost):")
     print((100 * per_sample).round(1).to_string())
     print("\nPer setting and seed, pooled over the samples (%):")

@@ -1,4 +1,4 @@
-"""milkcells' compartment and cell-type calls on real, author-labelled single-cell data.
+r"""milkcells' compartment and cell-type calls on real, author-labelled single-cell data.
 
 The sets are real human scRNA-seq (and one snRNA-seq) with the authors' own cell-type labels,
 taken from public GitHub repositories that bundle them as example data; milkcells neither ships
@@ -53,7 +53,7 @@ Run (from the repository root)::
     bash benchmarks/fetch_real_labelled.sh                       # builds /work/realdata (R + git needed)
     .venv/bin/python benchmarks/real_labelled.py                 # every /work/realdata/*/*.h5ad
     .venv/bin/python benchmarks/real_labelled.py /work/realdata/breast_scdeconr/breast_scdeconr.h5ad --qc
-    .venv/bin/python benchmarks/real_labelled.py my.h5ad --label-column cell_type --map my_map.tsv \\
+    .venv/bin/python benchmarks/real_labelled.py my.h5ad --label-column cell_type --map my_map.tsv \
         --out results/real_labelled.tsv
 """
 
@@ -152,30 +152,46 @@ def evaluate(m: ad.AnnData, mapping: dict[str, dict], n_in: int) -> tuple[dict, 
     comp = obs["compartment"].astype(str)
     ct = obs["cell_type"].astype(str)
     has_comp = truth_comp != ""
-    res = {"n_cells_in": n_in, "n_cells": int(m.n_obs), "unmapped_labels": unknown,
-           "compartment_accuracy": float((comp[has_comp] == truth_comp[has_comp]).mean()) if has_comp.any() else np.nan,
-           "compartment_unassigned": float((comp[has_comp] == UNASSIGNED).mean()) if has_comp.any() else np.nan}
+    res = {
+        "n_cells_in": n_in,
+        "n_cells": int(m.n_obs),
+        "unmapped_labels": unknown,
+        "compartment_accuracy": float((comp[has_comp] == truth_comp[has_comp]).mean()) if has_comp.any() else np.nan,
+        "compartment_unassigned": float((comp[has_comp] == UNASSIGNED).mean()) if has_comp.any() else np.nan,
+    }
     for c in annotate.COMPARTMENTS:
         sel = truth_comp == c
         res[f"recall_{c}"] = float((comp[sel] == c).mean()) if sel.any() else np.nan
         res[f"n_{c}"] = int(sel.sum())
     res["immune_called_immune"] = res["recall_immune"]
     has_ct = truth_ct != ""
-    summary, per_target = agreement.compare_labels(truth_ct[has_ct].reset_index(drop=True),
-                                                   ct[has_ct].reset_index(drop=True))
-    res.update({k: summary[k] for k in ("macro_f1", "macro_recall", "accuracy", "unassigned_share",
-                                        "absent_labels", "adjusted_rand_index")})
+    summary, per_target = agreement.compare_labels(
+        truth_ct[has_ct].reset_index(drop=True), ct[has_ct].reset_index(drop=True)
+    )
+    res.update(
+        {
+            k: summary[k]
+            for k in (
+                "macro_f1",
+                "macro_recall",
+                "accuracy",
+                "unassigned_share",
+                "absent_labels",
+                "adjusted_rand_index",
+            )
+        }
+    )
     res["per_target"] = per_target
     # the same, with cells left without a type read at their compartment (the finest label milkcells
     # called): only compartment-level author labels can change
     finest = ct.where(ct != UNASSIGNED, comp)
-    s2, per2 = agreement.compare_labels(truth_ct[has_ct].reset_index(drop=True),
-                                        finest[has_ct].reset_index(drop=True))
+    s2, per2 = agreement.compare_labels(truth_ct[has_ct].reset_index(drop=True), finest[has_ct].reset_index(drop=True))
     res["macro_f1_finest"] = s2["macro_f1"]
     res["macro_recall_finest"] = s2["macro_recall"]
     if "sample" in obs and obs["sample"].nunique() > 1:
-        res["unassigned_by_sample"] = {str(k): float(v) for k, v in
-                                       (ct == UNASSIGNED).groupby(obs["sample"].astype(str)).mean().items()}
+        res["unassigned_by_sample"] = {
+            str(k): float(v) for k, v in (ct == UNASSIGNED).groupby(obs["sample"].astype(str)).mean().items()
+        }
     lineage = {c: set(agreement.label_lineage(c)) if c != UNASSIGNED else set() for c in set(ct)}
     rows = []
     for label, idx in obs.groupby(author, observed=True).groups.items():
@@ -183,18 +199,24 @@ def evaluate(m: ad.AnnData, mapping: dict[str, dict], n_in: int) -> tuple[dict, 
         target = r.get("cell_type", "")
         accept = {target} | {x.strip() for x in str(r.get("also_accept", "")).split(",") if x.strip()}
         calls = ct.loc[idx]
-        right = calls.map(lambda c: target in lineage[c]) if target else pd.Series(np.nan, index=idx)
-        lenient = calls.map(lambda c: bool(lineage[c] & accept)) if target else pd.Series(np.nan, index=idx)
-        rows.append({
-            "author_label": label, "n": len(idx), "compartment": r.get("compartment", ""), "target": target,
-            "recall": float(right.mean()) if target else np.nan,
-            "lenient_recall": float(lenient.mean()) if target else np.nan,
-            "compartment_right": float((comp.loc[idx] == r.get("compartment", "?")).mean())
-            if r.get("compartment") else np.nan,
-            "unassigned": float((calls == UNASSIGNED).mean()),
-            "typed_as": typed_as(calls),
-            "compartment_called": typed_as(comp.loc[idx], 2),
-        })
+        right = calls.map(lambda c, t=target: t in lineage[c]) if target else pd.Series(np.nan, index=idx)
+        lenient = calls.map(lambda c, a=accept: bool(lineage[c] & a)) if target else pd.Series(np.nan, index=idx)
+        rows.append(
+            {
+                "author_label": label,
+                "n": len(idx),
+                "compartment": r.get("compartment", ""),
+                "target": target,
+                "recall": float(right.mean()) if target else np.nan,
+                "lenient_recall": float(lenient.mean()) if target else np.nan,
+                "compartment_right": float((comp.loc[idx] == r.get("compartment", "?")).mean())
+                if r.get("compartment")
+                else np.nan,
+                "unassigned": float((calls == UNASSIGNED).mean()),
+                "typed_as": typed_as(calls),
+                "compartment_called": typed_as(comp.loc[idx], 2),
+            }
+        )
     per_label = pd.DataFrame(rows).sort_values(["compartment", "n"], ascending=[True, False])
     return res, per_label
 
@@ -203,21 +225,33 @@ def report(name: str, res: dict, per_label: pd.DataFrame, seconds: float) -> Non
     print(f"\n=== {name}: {res['n_cells']} cells ({res['n_cells_in']} in; {seconds:.0f} s)")
     if res["unmapped_labels"]:
         print(f"  author labels not in the map (left out): {res['unmapped_labels']}")
-    comp_line = ", ".join(f"{c} {res[f'recall_{c}']:.3f} (n={res[f'n_{c}']})"
-                          for c in annotate.COMPARTMENTS if res[f"n_{c}"])
-    print(f"  compartment accuracy {res['compartment_accuracy']:.3f} (unassigned {res['compartment_unassigned']:.3f}); "
-          f"recall per compartment: {comp_line}")
+    comp_line = ", ".join(
+        f"{c} {res[f'recall_{c}']:.3f} (n={res[f'n_{c}']})" for c in annotate.COMPARTMENTS if res[f"n_{c}"]
+    )
+    print(
+        f"  compartment accuracy {res['compartment_accuracy']:.3f} (unassigned {res['compartment_unassigned']:.3f}); "
+        f"recall per compartment: {comp_line}"
+    )
     imm = res["immune_called_immune"]
     print(f"  authors' immune cells called immune: {imm:.3f}" if np.isfinite(imm) else "  no immune cells")
     bar = (res["compartment_accuracy"] >= 0.9) and (not np.isfinite(imm) or imm >= 0.9)
-    print(f"  acceptance bar (compartment accuracy >= 0.90, immune called immune >= 0.90): {'met' if bar else 'NOT met'}")
-    print(f"  cell types: macro-F1 {res['macro_f1']:.3f}, macro-recall {res['macro_recall']:.3f}, accuracy "
-          f"{res['accuracy']:.3f}, unassigned {res['unassigned_share']:.3f}; absent from the table: "
-          f"{res['absent_labels'] or 'none'} (ARI {res['adjusted_rand_index']:.3f}, for reference)")
-    print(f"  macro-F1 with untyped cells read at their compartment (counts for compartment-level labels): "
-          f"{res['macro_f1_finest']:.3f} (macro-recall {res['macro_recall_finest']:.3f})")
+    print(
+        f"  acceptance bar (compartment accuracy >= 0.90, immune called immune >= 0.90): {'met' if bar else 'NOT met'}"
+    )
+    print(
+        f"  cell types: macro-F1 {res['macro_f1']:.3f}, macro-recall {res['macro_recall']:.3f}, accuracy "
+        f"{res['accuracy']:.3f}, unassigned {res['unassigned_share']:.3f}; absent from the table: "
+        f"{res['absent_labels'] or 'none'} (ARI {res['adjusted_rand_index']:.3f}, for reference)"
+    )
+    print(
+        f"  macro-F1 with untyped cells read at their compartment (counts for compartment-level labels): "
+        f"{res['macro_f1_finest']:.3f} (macro-recall {res['macro_recall_finest']:.3f})"
+    )
     if res.get("unassigned_by_sample"):
-        print("  cell type unassigned by sample: " + ", ".join(f"{k} {v:.2f}" for k, v in res["unassigned_by_sample"].items()))
+        print(
+            "  cell type unassigned by sample: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in res["unassigned_by_sample"].items())
+        )
     with pd.option_context("display.width", 250, "display.max_colwidth", 60, "display.max_rows", 200):
         print("  per author label:")
         print(per_label.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -250,11 +284,22 @@ def main(argv=None) -> int:
         m, _ = run_pipeline(a, do_qc=args.qc)
         res, per_label = evaluate(m, map_for(table, name), n_in)
         report(name, res, per_label, time.time() - t0)
-        summary_rows.append({"dataset": name, **{k: v for k, v in res.items() if k not in ("per_target", "unassigned_by_sample")}})
+        summary_rows.append(
+            {"dataset": name, **{k: v for k, v in res.items() if k not in ("per_target", "unassigned_by_sample")}}
+        )
         tables.append(per_label.assign(dataset=name))
     print("\n=== summary")
-    cols = ["dataset", "n_cells", "compartment_accuracy", "immune_called_immune", "recall_epithelial",
-            "recall_stromal", "macro_f1", "macro_f1_finest", "unassigned_share"]
+    cols = [
+        "dataset",
+        "n_cells",
+        "compartment_accuracy",
+        "immune_called_immune",
+        "recall_epithelial",
+        "recall_stromal",
+        "macro_f1",
+        "macro_f1_finest",
+        "unassigned_share",
+    ]
     summ = pd.DataFrame(summary_rows)
     print(summ[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:

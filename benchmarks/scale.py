@@ -77,8 +77,15 @@ def sample_design(n_samples: int) -> pd.DataFrame:
     for i in range(n_samples):
         donor = f"SIM{i % N_DONORS + 1}"
         days = (5 + 3 * (i % N_DONORS)) if i < N_DONORS else (90 + 20 * (i % N_DONORS))
-        rows.append({"sample": f"{donor}_d{days:03d}", "donor": donor, "batch": f"batch_{donor}",
-                     "source": "milk", "days_postpartum": days})
+        rows.append(
+            {
+                "sample": f"{donor}_d{days:03d}",
+                "donor": donor,
+                "batch": f"batch_{donor}",
+                "source": "milk",
+                "days_postpartum": days,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -86,8 +93,9 @@ def _chunk(args):
     from milkcells import datasets
 
     sample, donor, days, n, k, n_genes, seed = args
-    a = datasets.simulate_milk_sample(sample, donor=donor, days_postpartum=days, n_cells=n, n_empty=0,
-                                      n_genes=n_genes, seed=seed * 1000 + k)
+    a = datasets.simulate_milk_sample(
+        sample, donor=donor, days_postpartum=days, n_cells=n, n_empty=0, n_genes=n_genes, seed=seed * 1000 + k
+    )
     a.obs_names = [f"{bc}-{k}" for bc in a.obs_names]
     return a
 
@@ -122,8 +130,11 @@ def simulate(size: int, folder: Path, *, n_samples: int, n_genes: int, workers: 
     for r in design.itertuples():
         a = ad.concat(parts.pop(r.sample), merge="first")
         a.X = sp.csr_matrix(a.X, dtype=np.float32)
-        a.uns["simulation"] = {"note": "SIMULATED data (milkcells.datasets.simulate_milk_sample), not real milk",
-                               "n_cells": int(r.n_cells), "chunks_of": CHUNK}
+        a.uns["simulation"] = {
+            "note": "SIMULATED data (milkcells.datasets.simulate_milk_sample), not real milk",
+            "n_cells": int(r.n_cells),
+            "chunks_of": CHUNK,
+        }
         a.write_h5ad(r.path)
     stamp.write_text(json.dumps(want))
     return design
@@ -133,8 +144,7 @@ def simulate(size: int, folder: Path, *, n_samples: int, n_genes: int, workers: 
 # measuring
 
 
-def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict, mem_cap_gb: float | None = None,
-                 watch=()) -> dict:
+def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict, mem_cap_gb: float | None = None, watch=()) -> dict:
     """Run ``cmd``; wall time and peak summed RSS of its process tree (polled every 0.2 s).
 
     With ``mem_cap_gb`` the tree is killed when its RSS passes the cap (``capped`` in the result:
@@ -202,9 +212,16 @@ def run_measured(cmd: list[str], *, cwd: Path, log: Path, env: dict, mem_cap_gb:
             sizes[w] = max(sizes.get(w, 0), w.stat().st_size)
     jobs = pd.DataFrame([v for v in per_job.values() if v[0]], columns=["script", "rss"])
     script_peak = (jobs.groupby("script")["rss"].max() / 1e6).round(0).to_dict() if len(jobs) else {}
-    return {"returncode": proc.returncode, "wall_s": wall, "peak_rss_gb": peak / 1e9, "script_peak_mb": script_peak,
-            "load": float(np.mean(loads)) if loads else float("nan"), "capped": capped, "sizes": sizes,
-            "disk_peak_gb": disk_peak / 1e9}
+    return {
+        "returncode": proc.returncode,
+        "wall_s": wall,
+        "peak_rss_gb": peak / 1e9,
+        "script_peak_mb": script_peak,
+        "load": float(np.mean(loads)) if loads else float("nan"),
+        "capped": capped,
+        "sizes": sizes,
+        "disk_peak_gb": disk_peak / 1e9,
+    }
 
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
@@ -245,8 +262,12 @@ def agreement(path: Path) -> dict:
     a = ad.read_h5ad(path, backed="r")
     res = datasets.truth_agreement(a)
     a.file.close()
-    return {"n_cells_kept": res["n_kept"], "compartment_accuracy": res["compartment_accuracy"],
-            "cell_type_macro_f1": res["cell_type_macro_f1"], "cell_type_ari": res["cell_type_ari"]}
+    return {
+        "n_cells_kept": res["n_kept"],
+        "compartment_accuracy": res["compartment_accuracy"],
+        "cell_type_macro_f1": res["cell_type_macro_f1"],
+        "cell_type_ari": res["cell_type_ari"],
+    }
 
 
 def plain_agreement(path: Path) -> float:
@@ -257,7 +278,9 @@ def plain_agreement(path: Path) -> float:
     obs = a.obs
     a.file.close()
     single = obs["sim_status"].astype(str) == "cell"
-    return float(adjusted_rand_score(obs.loc[single, "sim_cell_type"].astype(str), obs.loc[single, "leiden"].astype(str)))
+    return float(
+        adjusted_rand_score(obs.loc[single, "sim_cell_type"].astype(str), obs.loc[single, "leiden"].astype(str))
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,69 +295,133 @@ def run_size(size: int, args, env: dict) -> tuple[dict, pd.DataFrame]:
     sheet = base / "samples.tsv"
     design.drop(columns=["n_cells"]).to_csv(sheet, sep="\t", index=False)
     read_s, nnz = read_and_pass(design["path"])
-    row: dict = {"cells": size, "cells_input": n_input, "samples": args.samples,
-                 "cells_per_sample_max": int(design["n_cells"].max() * 1.09), "simulate_s": round(sim_s, 1),
-                 "nonzeros": nnz, "read_and_pass_s": round(read_s, 1)}
-    print(f"\n== {size:,} cells ({n_input:,} barcodes in {args.samples} samples, {nnz:,} non-zeros; simulated "
-          f"in {sim_s:.0f} s; reading the matrices and one pass over their non-zeros: {read_s:.1f} s)", flush=True)
+    row: dict = {
+        "cells": size,
+        "cells_input": n_input,
+        "samples": args.samples,
+        "cells_per_sample_max": int(design["n_cells"].max() * 1.09),
+        "simulate_s": round(sim_s, 1),
+        "nonzeros": nnz,
+        "read_and_pass_s": round(read_s, 1),
+    }
+    print(
+        f"\n== {size:,} cells ({n_input:,} barcodes in {args.samples} samples, {nnz:,} non-zeros; simulated "
+        f"in {sim_s:.0f} s; reading the matrices and one pass over their non-zeros: {read_s:.1f} s)",
+        flush=True,
+    )
     out = base / "milkcells_out"
     if out.exists():
         import shutil
 
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(base),
-           "--cores", str(args.cores), "--config", f"samples={sheet}", f"outdir={out}", "--rerun-incomplete", "--nolock"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(base),
+        "--cores",
+        str(args.cores),
+        "--config",
+        f"samples={sheet}",
+        f"outdir={out}",
+        "--rerun-incomplete",
+        "--nolock",
+    ]
     inputs = rule_inputs(out, design)
-    m = run_measured(cmd, cwd=base, log=base / "milkcells.log", env=env, mem_cap_gb=args.mem_cap,
-                     watch=sorted({p for paths in inputs.values() for p in paths}))
+    m = run_measured(
+        cmd,
+        cwd=base,
+        log=base / "milkcells.log",
+        env=env,
+        mem_cap_gb=args.mem_cap,
+        watch=sorted({p for paths in inputs.values() for p in paths}),
+    )
     if m["capped"]:
         raise SystemExit(f"the workflow passed the memory cap ({args.mem_cap:.1f} GB) at {size} cells and was stopped")
     if m["returncode"]:
         raise SystemExit(f"the workflow failed at {size} cells; see {base / 'milkcells.log'}")
-    row.update({"milkcells_wall_s": round(m["wall_s"], 1), "milkcells_peak_gb": round(m["peak_rss_gb"], 2),
-                "milkcells_load": round(m["load"], 2),
-                # the h5ad files at their largest at once (inputs, intermediates, outputs): the scratch a run needs
-                "milkcells_disk_peak_gb": round(m["disk_peak_gb"], 2),
-                "milkcells_out_gb": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e9, 2)})
+    row.update(
+        {
+            "milkcells_wall_s": round(m["wall_s"], 1),
+            "milkcells_peak_gb": round(m["peak_rss_gb"], 2),
+            "milkcells_load": round(m["load"], 2),
+            # the h5ad files at their largest at once (inputs, intermediates, outputs): the scratch a run needs
+            "milkcells_disk_peak_gb": round(m["disk_peak_gb"], 2),
+            "milkcells_out_gb": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e9, 2),
+        }
+    )
     row.update(agreement(out / "annotated.h5ad"))
     jobs = rule_times(base / "milkcells.log")
-    rules = (jobs.groupby("rule")["seconds"].agg(jobs="count", total_s="sum", max_s="max").reset_index()
-             .sort_values("total_s", ascending=False))
+    rules = (
+        jobs.groupby("rule")["seconds"]
+        .agg(jobs="count", total_s="sum", max_s="max")
+        .reset_index()
+        .sort_values("total_s", ascending=False)
+    )
     rules.insert(0, "cells", size)
     rules["peak_mb"] = rules["rule"].map(m["script_peak_mb"])
     rules["input_mb"] = rules["rule"].map(input_sizes(inputs, m["sizes"]))
-    print(f"milkcells: {m['wall_s']:.0f} s, peak {m['peak_rss_gb']:.2f} GB (mean load {m['load']:.1f}), h5ad files "
-          f"{row['milkcells_disk_peak_gb']:.1f} GB at most, output {row['milkcells_out_gb']:.1f} GB; compartments "
-          f"{row['compartment_accuracy']:.3f} correct, cell-type macro-F1 {row['cell_type_macro_f1']:.3f}, "
-          f"ARI {row['cell_type_ari']:.3f}", flush=True)
+    print(
+        f"milkcells: {m['wall_s']:.0f} s, peak {m['peak_rss_gb']:.2f} GB (mean load {m['load']:.1f}), h5ad files "
+        f"{row['milkcells_disk_peak_gb']:.1f} GB at most, output {row['milkcells_out_gb']:.1f} GB; compartments "
+        f"{row['compartment_accuracy']:.3f} correct, cell-type macro-F1 {row['cell_type_macro_f1']:.3f}, "
+        f"ARI {row['cell_type_ari']:.3f}",
+        flush=True,
+    )
     if not args.keep:
         for h5 in out.rglob("*.h5ad"):
             h5.unlink()
     print("  rule time (s, summed over jobs; longest job); largest job's peak RSS and input (MB):")
     for r in rules.itertuples():
-        print(f"    {r.rule:24s} {r.jobs:3d} x  {r.total_s:7.0f}  ({r.max_s:4.0f})  {r.peak_mb:7.0f}  {r.input_mb:7.0f}")
+        print(
+            f"    {r.rule:24s} {r.jobs:3d} x  {r.total_s:7.0f}  ({r.max_s:4.0f})  {r.peak_mb:7.0f}  {r.input_mb:7.0f}"
+        )
     if args.plain:
         h5 = base / "plain.h5ad"
-        m = run_measured([sys.executable, str(REPO / "benchmarks" / "plain_scanpy.py"), str(h5),
-                          *design["path"]], cwd=base, log=base / "plain.log", env=env, mem_cap_gb=args.mem_cap)
+        m = run_measured(
+            [sys.executable, str(REPO / "benchmarks" / "plain_scanpy.py"), str(h5), *design["path"]],
+            cwd=base,
+            log=base / "plain.log",
+            env=env,
+            mem_cap_gb=args.mem_cap,
+        )
         if m["capped"] or m["returncode"] == -9:
             # the plain script does not fit in this machine's memory at this size: a result, not an error
             # (stopped at the cap, or killed by the kernel's OOM killer when it jumped past it between polls)
             how = f"memory cap {args.mem_cap:.1f} GB" if m["capped"] else "killed (SIGKILL: the kernel's OOM killer)"
-            row.update({"plain_wall_s": float("nan"), "plain_peak_gb": round(m["peak_rss_gb"], 2),
-                        "plain_load": round(m["load"], 2), "ratio": float("nan"), "plain_cluster_ari": float("nan"),
-                        "plain_note": f"stopped at {m['peak_rss_gb']:.1f} GB after {m['wall_s']:.0f} s ({how})"})
+            row.update(
+                {
+                    "plain_wall_s": float("nan"),
+                    "plain_peak_gb": round(m["peak_rss_gb"], 2),
+                    "plain_load": round(m["load"], 2),
+                    "ratio": float("nan"),
+                    "plain_cluster_ari": float("nan"),
+                    "plain_note": f"stopped at {m['peak_rss_gb']:.1f} GB after {m['wall_s']:.0f} s ({how})",
+                }
+            )
             print(f"plain scanpy: {row['plain_note']}: it does not fit in this machine's memory", flush=True)
             h5.unlink(missing_ok=True)
             return row, rules
         if m["returncode"]:
             raise SystemExit(f"the plain scanpy script failed at {size} cells; see {base / 'plain.log'}")
-        row.update({"plain_wall_s": round(m["wall_s"], 1), "plain_peak_gb": round(m["peak_rss_gb"], 2),
-                    "plain_load": round(m["load"], 2), "ratio": round(row["milkcells_wall_s"] / m["wall_s"], 2),
-                    "plain_cluster_ari": round(plain_agreement(h5), 3)})
-        print(f"plain scanpy: {m['wall_s']:.0f} s, peak {m['peak_rss_gb']:.2f} GB (mean load {m['load']:.1f}); "
-              f"ratio {row['ratio']:.2f}; "
-              f"ARI of its clusters {row['plain_cluster_ari']:.3f}", flush=True)
+        row.update(
+            {
+                "plain_wall_s": round(m["wall_s"], 1),
+                "plain_peak_gb": round(m["peak_rss_gb"], 2),
+                "plain_load": round(m["load"], 2),
+                "ratio": round(row["milkcells_wall_s"] / m["wall_s"], 2),
+                "plain_cluster_ari": round(plain_agreement(h5), 3),
+            }
+        )
+        print(
+            f"plain scanpy: {m['wall_s']:.0f} s, peak {m['peak_rss_gb']:.2f} GB (mean load {m['load']:.1f}); "
+            f"ratio {row['ratio']:.2f}; "
+            f"ARI of its clusters {row['plain_cluster_ari']:.3f}",
+            flush=True,
+        )
         if not args.keep:
             h5.unlink(missing_ok=True)
     return row, rules
@@ -351,27 +438,43 @@ def rule_inputs(out: Path, design: pd.DataFrame) -> dict[str, list[Path]]:
     ambient = [inter / "ambient_corrected.h5ad"]
     pre = [inter / "preprocessed.h5ad"]
     return {
-        "call_cells": [biggest], "qc": [big / "called.h5ad"],
-        "preprocess": singlets, "qc_summary": singlets,
-        "integrate": pre, "cluster": [inter / "integrated.h5ad"], "umap": [inter / "clustered.h5ad"],
-        "markers": [inter / "clustered.h5ad"] + pre, "annotate_compartments": [inter / "clustered.h5ad"] + pre,
-        "ambient": [inter / "compartments_called.h5ad"] + pre, "gene_scale": ambient, "subcluster": ambient + pre,
+        "call_cells": [biggest],
+        "qc": [big / "called.h5ad"],
+        "preprocess": singlets,
+        "qc_summary": singlets,
+        "integrate": pre,
+        "cluster": [inter / "integrated.h5ad"],
+        "umap": [inter / "clustered.h5ad"],
+        "markers": [inter / "clustered.h5ad"] + pre,
+        "annotate_compartments": [inter / "clustered.h5ad"] + pre,
+        "ambient": [inter / "compartments_called.h5ad"] + pre,
+        "gene_scale": ambient,
+        "subcluster": ambient + pre,
         "compartment_umap": [inter / "compartments" / "epithelial.h5ad", inter / "umap.h5ad"],
-        "annotated": ambient + pre + [inter / "umap.h5ad"]
+        "annotated": ambient
+        + pre
+        + [inter / "umap.h5ad"]
         + [inter / "compartments" / f"{c}.h5ad" for c in ("epithelial", "immune", "stromal")],
-        "composition": annotated, "agreement": annotated, "plot_umap": annotated, "plot_markers": annotated,
+        "composition": annotated,
+        "agreement": annotated,
+        "plot_umap": annotated,
+        "plot_markers": annotated,
     }
 
 
 def input_sizes(inputs: dict[str, list[Path]], sizes: dict[Path, int]) -> dict[str, float]:
     """Each rule's input size in MB, from the largest size of each file seen during the run."""
-    return {rule: round(sum(sizes.get(p, 0) for p in paths) / 1e6, 1) if any(p in sizes for p in paths)
-            else float("nan") for rule, paths in inputs.items()}
+    return {
+        rule: round(sum(sizes.get(p, 0) for p in paths) / 1e6, 1) if any(p in sizes for p in paths) else float("nan")
+        for rule, paths in inputs.items()
+    }
 
 
 def read_and_pass(paths) -> tuple[float, int]:
-    """Seconds to read every input matrix and make one pass over its non-zeros (the floor any
-    analysis of these files pays), and the number of non-zeros."""
+    """Seconds to read every input matrix and make one pass over its non-zeros, and the non-zeros.
+
+    The time is the floor any analysis of these files pays.
+    """
     import anndata as ad
 
     t0 = time.perf_counter()
@@ -431,11 +534,18 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--workdir", default=str(REPO / "benchmarks" / "scale_runs"))
     p.add_argument("--out", default=None, help="TSV (default <workdir>/scale.tsv)")
     p.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain scanpy script")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the h5ad files of each size (default: deleted once measured, keeping tables, "
-                        "figures and logs: 250,000 cells' outputs take ~30 GB)")
-    p.add_argument("--mem-cap", type=float, default=None,
-                   help="GB of the process tree at which a run is stopped (default 85 %% of the machine's memory)")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the h5ad files of each size (default: deleted once measured, keeping tables, "
+        "figures and logs: 250,000 cells' outputs take ~30 GB)",
+    )
+    p.add_argument(
+        "--mem-cap",
+        type=float,
+        default=None,
+        help="GB of the process tree at which a run is stopped (default 85 %% of the machine's memory)",
+    )
     args = p.parse_args(argv)
     if args.mem_cap is None:
         import psutil

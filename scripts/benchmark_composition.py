@@ -35,14 +35,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     start = time.perf_counter()
     per_seed, summary = lactation.simulation_error_rates(
-        args.seeds, donor_sd=args.donor_sd, concentration=args.concentration, n_perm=args.n_perm, ci=args.ci)
+        args.seeds, donor_sd=args.donor_sd, concentration=args.concentration, n_perm=args.n_perm, ci=args.ci
+    )
     null = per_seed[per_seed["true_effect"] == 0]
-    print(f"{args.seeds} cohorts, donor SD {args.donor_sd}, concentration {args.concentration:g}: "
-          f"{time.perf_counter() - start:.1f} s")
+    print(
+        f"{args.seeds} cohorts, donor SD {args.donor_sd}, concentration {args.concentration:g}: "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"unchanged types pooled ({len(null)} tests): model p < 0.05 {(null['pvalue'] < 0.05).mean():.3f}, "
-          f"q < 0.05 {(null['qvalue'] < 0.05).mean():.3f}; Spearman p < 0.05 "
-          f"{(null['spearman_p'] < 0.05).mean():.3f}, q < 0.05 {(null['spearman_q'] < 0.05).mean():.3f}")
+    print(
+        f"unchanged types pooled ({len(null)} tests): model p < 0.05 {(null['pvalue'] < 0.05).mean():.3f}, "
+        f"q < 0.05 {(null['qvalue'] < 0.05).mean():.3f}; Spearman p < 0.05 "
+        f"{(null['spearman_p'] < 0.05).mean():.3f}, q < 0.05 {(null['spearman_q'] < 0.05).mean():.3f}"
+    )
     return summary
 
 

@@ -42,16 +42,12 @@ def _sparse_ambient(rng: np.random.Generator, totals: np.ndarray, ambient: np.nd
     totals = totals.astype(np.int64)
     rows = np.repeat(np.arange(totals.size), totals)
     genes = rng.choice(ambient.size, size=int(totals.sum()), p=ambient)
-    m = sp.csr_matrix(
-        (np.ones(rows.size, dtype=np.float32), (rows, genes)), shape=(totals.size, ambient.size)
-    )
+    m = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, genes)), shape=(totals.size, ambient.size))
     m.sum_duplicates()
     return m
 
 
-def build(
-    n_barcodes: int, n_cells: int, n_genes: int, n_extra_empty: int, low_share: float, seed: int
-):
+def build(n_barcodes: int, n_cells: int, n_genes: int, n_extra_empty: int, low_share: float, seed: int):
     """The benchmark matrix, with truth in ``obs["sim_status"]`` and ``obs["low_count"]``."""
     import anndata as ad
     import pandas as pd
@@ -97,9 +93,7 @@ def build(
         index=list(base.obs_names) + [f"EXTRA{i:07d}-1" for i in range(n_extra)],
     )
     order = rng.permutation(obs.shape[0])
-    adata = ad.AnnData(
-        X=sp.vstack([x, extra]).tocsr()[order].astype(np.float32), obs=obs.iloc[order], var=base.var
-    )
+    adata = ad.AnnData(X=sp.vstack([x, extra]).tocsr()[order].astype(np.float32), obs=obs.iloc[order], var=base.var)
     for col in ("sim_status", "sim_cell_type"):
         adata.obs[col] = adata.obs[col].astype("category")
     return adata
@@ -167,9 +161,7 @@ def measure(path: str, niters: int, n_jobs: int, seed: int, multinomial: bool, r
     calls = {"EmptyDrops": res["is_cell"].to_numpy()}
     if multinomial:
         t0 = time.perf_counter()
-        res_inf = emptydrops(
-            adata, niters=niters, seed=seed, n_jobs=n_jobs, retain=retain, alpha=np.inf
-        )
+        res_inf = emptydrops(adata, niters=niters, seed=seed, n_jobs=n_jobs, retain=retain, alpha=np.inf)
         calls["ED alpha=inf"] = res_inf["is_cell"].to_numpy()
         print(f"emptydrops with alpha=np.inf: {time.perf_counter() - t0:.1f} s")
     for method in ("inflection", "knee"):
@@ -183,9 +175,7 @@ def measure(path: str, niters: int, n_jobs: int, seed: int, multinomial: bool, r
 def main(argv: list[str] | None = None) -> None:
     """Build the matrix, then time EmptyDrops on it, each in a fresh process."""
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-barcodes", type=int, default=500_000)
     p.add_argument("--n-cells", type=int, default=6000, help="simulated singlet cells")
     p.add_argument("--n-genes", type=int, default=20_000)
@@ -193,9 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "--n-extra-empty", type=int, default=30_000,
         help="extra empty droplets (~120 UMIs) besides the barely-used barcodes",
     )  # fmt: skip
-    p.add_argument(
-        "--low-share", type=float, default=0.1, help="share of cells thinned to 150-500 UMIs"
-    )
+    p.add_argument("--low-share", type=float, default=0.1, help="share of cells thinned to 150-500 UMIs")
     p.add_argument("--niters", type=int, default=10_000)
     p.add_argument("--n-jobs", type=int, default=1, help="emptydrops threads (n_jobs)")
     p.add_argument(

@@ -83,9 +83,7 @@ def matrices(names: list[str] | None = None, small: bool = False) -> dict:
     )
 
     def trimmed(level):
-        a = simulation.simulate_raw_sample(
-            "P1", donor="D1", n_cells=n_cells, n_empty=n_empty, ambient_umis=80
-        )
+        a = simulation.simulate_raw_sample("P1", donor="D1", n_cells=n_cells, n_empty=n_empty, ambient_umis=80)
         return a[_totals(a) >= level].copy()
 
     for level in (20, 60, 100):
@@ -128,16 +126,8 @@ def compare(adata, lower: float, niters: int = 10000, seed: int = 0, fdr: float 
     a = ours["is_cell"].to_numpy(dtype=bool)
     b = (theirs["fdr"] <= fdr).fillna(False).to_numpy(dtype=bool)
     both = ((ours["total"] > lower) & (ours["total"] < min(pts["knee"], meta["retain"]))).to_numpy()
-    both &= (
-        ours["pvalue"].notna().to_numpy()
-        & theirs["pvalue"].notna().to_numpy()
-        & (ours["pvalue"] > 0).to_numpy()
-    )
-    rho = (
-        spearmanr(ours["pvalue"][both], theirs["pvalue"][both]).statistic
-        if both.sum() > 2
-        else np.nan
-    )
+    both &= ours["pvalue"].notna().to_numpy() & theirs["pvalue"].notna().to_numpy() & (ours["pvalue"] > 0).to_numpy()
+    rho = spearmanr(ours["pvalue"][both], theirs["pvalue"][both]).statistic if both.sum() > 2 else np.nan
     return {
         "barcodes": int(adata.n_obs),
         "lower": lower,
@@ -159,11 +149,7 @@ def compare(adata, lower: float, niters: int = 10000, seed: int = 0, fdr: float 
 
 def meets_targets(row: dict) -> bool:
     """Whether one matrix meets issue 8's targets (>= 99 % calls in common, points within 2 %)."""
-    return (
-        row["calls_in_common"] >= 0.99
-        and row["knee_diff"] <= 0.02
-        and row["inflection_diff"] <= 0.02
-    )
+    return row["calls_in_common"] >= 0.99 and row["knee_diff"] <= 0.02 and row["inflection_diff"] <= 0.02
 
 
 def main(argv: list[str] | None = None) -> int:

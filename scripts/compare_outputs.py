@@ -89,8 +89,9 @@ def compare_h5ad(p: Path, q: Path, *, rtol: float) -> list[str]:
                 problems.append(f"{kind} {key} in {'after' if key in mb else 'before'} only")
                 continue
             x, y = ma[key], mb[key]
-            ok, diff = compare_matrices(x if hasattr(x, "shape") else np.asarray(x),
-                                        y if hasattr(y, "shape") else np.asarray(y), rtol=rtol)
+            ok, diff = compare_matrices(
+                x if hasattr(x, "shape") else np.asarray(x), y if hasattr(y, "shape") else np.asarray(y), rtol=rtol
+            )
             if not ok:
                 problems.append(f"{kind} {key} differs (largest difference {diff:.3g} of {matrix_scale(x):.3g})")
     return problems
@@ -103,9 +104,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of numbers (default 1e-5)")
     args = ap.parse_args(argv)
     failed = False
-    files = sorted({p.relative_to(args.before) for p in args.before.glob("tables/*.tsv")}
-                   | {p.relative_to(args.after) for p in args.after.glob("tables/*.tsv")})
-    files += [Path("annotated.h5ad")] + sorted(p.relative_to(args.before) for p in args.before.glob("compartments/*.h5ad"))
+    files = sorted(
+        {p.relative_to(args.before) for p in args.before.glob("tables/*.tsv")}
+        | {p.relative_to(args.after) for p in args.after.glob("tables/*.tsv")}
+    )
+    files += [Path("annotated.h5ad")] + sorted(
+        p.relative_to(args.before) for p in args.before.glob("compartments/*.h5ad")
+    )
     for rel in files:
         p, q = args.before / rel, args.after / rel
         if not p.exists() or not q.exists():
@@ -116,7 +121,9 @@ def main(argv=None) -> int:
             problems = compare_frames(pd.read_csv(p, sep="\t"), pd.read_csv(q, sep="\t"), rtol=args.rtol)
         else:
             problems = compare_h5ad(p, q, rtol=args.rtol)
-        print(("DIFFERS " if problems else "same    ") + str(rel) + ("" if not problems else ": " + "; ".join(problems)))
+        print(
+            ("DIFFERS " if problems else "same    ") + str(rel) + ("" if not problems else ": " + "; ".join(problems))
+        )
         failed |= bool(problems)
     print("all outputs equal" if not failed else "outputs differ")
     return int(failed)

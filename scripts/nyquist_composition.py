@@ -40,23 +40,41 @@ def main(argv: list[str] | None = None) -> dict:
     res = nyquist2022.reproduce(args.path, n_perm=args.n_perm)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 120)
-    print(f"SCP1671: {res['n_samples']} samples, {res['n_dated']} dated, from {res['n_donors']} donors; "
-          f"{res['n_units']} donor-time units after pooling replicates.")
-    print("Model: share ~ donor + log2(days), quasi-binomial (Williams overdispersion), within-donor "
-          "permutation p, BH q; odds ratios per doubling of days postpartum.\n")
+    print(
+        f"SCP1671: {res['n_samples']} samples, {res['n_dated']} dated, from {res['n_donors']} donors; "
+        f"{res['n_units']} donor-time units after pooling replicates."
+    )
+    print(
+        "Model: share ~ donor + log2(days), quasi-binomial (Williams overdispersion), within-donor "
+        "permutation p, BH q; odds ratios per doubling of days postpartum.\n"
+    )
     r = res["results"]
     print("Published result vs ours")
     for _, row in r.iterrows():
-        print(f"- {row['claim']}\n    published: {row['published']}\n"
-              f"    ours: {row['direction']}, OR {row['odds_ratio']}, p = {_fmt(row['pvalue'])}, "
-              f"q = {_fmt(row['qvalue'])}; naive Spearman on our samples R = {row['spearman_r']:+.3f} "
-              f"(p = {_fmt(row['spearman_p'])})\n    verdict: {row['verdict'].upper()} ({row['why']})")
+        print(
+            f"- {row['claim']}\n    published: {row['published']}\n"
+            f"    ours: {row['direction']}, OR {row['odds_ratio']}, p = {_fmt(row['pvalue'])}, "
+            f"q = {_fmt(row['qvalue'])}; naive Spearman on our samples R = {row['spearman_r']:+.3f} "
+            f"(p = {_fmt(row['spearman_p'])})\n    verdict: {row['verdict'].upper()} ({row['why']})"
+        )
     eff = res["effects"]
-    cols = ["label", "n_donors_informative", "odds_ratio", "or_ci_low", "or_ci_high", "pvalue", "qvalue",
-            "spearman_r", "spearman_p", "note"]
-    for level, what in (("compartment", "Compartments (share of all cells; epithelial is the rest)"),
-                        ("cell_type", "Cell types (share of all cells)"),
-                        ("within_compartment", "Within compartments (immune subtypes: share of immune cells)")):
+    cols = [
+        "label",
+        "n_donors_informative",
+        "odds_ratio",
+        "or_ci_low",
+        "or_ci_high",
+        "pvalue",
+        "qvalue",
+        "spearman_r",
+        "spearman_p",
+        "note",
+    ]
+    for level, what in (
+        ("compartment", "Compartments (share of all cells; epithelial is the rest)"),
+        ("cell_type", "Cell types (share of all cells)"),
+        ("within_compartment", "Within compartments (immune subtypes: share of immune cells)"),
+    ):
         print(f"\n{what}")
         print(eff.loc[eff["level"] == level, cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print("\nImmune share per lactation stage (typical donor, 95 % interval over donors)")
@@ -72,12 +90,16 @@ def main(argv: list[str] | None = None) -> dict:
         write_table(res["by_stage"], out / "composition_stage.tsv")
         write_table(res["immune_by_donor"], out / "immune_by_donor.tsv")
         table = res["table"]
-        immune = sorted(table.loc[(table["level"] == "cell_type") & (table["compartment"] == "immune"),
-                                  "label"].unique())
+        immune = sorted(
+            table.loc[(table["level"] == "cell_type") & (table["compartment"] == "immune"), "label"].unique()
+        )
         panels = [("compartment", "immune"), *[("within_compartment", t) for t in immune]]
-        save_figure(plots.composition_over_days(table, eff, panels=panels,
-                                                title="Immune cells in milk over lactation (SCP1671)"),
-                    out / "immune_over_days.png")
+        save_figure(
+            plots.composition_over_days(
+                table, eff, panels=panels, title="Immune cells in milk over lactation (SCP1671)"
+            ),
+            out / "immune_over_days.png",
+        )
         save_figure(plots.composition_over_days(table, eff), out / "composition_over_days.png")
         print(f"\ntables and figures written to {out}/")
     return res

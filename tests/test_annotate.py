@@ -158,7 +158,6 @@ def _lymphoid(seed=0):
     rng = np.random.default_rng(seed)
     genes = ["CD3D", "CD3E", "TRAC", "BCL11B", "CD4", "IL7R", "CD8A", "CD8B", "GZMK", "NKG7", "GNLY", "KLRD1",
              "KLRF1", "NCAM1", "XCL1", "GZMB"] + [f"G{i}" for i in range(40)]
-    n = 40
     prof = {
         "CD4 T cell": {"CD3D": 20, "CD3E": 20, "TRAC": 20, "BCL11B": 20, "CD4": 20, "IL7R": 20},
         "CD8 T cell": {"CD3D": 12, "CD3E": 12, "TRAC": 12, "BCL11B": 12, "CD8A": 20, "CD8B": 20, "GZMK": 20,

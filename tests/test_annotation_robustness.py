@@ -16,7 +16,6 @@ import pytest
 
 from .conftest import REPO
 
-
 #: (markers expressed, sharing) -> minimum macro-F1
 POINTS = {(0.7, 0.1): 0.9, (0.5, 0.3): 0.8}
 
