@@ -32,7 +32,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from . import download, sources
+from . import checks, download, manifest, sources
 from ._utils import InputError, write_h5ad, write_table
 
 __all__ = ["prepare_biostudies", "prepare_scp", "prepare_cellxgene", "prepare_url_list"]
@@ -60,7 +60,7 @@ def _fetch(url: str, dest: Path, *, base_url: str, mirror, expected: Mapping | N
 
 
 def _finish(sheet: pd.DataFrame, records: list[dict], out_dir: Path) -> pd.DataFrame:
-    download.write_manifest(records, out_dir / "manifest.tsv")
+    manifest.write_manifest(records, out_dir / "manifest.tsv")
     write_table(sheet, out_dir / "samples.tsv")
     log.info("prepared %d samples in %s", len(sheet), out_dir)
     return sheet
@@ -133,7 +133,7 @@ def prepare_biostudies(
         roles = dict(zip(files["role"], files["dest"], strict=True))
         if {"matrix", "features", "barcodes"} <= set(roles):
             try:
-                download.check_10x_triplet(roles["matrix"], roles["features"], roles["barcodes"])
+                checks.check_10x_triplet(roles["matrix"], roles["features"], roles["barcodes"])
             except InputError as e:
                 raise InputError(str(e), sample=str(sample), field="files",
                                  expected="a consistent 10x matrix/features/barcodes set") from None
@@ -268,7 +268,7 @@ def prepare_url_list(
     if "sample" not in table.columns:
         raise InputError("missing column 'sample'", file=url_list, field="sample",
                          expected="columns url, sample and optionally filename, sha256, md5, size")
-    items = download.read_url_list(url_list)
+    items = manifest.read_url_list(url_list)
     records, rows = [], []
     for sample, idx in table.groupby("sample", sort=False).indices.items():
         its = [items[i] for i in idx]
