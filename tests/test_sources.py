@@ -285,62 +285,6 @@ def test_sdrf_samples_no_milk_and_no_source_name(tmp_path):
         sources.sdrf_samples(B1, accession="9841")
 
 
-# --------------------------------------------------------------------------- classify_10x_files
-
-
-@pytest.mark.parametrize(
-    ("names", "expected"),
-    [
-        (["LMC1_matrix.mtx", "LMC1_features.tsv", "LMC1_barcodes.tsv"],
-         {"format": "mtx", "matrix": "LMC1_matrix.mtx", "features": "LMC1_features.tsv",
-          "barcodes": "LMC1_barcodes.tsv"}),
-        (["barcodes.tsv.gz", "features.tsv.gz", "matrix.mtx.gz", "web_summary.html"],
-         {"format": "mtx", "matrix": "matrix.mtx.gz", "features": "features.tsv.gz",
-          "barcodes": "barcodes.tsv.gz"}),
-        (["NMC1B_matrix.mtx", "NMC1B_genes.tsv", "NMC1B_barcodes.tsv"],
-         {"format": "mtx", "matrix": "NMC1B_matrix.mtx", "features": "NMC1B_genes.tsv",
-          "barcodes": "NMC1B_barcodes.tsv"}),
-        (["AA4_matrix.mtx.gz", "AA4_genes.tsv.gz", "barcodes.tsv.gz"],  # prefixes may differ
-         {"format": "mtx", "matrix": "AA4_matrix.mtx.gz", "features": "AA4_genes.tsv.gz",
-          "barcodes": "barcodes.tsv.gz"}),
-        (["S_filtered_matrix.mtx.gz", "S_filtered_features.tsv.gz", "S_filtered_barcodes.tsv.gz",
-          "S_raw_matrix.mtx.gz", "S_raw_features.tsv.gz", "S_raw_barcodes.tsv.gz"],
-         {"format": "mtx", "matrix": "S_raw_matrix.mtx.gz", "features": "S_raw_features.tsv.gz",
-          "barcodes": "S_raw_barcodes.tsv.gz"}),
-        (["LMC1_filtered_feature_bc_matrix.h5", "LMC1_raw_feature_bc_matrix.h5"],
-         {"format": "h5", "h5": "LMC1_raw_feature_bc_matrix.h5"}),
-        (["LMC9_molecule_info.h5"],
-         {"format": "molecule_info", "molecule_info": "LMC9_molecule_info.h5"}),
-        (["LMC9_molecule_info.h5", "LMC9.h5"], {"format": "h5", "h5": "LMC9.h5"}),
-        ([{"name": "x_matrix.mtx", "url": "u1"}, {"name": "x_features.tsv"},
-          "/some/dir/x_barcodes.tsv"],
-         {"format": "mtx", "matrix": "x_matrix.mtx", "features": "x_features.tsv",
-          "barcodes": "x_barcodes.tsv"}),
-    ],
-)
-def test_classify_10x_files(names, expected):
-    assert sources.classify_10x_files(names, sample="S") == expected
-
-
-@pytest.mark.parametrize(
-    ("names", "message"),
-    [
-        ([], "no processed data file"),
-        (["LMC1_matrix.mtx", "LMC1_barcodes.tsv"], r"incomplete 10x MTX set: no features"),
-        (["a_matrix.mtx", "a_features.tsv", "a_barcodes.tsv", "b_matrix.mtx", "b_features.tsv",
-          "b_barcodes.tsv"], "several 10x MTX sets"),
-        (["a_matrix.mtx", "a_matrix.mtx.gz", "a_features.tsv", "a_barcodes.tsv"],
-         "several matrix files"),
-        (["a_filtered.h5", "b_filtered.h5"], "several 10x .h5"),
-        (["README.txt", "counts.csv"], "no 10x count files"),
-    ],
-)
-def test_classify_10x_files_errors(names, message):
-    with pytest.raises(InputError, match=message) as e:
-        sources.classify_10x_files(names, sample="LMC1")
-    assert e.value.sample == "LMC1" and e.value.field == "files"
-
-
 # --------------------------------------------------------------------------- sheet + downloads
 
 
@@ -662,7 +606,7 @@ def test_read_cellxgene_counts_in_x_without_raw(cxg_h5ad, tmp_path):
     a.write_h5ad(tmp_path / "norm.h5ad")
     with pytest.raises(InputError, match="not integers") as e:
         sources.read_cellxgene(tmp_path / "norm.h5ad")
-    assert e.value.field == "X" and e.value.expected == "raw integer counts"
+    assert e.value.field == "X" and e.value.expected == "raw integer UMI counts"
 
 
 def test_read_cellxgene_errors(cxg_h5ad, tmp_path):

@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from io import StringIO
 from pathlib import Path
 
@@ -31,6 +33,8 @@ __all__ = [
     "read_counts",
     "read_sample",
     "find_10x_mtx_files",
+    "classify_10x_files",
+    "check_integer_counts",
     "write_10x_mtx",
     "MilkcellsWarning",
 ]
@@ -213,7 +217,138 @@ def _warn_shared_paths(df: pd.DataFrame, sheet: Path) -> None:
             )
 
 
-# --------------------------------------------------------------------------- 10x MTX
+# --------------------------------------------------------------------------- 10x file sets
+
+_MTX_FILE = re.compile(
+    r"^(?P<prefix>.*?)(?P<stem>matrix\.mtx|features\.tsv|genes\.tsv|barcodes\.tsv)(?:\.gz)?$",
+    re.IGNORECASE,
+)
+_MTX_ROLES = ("matrix", "features", "barcodes")
+_RAW_TOKEN = re.compile(r"(?:^|[._-])raw(?:[._-]|$)", re.IGNORECASE)
+
+
+def _mtx_role(name: str) -> tuple[str, str] | None:
+    """``(role, prefix)`` of a 10x MTX file name (role ``matrix``, ``features`` or ``barcodes``), else None."""
+    m = _MTX_FILE.match(name)
+    if not m:
+        return None
+    stem = m.group("stem").lower()
+    return {"matrix.mtx": "matrix", "barcodes.tsv": "barcodes"}.get(stem, "features"), m.group("prefix")
+
+
+def _file_name(item) -> str:
+    if isinstance(item, Mapping):
+        if "name" not in item:
+            raise InputError(f"file entry {dict(item)!r} has no 'name'", field="files",
+                             expected="file names or {'name': ..., 'url': ...} dicts")
+        item = item["name"]
+    return Path(str(item)).name if "/" in str(item) or "\\" in str(item) else str(item)
+
+
+def _prefer_raw(candidates: list[str], *, key=lambda c: c) -> list[str]:
+    raw = [c for c in candidates if _RAW_TOKEN.search(key(c))]
+    return raw if len(raw) == 1 else candidates
+
+
+def classify_10x_files(filenames: Iterable, *, sample: str | None = None) -> dict[str, str]:
+    """Recognise one sample's 10x Genomics files among its processed files.
+
+    A 10x MTX set is ``[prefix]matrix.mtx``, ``[prefix]features.tsv`` (Cell
+    Ranger >= 3) or ``[prefix]genes.tsv`` (Cell Ranger 2) and
+    ``[prefix]barcodes.tsv``, each optionally gzipped; the prefix is any text
+    such as ``LMC1_`` (the names :func:`find_10x_mtx_files` finds in a folder).
+    Rules, in order:
+
+    1. exactly one file of each MTX role -> that set (prefixes may differ);
+    2. else the files are grouped by prefix: one complete group -> it;
+       several -> the one whose prefix has a ``raw`` token (``raw_``,
+       ``_raw.``) if exactly one does, because milkcells calls cells itself
+       from the unfiltered droplets; else an error;
+    3. else a 10x feature-barcode ``.h5`` (one, or the single ``raw`` one);
+    4. else a ``molecule_info.h5``, reported as format ``molecule_info``:
+       it holds per-molecule data, not a count matrix, and milkcells cannot
+       read it without first running Cell Ranger (``aggr``/``reanalyze``).
+
+    Parameters
+    ----------
+    filenames
+        File names (paths and URLs are reduced to their last component) or
+        the ``{"name": ...}`` dicts of :func:`sdrf_samples`.
+    sample
+        Sample name for error messages.
+
+    Returns
+    -------
+    ``{"format": "mtx", "matrix": ..., "features": ..., "barcodes": ...}``,
+    ``{"format": "h5", "h5": ...}`` or
+    ``{"format": "molecule_info", "molecule_info": ...}`` with the original
+    file names.
+
+    Raises
+    ------
+    InputError
+        When no usable set is found: no file, an incomplete MTX set (the
+        message names the missing role), or several candidate sets.
+    """
+    names = list(dict.fromkeys(_file_name(f) for f in filenames))
+    expected = ("a 10x MTX set ([prefix]matrix.mtx[.gz], [prefix]features.tsv[.gz] or "
+                "genes.tsv[.gz], [prefix]barcodes.tsv[.gz]) or a 10x feature-barcode .h5")
+    if not names:
+        raise InputError("no processed data file listed", sample=sample, field="files",
+                         expected=expected)
+    by_role: dict[str, list[str]] = defaultdict(list)
+    groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    h5, molinfo = [], []
+    for name in names:
+        found = _mtx_role(name)
+        if found:
+            role, prefix = found
+            by_role[role].append(name)
+            groups[prefix][role].append(name)
+        elif name.lower().endswith("molecule_info.h5"):
+            molinfo.append(name)
+        elif name.lower().endswith(".h5"):
+            h5.append(name)
+
+    if all(len(by_role.get(r, [])) == 1 for r in _MTX_ROLES):
+        return {"format": "mtx", **{r: by_role[r][0] for r in _MTX_ROLES}}
+    complete = [p for p, g in groups.items() if all(g.get(r) for r in _MTX_ROLES)]
+    if complete:
+        chosen = _prefer_raw(complete)
+        if len(chosen) > 1:
+            raise InputError(
+                f"several 10x MTX sets (prefixes {chosen}) among {names}",
+                sample=sample, field="files",
+                expected="one MTX set per sample, or one marked 'raw'",
+            )
+        g = groups[chosen[0]]
+        for r in _MTX_ROLES:
+            if len(g[r]) > 1:
+                raise InputError(f"several {r} files with prefix {chosen[0]!r}: {g[r]}",
+                                 sample=sample, field="files", expected=expected)
+        if len(complete) > 1:
+            log.info("sample %r: using the raw MTX set %r among %s", sample, chosen[0], complete)
+        return {"format": "mtx", **{r: g[r][0] for r in _MTX_ROLES}}
+    if h5:
+        chosen = _prefer_raw(h5)
+        if len(chosen) > 1:
+            raise InputError(f"several 10x .h5 files: {h5}", sample=sample, field="files",
+                             expected="one .h5 per sample, or one marked 'raw'")
+        return {"format": "h5", "h5": chosen[0]}
+    if molinfo:
+        if len(molinfo) > 1:
+            raise InputError(f"several molecule_info.h5 files: {molinfo}", sample=sample,
+                             field="files", expected="one per sample")
+        return {"format": "molecule_info", "molecule_info": molinfo[0]}
+    if any(by_role.get(r) for r in _MTX_ROLES):
+        missing = [r for r in _MTX_ROLES if not by_role.get(r)]
+        have = sorted(n for r in _MTX_ROLES for n in by_role[r])
+        raise InputError(
+            f"incomplete 10x MTX set: no {' / '.join(missing) or 'consistent'} file (found {have})",
+            sample=sample, field="files", expected=expected,
+        )
+    raise InputError(f"no 10x count files among {names}", sample=sample, field="files",
+                     expected=expected)
 
 
 def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) -> dict[str, Path]:
@@ -221,22 +356,22 @@ def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) 
 
     Accepts gzipped or plain files, ``features.tsv`` (Cell Ranger >= 3) or
     ``genes.tsv`` (Cell Ranger 2), with or without a common file prefix such as
-    ``LMC1_matrix.mtx``.
+    ``LMC1_matrix.mtx``: the file names of :func:`classify_10x_files`.
     """
     folder = Path(folder)
     files = {p.name: p for p in folder.iterdir() if p.is_file()}
-    found: dict[str, Path] = {}
+    by_role: dict[str, list[Path]] = defaultdict(list)
+    for name, p in sorted(files.items()):
+        found = _mtx_role(name)
+        if found:
+            by_role[found[0]].append(p)
+    found_files: dict[str, Path] = {}
     for key, stems in (
         ("matrix", ("matrix.mtx",)),
         ("features", ("features.tsv", "genes.tsv")),
         ("barcodes", ("barcodes.tsv",)),
     ):
-        hits = [
-            p
-            for name, p in sorted(files.items())
-            for stem in stems
-            if name.endswith(stem) or name.endswith(stem + ".gz")
-        ]
+        hits = by_role[key]
         if not hits:
             raise InputError(
                 f"no {key} file in the 10x folder (found {sorted(files)})",
@@ -251,8 +386,8 @@ def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) 
                 sample=sample,
                 expected="one 10x sample per folder",
             )
-        found[key] = hits[0]
-    return found
+        found_files[key] = hits[0]
+    return found_files
 
 
 def _read_10x_table(path: Path, sample: str | None, *, field: str, expected: str) -> pd.DataFrame:
@@ -437,15 +572,48 @@ def read_counts(path: str | os.PathLike, *, sample: str | None = None) -> ad.Ann
 _GEX_TYPES = ("Gene Expression", "nan", "")
 
 
-def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: str = "X") -> None:
-    if adata.n_obs == 0 or adata.n_vars == 0:
+def check_integer_counts(X, *, file, sample: str | None = None, field: str = "X") -> None:
+    """Check that a matrix holds raw counts: finite, non-negative, whole numbers, not all zero.
+
+    Parameters
+    ----------
+    X
+        Dense or sparse matrix (only its stored values are looked at).
+    file, sample, field
+        Where the matrix comes from, for the message.
+
+    Raises
+    ------
+    InputError
+        Naming the file, sample and field, on negative or non-finite values,
+        fractions (normalised data) or a matrix without counts.
+    """
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if data.size and (not np.all(np.isfinite(data)) or np.any(data < 0)):
         raise InputError(
-            f"matrix is empty ({adata.n_obs} barcodes x {adata.n_vars} genes)",
-            file=path,
+            "counts contain negative or non-finite values",
+            file=file,
             sample=sample,
             field=field,
-            expected="at least one barcode and one gene",
+            expected="raw non-negative integer UMI counts",
         )
+    if data.size and np.any(data != np.round(data)):
+        frac = float(np.mean(data != np.round(data)))
+        raise InputError(
+            f"counts are not integers ({frac:.1%} of stored values have a fraction); "
+            "this looks like normalised data",
+            file=file,
+            sample=sample,
+            field=field,
+            expected="raw integer UMI counts",
+        )
+    if float(data.sum()) == 0:
+        raise InputError("matrix holds no counts", file=file, sample=sample, field=field,
+                         expected="raw UMI counts")
+
+
+def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: str = "X") -> None:
+    """Unique barcodes and raw counts (the matrix is known not to be empty)."""
     dup = adata.obs_names[adata.obs_names.duplicated()]
     if len(dup):
         raise InputError(
@@ -456,28 +624,7 @@ def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: s
             expected="unique barcodes",
         )
     X = adata.X
-    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    if data.size and (not np.all(np.isfinite(data)) or np.any(data < 0)):
-        raise InputError(
-            "counts contain negative or non-finite values",
-            file=path,
-            sample=sample,
-            field=field,
-            expected="raw non-negative integer UMI counts",
-        )
-    if data.size and np.any(data != np.round(data)):
-        frac = float(np.mean(data != np.round(data)))
-        raise InputError(
-            f"counts are not integers ({frac:.1%} of stored values have a fraction); "
-            "this looks like normalised data",
-            file=path,
-            sample=sample,
-            field=field,
-            expected="raw integer UMI counts",
-        )
-    if float(data.sum()) == 0:
-        raise InputError("matrix holds no counts", file=path, sample=sample, field=field,
-                         expected="raw UMI counts")
+    check_integer_counts(X, file=path, sample=sample, field=field)
     looks_log = _rounded_log_normalised(X)
     if looks_log is not None:
         raise InputError(

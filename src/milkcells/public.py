@@ -32,7 +32,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from . import checks, download, manifest, sources
+from . import checks, download, io, manifest, sources
 from ._utils import InputError, write_h5ad, write_table
 
 __all__ = ["prepare_biostudies", "prepare_scp", "prepare_cellxgene", "prepare_url_list"]
@@ -279,7 +279,7 @@ def prepare_url_list(
         if len(names) == 1 and names[0].endswith(".h5ad"):
             path = folder / names[0]
         else:
-            cls = sources.classify_10x_files(names, sample=str(sample))
+            cls = io.classify_10x_files(names, sample=str(sample))
             path = folder if cls["format"] == "mtx" else folder / cls.get("h5", "")
             if cls["format"] == "molecule_info":
                 raise InputError("molecule_info.h5 is not a count matrix", file=url_list, sample=str(sample))

@@ -51,7 +51,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._utils import InputError, record_params
-from .io import MilkcellsWarning
+from .io import MilkcellsWarning, check_integer_counts, classify_10x_files
 
 __all__ = [
     "BIOSTUDIES_BASE_URL",
@@ -60,7 +60,6 @@ __all__ = [
     "sdrf_url",
     "read_sdrf",
     "sdrf_samples",
-    "classify_10x_files",
     "sample_sheet_from_sdrf",
     "sdrf_downloads",
     "read_scp",
@@ -154,23 +153,6 @@ def _gene_flags(var: pd.DataFrame, symbols: pd.Index) -> None:
     sym = symbols.str.upper()
     var["mt"] = np.asarray(sym.str.startswith("MT-"))
     var["ribo"] = np.asarray(sym.str.startswith(("RPS", "RPL")))
-
-
-def _check_integer_counts(X: sp.csr_matrix, *, file, field: str, sample: str | None = None) -> None:
-    data = X.data
-    if data.size == 0:
-        raise InputError("matrix holds no counts", file=file, sample=sample, field=field,
-                         expected="raw UMI counts")
-    if not np.all(np.isfinite(data)) or np.any(data < 0):
-        raise InputError("counts contain negative or non-finite values", file=file, sample=sample,
-                         field=field, expected="raw non-negative integer counts")
-    frac = float(np.mean(data != np.rint(data)))
-    if frac > 0:
-        raise InputError(
-            f"counts are not integers ({frac:.1%} of stored values have a fraction); "
-            "this looks like normalised data",
-            file=file, sample=sample, field=field, expected="raw integer counts",
-        )
 
 
 # --------------------------------------------------------------------------- BioStudies URLs
@@ -626,130 +608,6 @@ def sdrf_samples(
 
 
 # --------------------------------------------------------------------------- 10x file sets
-
-_MTX_FILE = re.compile(
-    r"^(?P<prefix>.*?)(?P<stem>matrix\.mtx|features\.tsv|genes\.tsv|barcodes\.tsv)(?:\.gz)?$",
-    re.IGNORECASE,
-)
-_MTX_ROLES = ("matrix", "features", "barcodes")
-_RAW_TOKEN = re.compile(r"(?:^|[._-])raw(?:[._-]|$)", re.IGNORECASE)
-
-
-def _file_name(item) -> str:
-    if isinstance(item, Mapping):
-        if "name" not in item:
-            raise InputError(f"file entry {dict(item)!r} has no 'name'", field="files",
-                             expected="file names or {'name': ..., 'url': ...} dicts")
-        item = item["name"]
-    return Path(str(item)).name if "/" in str(item) or "\\" in str(item) else str(item)
-
-
-def _prefer_raw(candidates: list[str], *, key=lambda c: c) -> list[str]:
-    raw = [c for c in candidates if _RAW_TOKEN.search(key(c))]
-    return raw if len(raw) == 1 else candidates
-
-
-def classify_10x_files(filenames: Iterable, *, sample: str | None = None) -> dict[str, str]:
-    """Recognise one sample's 10x Genomics files among its processed files.
-
-    A 10x MTX set is ``[prefix]matrix.mtx``, ``[prefix]features.tsv`` (Cell
-    Ranger >= 3) or ``[prefix]genes.tsv`` (Cell Ranger 2) and
-    ``[prefix]barcodes.tsv``, each optionally gzipped; the prefix is any text
-    such as ``LMC1_`` (matched like :func:`milkcells.io.find_10x_mtx_files`).
-    Rules, in order:
-
-    1. exactly one file of each MTX role -> that set (prefixes may differ);
-    2. else the files are grouped by prefix: one complete group -> it;
-       several -> the one whose prefix has a ``raw`` token (``raw_``,
-       ``_raw.``) if exactly one does, because milkcells calls cells itself
-       from the unfiltered droplets; else an error;
-    3. else a 10x feature-barcode ``.h5`` (one, or the single ``raw`` one);
-    4. else a ``molecule_info.h5``, reported as format ``molecule_info``:
-       it holds per-molecule data, not a count matrix, and milkcells cannot
-       read it without first running Cell Ranger (``aggr``/``reanalyze``).
-
-    Parameters
-    ----------
-    filenames
-        File names (paths and URLs are reduced to their last component) or
-        the ``{"name": ...}`` dicts of :func:`sdrf_samples`.
-    sample
-        Sample name for error messages.
-
-    Returns
-    -------
-    ``{"format": "mtx", "matrix": ..., "features": ..., "barcodes": ...}``,
-    ``{"format": "h5", "h5": ...}`` or
-    ``{"format": "molecule_info", "molecule_info": ...}`` with the original
-    file names.
-
-    Raises
-    ------
-    InputError
-        When no usable set is found: no file, an incomplete MTX set (the
-        message names the missing role), or several candidate sets.
-    """
-    names = list(dict.fromkeys(_file_name(f) for f in filenames))
-    expected = ("a 10x MTX set ([prefix]matrix.mtx[.gz], [prefix]features.tsv[.gz] or "
-                "genes.tsv[.gz], [prefix]barcodes.tsv[.gz]) or a 10x feature-barcode .h5")
-    if not names:
-        raise InputError("no processed data file listed", sample=sample, field="files",
-                         expected=expected)
-    by_role: dict[str, list[str]] = defaultdict(list)
-    groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    h5, molinfo = [], []
-    for name in names:
-        m = _MTX_FILE.match(name)
-        if m:
-            stem = m.group("stem").lower()
-            role = {"matrix.mtx": "matrix", "barcodes.tsv": "barcodes"}.get(stem, "features")
-            by_role[role].append(name)
-            groups[m.group("prefix")][role].append(name)
-        elif name.lower().endswith("molecule_info.h5"):
-            molinfo.append(name)
-        elif name.lower().endswith(".h5"):
-            h5.append(name)
-
-    if all(len(by_role.get(r, [])) == 1 for r in _MTX_ROLES):
-        return {"format": "mtx", **{r: by_role[r][0] for r in _MTX_ROLES}}
-    complete = [p for p, g in groups.items() if all(g.get(r) for r in _MTX_ROLES)]
-    if complete:
-        chosen = _prefer_raw(complete)
-        if len(chosen) > 1:
-            raise InputError(
-                f"several 10x MTX sets (prefixes {chosen}) among {names}",
-                sample=sample, field="files",
-                expected="one MTX set per sample, or one marked 'raw'",
-            )
-        g = groups[chosen[0]]
-        for r in _MTX_ROLES:
-            if len(g[r]) > 1:
-                raise InputError(f"several {r} files with prefix {chosen[0]!r}: {g[r]}",
-                                 sample=sample, field="files", expected=expected)
-        if len(complete) > 1:
-            log.info("sample %r: using the raw MTX set %r among %s", sample, chosen[0], complete)
-        return {"format": "mtx", **{r: g[r][0] for r in _MTX_ROLES}}
-    if h5:
-        chosen = _prefer_raw(h5)
-        if len(chosen) > 1:
-            raise InputError(f"several 10x .h5 files: {h5}", sample=sample, field="files",
-                             expected="one .h5 per sample, or one marked 'raw'")
-        return {"format": "h5", "h5": chosen[0]}
-    if molinfo:
-        if len(molinfo) > 1:
-            raise InputError(f"several molecule_info.h5 files: {molinfo}", sample=sample,
-                             field="files", expected="one per sample")
-        return {"format": "molecule_info", "molecule_info": molinfo[0]}
-    if any(by_role.get(r) for r in _MTX_ROLES):
-        missing = [r for r in _MTX_ROLES if not by_role.get(r)]
-        have = sorted(n for r in _MTX_ROLES for n in by_role[r])
-        raise InputError(
-            f"incomplete 10x MTX set: no {' / '.join(missing) or 'consistent'} file (found {have})",
-            sample=sample, field="files", expected=expected,
-        )
-    raise InputError(f"no 10x count files among {names}", sample=sample, field="files",
-                     expected=expected)
-
 
 # --------------------------------------------------------------------------- sample sheet
 
@@ -1471,7 +1329,7 @@ def read_cellxgene(
     finally:
         backed.file.close()
     X = sp.csr_matrix(X, dtype=np.float32)
-    _check_integer_counts(X, file=path, field=where)
+    check_integer_counts(X, file=path, field=where)
     if "feature_name" not in var.columns or var["feature_name"].isna().any():
         raise InputError("no complete var['feature_name'] (gene symbols)", file=path,
                          field="feature_name", expected="a CELLxGENE-schema h5ad")
