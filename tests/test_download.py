@@ -19,6 +19,7 @@ import requests
 from milkcells import InputError
 from milkcells import download as dl
 from milkcells import manifest as mf
+from milkcells.archives import urls
 from tests.archive_server import Fault, archive, no_network, serve  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "archive"
@@ -59,18 +60,6 @@ def _leftovers(dest: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- basics
-
-
-def test_url_join():
-    base = "https://ftp.ebi.ac.uk/biostudies/fire/"
-    want = "https://ftp.ebi.ac.uk/biostudies/fire/E-MTAB-/841/E-MTAB-9841/Files/matrix.mtx.gz"
-    assert dl.url_join(base, "E-MTAB-/841/E-MTAB-9841", "Files", "matrix.mtx.gz") == want
-    assert dl.url_join(base.rstrip("/"), "/E-MTAB-/841/E-MTAB-9841/", "/Files/matrix.mtx.gz") \
-        == want
-    assert dl.url_join("http://127.0.0.1:8000", "a//", "", "b/") == "http://127.0.0.1:8000/a/b/"
-    assert dl.url_join("http://h:8000/x/", "my file.txt") == "http://h:8000/x/my%20file.txt"
-    assert dl.url_join("http://h/x", "a%20b") == "http://h/x/a%20b"
-    assert dl.url_join("http://h/x/") == "http://h/x/"
 
 
 def test_user_agent_is_fixed_and_sent(archive, site, tmp_path):
@@ -352,7 +341,7 @@ def test_fetch_all_from_url_list_with_manifest(archive, site, tmp_path):
         f"{hashlib.md5((TINY / 'matrix.mtx.gz').read_bytes()).hexdigest()}\t\t\n"
         "\n"
     )
-    items = mf.read_url_list(lst)
+    items = urls.read_url_list(lst)
     assert [i["filename"] for i in items] == ["blob.bin", "m/matrix.mtx.gz"]
     assert items[0]["size"] == len(blob) and items[1]["size"] is None and items[1]["sha256"] is None
     out = tmp_path / "out"

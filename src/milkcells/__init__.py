@@ -6,7 +6,7 @@ Snakemake workflow and the notebooks call the same functions, stage by stage:
 ``io`` (reading) -> ``cellcalling`` -> ``qc`` -> ``doublets`` -> ``preprocess``
 -> ``integrate`` -> ``cluster`` -> ``markers`` -> ``annotate`` ->
 ``compartments`` -> ``composition`` -> ``plots``. ``datasets`` makes the
-simulated demo data.
+simulated demo data; ``archives`` pulls public datasets (through ``download``).
 """
 
 import importlib
@@ -20,6 +20,7 @@ _MODULES = (
     "agreement",
     "ambient",
     "annotate",
+    "archives",
     "cellcalling",
     "checks",
     "cluster",
@@ -38,9 +39,8 @@ _MODULES = (
     "nyquist2022",
     "plots",
     "preprocess",
-    "public",
     "qc",
-    "sources",
+    "samplesheet",
 )
 
 

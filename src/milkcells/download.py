@@ -56,7 +56,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -70,7 +70,6 @@ __all__ = [
     "DownloadError",
     "fetch",
     "fetch_all",
-    "url_join",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,41 +154,6 @@ class _Transient(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def url_join(base: str, *parts: str) -> str:
-    """Join an archive base URL and path parts with exactly one ``/`` between them.
-
-    Trailing slashes on ``base`` and leading/trailing slashes on the parts do
-    not matter; a trailing slash on the last part is kept (a folder). Empty
-    parts are skipped. Characters that are not allowed in a URL path (such as
-    spaces) are percent-encoded; existing ``%xx`` escapes are kept.
-
-    Parameters
-    ----------
-    base
-        Base URL, such as ``"https://ftp.ebi.ac.uk/biostudies/fire/"`` or
-        ``"http://127.0.0.1:8000"`` (without a query string).
-    *parts
-        Path parts, each possibly holding several segments (``"Files/a.mtx.gz"``).
-
-    Returns
-    -------
-    str
-        The joined URL.
-
-    Examples
-    --------
-    >>> url_join("https://ftp.ebi.ac.uk/biostudies/fire/", "E-MTAB-/841/E-MTAB-9841", "Files/")
-    'https://ftp.ebi.ac.uk/biostudies/fire/E-MTAB-/841/E-MTAB-9841/Files/'
-    """
-    segments = [p.strip("/") for p in parts if p and p.strip("/")]
-    if not segments:
-        return base
-    url = "/".join([base.rstrip("/"), *(quote(s, safe="/%!$&'()*+,;=:@-._~") for s in segments)])
-    if parts[-1].endswith("/"):
-        url += "/"
-    return url
 
 
 def _utc(timestamp: float | None = None) -> str:

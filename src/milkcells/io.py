@@ -26,6 +26,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from ._utils import InputError
+from .samplesheet import SAMPLE_NAME, SAMPLE_SHEET_COLUMNS
 
 __all__ = [
     "SAMPLE_SHEET_COLUMNS",
@@ -41,14 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Required and optional sample-sheet columns; more columns are allowed and
-#: carried into ``obs``.
-SAMPLE_SHEET_COLUMNS = {
-    "required": ("sample", "path"),
-    "optional": ("donor", "batch", "source", "days_postpartum", "chemistry", "accession"),
-}
-
-_SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class MilkcellsWarning(UserWarning):
@@ -139,7 +132,7 @@ def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
         name = row["sample"]
         if not name:
             raise InputError(f"empty sample name on line {line}", file=path, field="sample")
-        if not _SAMPLE_NAME.match(name):
+        if not SAMPLE_NAME.match(name):
             raise InputError(
                 f"sample name {name!r} on line {line} has unsupported characters",
                 file=path,

@@ -1,7 +1,8 @@
 """Download items and manifests: what a file must match, and the record of what was fetched.
 
 An *item* is ``{"url", "filename", "sha256", "md5", "size"}`` (:func:`normalise_item`
-checks one; :func:`read_url_list` reads a list of them from a TSV) and :func:`milkcells.download.fetch_all` downloads a list of items.
+checks one; :func:`milkcells.archives.urls.read_url_list` reads a list of them
+from a TSV) and :func:`milkcells.download.fetch_all` downloads a list of items.
 A *manifest* (:func:`write_manifest`, :func:`read_manifest`) records, per file,
 the URL, the local path, size, sha256, md5 and when it was finished.
 Malformed items and manifests raise :class:`milkcells.InputError` naming the
@@ -26,17 +27,12 @@ __all__ = [
     "Expected",
     "normalise_item",
     "unique_filenames",
-    "URL_LIST_COLUMNS",
-    "read_url_list",
     "write_manifest",
     "read_manifest",
 ]
 
 #: Columns of a manifest written by :func:`write_manifest`, in order.
 MANIFEST_COLUMNS = ("url", "path", "size", "sha256", "md5", "time")
-
-#: Columns of a URL list read by :func:`read_url_list`.
-URL_LIST_COLUMNS = {"required": ("url",), "optional": ("filename", "sha256", "md5", "size")}
 
 _HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
 
@@ -134,63 +130,6 @@ def unique_filenames(items: list[dict], file=None) -> None:
             raise InputError(f"two URLs save to the same file {item['filename']!r}: {other!r} and "
                              f"{item['url']!r}", file=file, field="filename",
                              expected="unique file names")
-
-
-def read_url_list(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a list of URLs with expected checksums from a TSV file.
-
-    The file has a header line naming its columns: ``url`` (required) and,
-    optionally, ``filename`` (default: the last segment of the URL; may hold
-    sub-folders), ``sha256``, ``md5`` and ``size`` (bytes). Empty cells mean
-    "unknown". Blank lines and lines starting with ``#`` are skipped; further
-    columns are ignored.
-
-    Parameters
-    ----------
-    path
-        The tab-separated file.
-
-    Returns
-    -------
-    list of dict
-        ``{"url", "filename", "sha256", "md5", "size"}`` per line (checksums
-        in lower case, size as int, unknown values ``None``), ready for
-        :func:`fetch_all`.
-
-    Raises
-    ------
-    InputError
-        When the file is missing, a column is missing, a line has the wrong
-        number of fields, a URL, checksum or size is malformed, or two URLs
-        save to the same file name; the message names the file, the line and
-        the field.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("URL list not found", file=path, expected="a tab-separated file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [(n, row) for n, row in enumerate(csv.reader(f, delimiter="\t",
-                                                             quoting=csv.QUOTE_NONE), start=1)
-                if row and any(c.strip() for c in row) and not row[0].startswith("#")]
-    if not rows:
-        raise InputError("URL list is empty", file=path,
-                         expected="a header line with a 'url' column")
-    header = [c.strip() for c in rows[0][1]]
-    if "url" not in header:
-        raise InputError(f"missing column 'url' (columns: {header})", file=path, field="url",
-                         expected="a header line with the columns url[, filename, sha256, md5, "
-                                  "size]")
-    items = []
-    for n, row in rows[1:]:
-        if len(row) != len(header):
-            raise InputError(f"line {n} has {len(row)} fields", file=path,
-                             expected=f"{len(header)} tab-separated fields like the header")
-        values = dict(zip(header, (c.strip() for c in row), strict=True))
-        if not values["url"]:
-            raise InputError(f"empty URL on line {n}", file=path, field="url")
-        items.append(normalise_item(values, file=path, line=n))
-    unique_filenames(items, file=path)
-    return items
 
 
 def write_manifest(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 import milkcells
+from milkcells import archives
 from milkcells.io import read_sample_sheet
 
 SCHEMAS = files("milkcells") / "schemas"
@@ -17,10 +18,12 @@ OUTDIR = Path(config["outdir"])
 DEMO_DIR = "resources/demo"
 COMPARTMENTS = ["epithelial", "immune", "stromal"]
 
-# Where the samples come from: the sample sheet (`samples`, the default), or a
-# public dataset pulled by the checkpoint `prepare_dataset` (dataset.source).
+# Where the samples come from: the sample sheet (`samples`, the default), or a public
+# dataset pulled by the checkpoint `prepare_dataset` (dataset.archive: a module of
+# milkcells.archives, its settings in dataset.<archive>).
 DATASET = config["dataset"]
-MODE = DATASET["source"]
+MODE = DATASET["archive"]
+ARCHIVE = None if MODE == "samples" else archives.get(MODE)
 DATASET_DIR = Path(DATASET["download_dir"]) / DATASET["name"]
 
 
@@ -91,18 +94,14 @@ def per_sample(name):
 
 
 def dataset_inputs(wildcards):
-    """Local files a public-dataset import reads (SCP export, URL list)."""
-    if MODE == "scp":
-        return [DATASET["scp_counts"], DATASET["scp_metadata"]]
-    if MODE == "urls":
-        return [DATASET["url_list"]]
-    return []
+    """Local files a public-dataset import reads (an SCP export, a URL list)."""
+    return ARCHIVE.local_inputs(DATASET.get(MODE, {})) if ARCHIVE is not None else []
 
 
 # the authors' labels to compare with, when the data carry them; the simulated demo
 # compares its calls with the simulation's truth
 AUTHOR_KEY = config["annotation"]["author_label_column"] or (
-    "author_label" if MODE in ("scp", "cellxgene")
+    "author_label" if ARCHIVE is not None and ARCHIVE.CARRIES_AUTHOR_LABELS
     else "sim_cell_type" if SAMPLES is not None and SAMPLES["path"].map(is_demo_path).all()
     else None
 )
