@@ -16,6 +16,7 @@ from milkcells import InputError, io
 from milkcells._utils import write_table
 from milkcells.archives import biostudies
 from milkcells.io import MilkcellsWarning
+from milkcells.samplesheet import read_sample_sheet
 
 DATA = Path(__file__).parent / "data" / "sources"
 B1 = DATA / "twigger_batch1_like.sdrf.txt"
@@ -271,7 +272,7 @@ def test_sample_sheet_from_sdrf_reads_back(tmp_path):
     write_table(sheet, tmp_path / "samples.tsv")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        back = io.read_sample_sheet(tmp_path / "samples.tsv")
+        back = read_sample_sheet(tmp_path / "samples.tsv")
     # io may flag the extra columns (chemistry, accession) as carried into obs as they are
     assert all(issubclass(w.category, MilkcellsWarning) and "chemistry" in str(w.message)
                for w in caught)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from milkcells import InputError, io
 from milkcells.archives import cellxgene
-from milkcells.io import read_sample_sheet
+from milkcells.samplesheet import read_sample_sheet
 
 from .archive_server import serve
 

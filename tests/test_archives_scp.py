@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from milkcells import InputError, io
 from milkcells.archives import scp
 from milkcells.io import MilkcellsWarning
+from milkcells.samplesheet import read_sample_sheet
 
 DATA = Path(__file__).parent / "data" / "sources"
 SCP_COUNTS = DATA / "scp_raw_counts.txt.gz"
@@ -141,7 +142,7 @@ def test_read_scp_writes_h5ad(tmp_path):
 
 def test_prepare_scp_splits_samples_with_author_labels(tmp_path):
     sheet = scp.prepare(tmp_path, counts=SCP_COUNTS, metadata=SCP_META)
-    back = io.read_sample_sheet(tmp_path / "samples.tsv")
+    back = read_sample_sheet(tmp_path / "samples.tsv")
     assert list(back.index) == list(sheet["sample"]) and len(back) >= 2
     assert back.loc["BM01_5dpp_r1", "days_postpartum"] == 5
     assert back.loc["BM02_6wkpp_r1", "days_postpartum"] == 42

@@ -1,5 +1,4 @@
 import gzip
-import warnings
 
 import anndata as ad
 import h5py
@@ -9,50 +8,6 @@ import pytest
 import scipy.sparse as sp
 
 from milkcells import InputError, io
-
-
-def _sheet(tmp_path, text, name="samples.tsv"):
-    p = tmp_path / name
-    p.write_text(text)
-    return p
-
-
-def test_sample_sheet_defaults(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\textra\nA1\ta.h5ad\tx\nB-2\tb.h5ad\ty\n")
-    with pytest.warns(io.MilkcellsWarning, match="'extra'"):
-        df = io.read_sample_sheet(p)
-    assert list(df.index) == ["A1", "B-2"]
-    assert list(df["donor"]) == ["A1", "B-2"] and list(df["batch"]) == ["A1", "B-2"]
-    assert set(df["source"]) == {"milk"}
-    assert df["days_postpartum"].isna().all()
-    assert list(df["extra"]) == ["x", "y"]
-
-
-@pytest.mark.parametrize(
-    ("text", "needle"),
-    [
-        ("sample\tfile\nA\ta\n", "missing column 'path'"),
-        ("sample\tpath\n", "lists no samples"),
-        ("sample\tpath\nA\ta\nA\tb\n", "duplicated sample names"),
-        ("sample\tpath\n\ta\n", "empty sample name on line 2"),
-        ("sample\tpath\nA\t\n", "empty path"),
-        ("sample\tpath\tdays_postpartum\nA\ta\tthree\n", "days_postpartum 'three' is not a number"),
-        ("sample\tpath\tsource\nA\ta\tblood\n", "unknown source"),
-        ("sample\tpath\nA B\ta\n", "unsupported characters"),
-        ("sample\tpath\tdays_post_partum\nA\ta\t5\n", "did you mean 'days_postpartum'"),
-        ("sample\tpath\tDonor\nA\ta\tD1\n", "did you mean 'donor'"),
-    ],
-)
-def test_sample_sheet_errors_name_file_and_field(tmp_path, text, needle):
-    p = _sheet(tmp_path, text)
-    with pytest.raises(InputError, match=needle) as e:
-        io.read_sample_sheet(p)
-    assert str(p) in str(e.value)
-
-
-def test_sample_sheet_missing_file(tmp_path):
-    with pytest.raises(InputError, match="sample sheet not found"):
-        io.read_sample_sheet(tmp_path / "nope.tsv")
 
 
 @pytest.mark.parametrize("gzipped", [True, False])
@@ -180,58 +135,6 @@ def test_var_names_made_unique(tmp_path, called_sample):
 
 
 # ----------------------------------------------------------------------- sample-sheet edge cases
-
-
-def test_sample_sheet_hash_inside_a_path_is_kept(tmp_path):
-    p = _sheet(
-        tmp_path,
-        "# a comment line\n"
-        "sample\tpath\tdonor\n"
-        "  # an indented comment line\n"
-        "A\tdata/run#2/m.h5ad\tD#1\n"
-        "\n"
-        "B\tdata/run3/m.h5ad\tD2\n",
-    )
-    df = io.read_sample_sheet(p)
-    assert list(df.index) == ["A", "B"]
-    assert df.loc["A", "path"] == "data/run#2/m.h5ad"
-    assert df.loc["A", "donor"] == "D#1"
-
-
-def test_sample_sheet_line_numbers_count_comment_lines(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\n# skipped\nA\ta\nB\t\n")
-    with pytest.raises(InputError, match="empty path on line 4") as e:
-        io.read_sample_sheet(p)
-    assert e.value.sample == "B" and e.value.field == "path"
-
-
-def test_sample_names_differing_only_in_case_rejected(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\nLMC1\ta.h5ad\nother\tb.h5ad\nlmc1\tc.h5ad\n")
-    with pytest.raises(InputError, match="differ only in letter case") as e:
-        io.read_sample_sheet(p)
-    assert e.value.file == str(p) and e.value.field == "sample" and e.value.sample == "LMC1"
-    assert "'lmc1'" in str(e.value) and "'other'" not in str(e.value)
-
-
-def test_two_samples_on_one_file_warn(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.h5ad").write_text("x")
-    (tmp_path / "data" / "link.h5ad").symlink_to(tmp_path / "data" / "a.h5ad")
-    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\t./data/a.h5ad\n"
-               "C\tdata/link.h5ad\nD\tdata/d.h5ad\n")
-    with pytest.warns(io.MilkcellsWarning, match="samples \\['A', 'B', 'C'\\] all point at") as rec:
-        df = io.read_sample_sheet(p)
-    assert len(df) == 4
-    msg = str(rec[0].message)
-    assert str(p) in msg and "'path'" in msg and "'D'" not in msg
-
-
-def test_distinct_paths_do_not_warn(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\tdata/b.h5ad\n")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        io.read_sample_sheet(p)
 
 
 # ----------------------------------------------------------------------- count-matrix edge cases

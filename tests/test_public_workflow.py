@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from milkcells import datasets, io
+from milkcells.samplesheet import read_sample_sheet
 
 from .archive_server import Fault, serve
 from .conftest import REPO, run_snakemake
@@ -72,7 +73,7 @@ def test_pulls_and_analyses_the_archive(tmp_path, mirror):
         n_get = server.count()
 
         ds = tmp_path / "resources" / "twigger"
-        sheet = io.read_sample_sheet(ds / "samples.tsv")
+        sheet = read_sample_sheet(ds / "samples.tsv")
         assert sorted(sheet.index) == sorted(MILK)  # tissue skipped; LMC9 (molecule_info only) left out
         assert set(sheet["batch"]) == {"E-MTAB-9841", "E-MTAB-10855"}
         assert sheet.loc["LMC1", "days_postpartum"] == 28
@@ -106,7 +107,7 @@ def test_offline_from_a_mirror_folder(tmp_path, mirror):
     cfg.write_text(yaml.safe_dump(data))
     target = tmp_path / "resources" / "twigger" / "samples.tsv"
     run_snakemake(tmp_path, str(target), "--cores", "1", "--configfile", str(cfg))
-    assert sorted(io.read_sample_sheet(target).index) == sorted(MILK)
+    assert sorted(read_sample_sheet(target).index) == sorted(MILK)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +143,7 @@ def prepare_through_the_workflow(wd: Path, cfg: Path, archive: str) -> tuple[pd.
     target = wd / "resources" / archive / "samples.tsv"
     run_snakemake(wd, str(target), "--cores", "1", "--configfile", str(cfg))
     dry = run_snakemake(wd, "-n", "--cores", "1", "--configfile", str(cfg))
-    return io.read_sample_sheet(target), dry.stdout + dry.stderr
+    return read_sample_sheet(target), dry.stdout + dry.stderr
 
 
 def test_cellxgene_through_the_workflow(tmp_path, cxg_h5ad):

@@ -1,4 +1,6 @@
-"""Reading sample sheets and count matrices (10x MTX, 10x HDF5, h5ad).
+"""Reading count matrices (10x MTX, 10x HDF5, h5ad); what a 10x file set is; what raw counts are.
+
+(The sample sheet is read by :mod:`milkcells.samplesheet`.)
 
 Every reader returns an :class:`~anndata.AnnData` with raw integer counts in
 ``X`` (CSR, float32), unique gene symbols as ``var_names``, the Ensembl IDs in
@@ -9,14 +11,12 @@ Every reader returns an :class:`~anndata.AnnData` with raw integer counts in
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from io import StringIO
 from pathlib import Path
 
 import anndata as ad
@@ -25,189 +25,21 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
-from ._utils import InputError
-from .samplesheet import SAMPLE_NAME, SAMPLE_SHEET_COLUMNS
+from ._utils import InputError, MilkcellsWarning
 
 __all__ = [
-    "SAMPLE_SHEET_COLUMNS",
-    "read_sample_sheet",
     "read_counts",
     "read_sample",
     "find_10x_mtx_files",
     "classify_10x_files",
     "check_integer_counts",
+    "not_counts",
     "write_10x_mtx",
     "MilkcellsWarning",
 ]
 
 log = logging.getLogger(__name__)
 
-
-
-class MilkcellsWarning(UserWarning):
-    """A documented warning: the input is unusual but the run can go on."""
-
-
-def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a sample sheet (TSV).
-
-    Parameters
-    ----------
-    path
-        Tab-separated file with the columns ``sample`` and ``path``, and
-        optionally ``donor``, ``batch``, ``source`` (``milk`` or ``tissue``)
-        and ``days_postpartum``; further columns are kept.
-
-    Returns
-    -------
-    The sheet indexed by ``sample``, with ``donor`` and ``batch`` defaulting to
-    the sample name, ``source`` to ``"milk"`` and ``days_postpartum`` as float
-    (NaN where unknown).
-
-    Raises
-    ------
-    InputError
-        On a missing file, missing columns, an empty or duplicated sample
-        name (also names differing only in letter case), an empty path or a
-        non-numeric ``days_postpartum``. Only whole lines starting with ``#``
-        are comments; a ``#`` inside a field is kept. Two samples pointing at
-        one input give a :class:`MilkcellsWarning`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("sample sheet not found", file=path, expected="a tab-separated file")
-    # Only whole lines starting with '#' are comments: pandas' comment="#" would
-    # also cut "data/run#2/m.h5ad" to "data/run" without a word.
-    kept, line_numbers = [], []
-    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
-        kept.append(text)
-        line_numbers.append(number)
-    if not kept:
-        raise InputError("sample sheet is empty", file=path)
-    try:
-        df = pd.read_csv(StringIO("\n".join(kept) + "\n"), sep="\t", dtype=str,
-                         keep_default_na=False)
-    except pd.errors.ParserError as e:
-        raise InputError(f"cannot parse the sample sheet: {e}", file=path,
-                         expected="tab-separated columns, the same number on every line") from None
-    # file line of each row, for messages (a quoted field spanning lines breaks the mapping)
-    rows_from = line_numbers[1:]
-    if len(rows_from) != len(df):
-        rows_from = list(range(2, len(df) + 2))
-    df.columns = [c.strip() for c in df.columns]
-    for col in SAMPLE_SHEET_COLUMNS["required"]:
-        if col not in df.columns:
-            raise InputError(
-                f"missing column {col!r}; columns found: {list(df.columns)}",
-                file=path,
-                field=col,
-                expected="tab-separated columns 'sample' and 'path'",
-            )
-    if df.empty:
-        raise InputError("sample sheet lists no samples", file=path)
-    known = SAMPLE_SHEET_COLUMNS["required"] + SAMPLE_SHEET_COLUMNS["optional"]
-    for col in df.columns:
-        if col in known:
-            continue
-        near = difflib.get_close_matches(col.lower(), [k for k in known if k not in df.columns], n=1, cutoff=0.75)
-        if near:
-            raise InputError(
-                f"unknown column {col!r}; did you mean {near[0]!r}?",
-                file=path,
-                field=col,
-                expected=f"columns among {list(known)} (other columns are carried into obs)",
-            )
-    extra = [c for c in df.columns if c not in known]
-    if extra:
-        warnings.warn(
-            f"file {str(path)!r}: columns {extra} are not milkcells columns; they are carried into obs as they are",
-            MilkcellsWarning,
-            stacklevel=2,
-        )
-    df = df.apply(lambda s: s.str.strip())
-    for i, row in df.iterrows():
-        line = rows_from[i]
-        name = row["sample"]
-        if not name:
-            raise InputError(f"empty sample name on line {line}", file=path, field="sample")
-        if not SAMPLE_NAME.match(name):
-            raise InputError(
-                f"sample name {name!r} on line {line} has unsupported characters",
-                file=path,
-                sample=name,
-                field="sample",
-                expected="letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
-        if not row["path"]:
-            raise InputError(f"empty path on line {line}", file=path, sample=name, field="path")
-    dup = df["sample"][df["sample"].duplicated()].unique()
-    if len(dup):
-        raise InputError(
-            f"duplicated sample names: {list(dup)}", file=path, field="sample", expected="unique names"
-        )
-    folded = df["sample"].str.casefold()
-    clash = df.loc[folded.duplicated(keep=False), "sample"]
-    if len(clash):
-        first = clash[folded[clash.index] == folded[clash.index[0]]]
-        raise InputError(
-            f"sample names differ only in letter case: {list(first)}; their outputs "
-            "(results/samples/<sample>/) would overwrite each other on a case-insensitive "
-            "file system",
-            file=path,
-            sample=first.iloc[0],
-            field="sample",
-            expected="names that differ in more than letter case",
-        )
-    _warn_shared_paths(df, path)
-    for col in ("donor", "batch"):
-        if col not in df.columns:
-            df[col] = df["sample"]
-        df[col] = df[col].where(df[col] != "", df["sample"])
-    if "source" not in df.columns:
-        df["source"] = "milk"
-    df["source"] = df["source"].replace("", "milk")
-    bad_source = set(df["source"]) - {"milk", "tissue"}
-    if bad_source:
-        raise InputError(
-            f"unknown source {sorted(bad_source)}", file=path, field="source", expected="'milk' or 'tissue'"
-        )
-    if "days_postpartum" not in df.columns:
-        df["days_postpartum"] = ""
-    days = pd.to_numeric(df["days_postpartum"].mask(df["days_postpartum"] == ""), errors="coerce")
-    bad = df.loc[days.isna() & (df["days_postpartum"] != ""), ["sample", "days_postpartum"]]
-    if len(bad):
-        s, v = bad.iloc[0]
-        raise InputError(
-            f"days_postpartum {v!r} is not a number",
-            file=path,
-            sample=s,
-            field="days_postpartum",
-            expected="a number of days, or empty when unknown",
-        )
-    if (days < 0).any():
-        s = df.loc[days < 0, "sample"].iloc[0]
-        raise InputError("days_postpartum is negative", file=path, sample=s, field="days_postpartum")
-    df["days_postpartum"] = days.astype(float)
-    return df.set_index("sample", drop=False)
-
-
-def _warn_shared_paths(df: pd.DataFrame, sheet: Path) -> None:
-    """Warn when several samples point at one input (after resolving ``./``, ``..`` and links)."""
-    where = df["path"].map(lambda p: os.path.normcase(os.path.realpath(os.path.expanduser(p))))
-    for _, group in df.groupby(where, sort=False)["sample"]:
-        if len(group) > 1:
-            paths = sorted(set(df.loc[group.index, "path"]))
-            warnings.warn(
-                f"file {str(sheet)!r}, field 'path': samples {list(group)} all point at "
-                f"{paths[0]!r}"
-                + (f" (written {paths})" if len(paths) > 1 else "")
-                + "; each will be read from the same input, so its cells are counted "
-                "more than once (expected one input per sample)",
-                MilkcellsWarning,
-                stacklevel=3,
-            )
 
 
 # --------------------------------------------------------------------------- 10x file sets
@@ -565,6 +397,13 @@ def read_counts(path: str | os.PathLike, *, sample: str | None = None) -> ad.Ann
 _GEX_TYPES = ("Gene Expression", "nan", "")
 
 
+def not_counts(values) -> np.ndarray:
+    """Which values cannot be raw counts: non-finite, negative or fractional (a boolean array)."""
+    values = np.asarray(values)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+
+
 def check_integer_counts(X, *, file, sample: str | None = None, field: str = "X") -> None:
     """Check that a matrix holds raw counts: finite, non-negative, whole numbers, not all zero.
 
@@ -582,7 +421,8 @@ def check_integer_counts(X, *, file, sample: str | None = None, field: str = "X"
         fractions (normalised data) or a matrix without counts.
     """
     data = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    if data.size and (not np.all(np.isfinite(data)) or np.any(data < 0)):
+    bad = not_counts(data)
+    if bad.any() and (not np.all(np.isfinite(data)) or np.any(data < 0)):
         raise InputError(
             "counts contain negative or non-finite values",
             file=file,
@@ -590,8 +430,8 @@ def check_integer_counts(X, *, file, sample: str | None = None, field: str = "X"
             field=field,
             expected="raw non-negative integer UMI counts",
         )
-    if data.size and np.any(data != np.round(data)):
-        frac = float(np.mean(data != np.round(data)))
+    if bad.any():
+        frac = float(np.mean(bad))
         raise InputError(
             f"counts are not integers ({frac:.1%} of stored values have a fraction); "
             "this looks like normalised data",

@@ -93,8 +93,7 @@ def prepare(
         dest = out_dir / "raw" / acc / f"{acc}.sdrf.txt"
         records.append(fetch(url, dest, base_url=base_url, mirror=mirror, retries=retries, backoff=backoff))
         try:
-            tables.append(sdrf_samples(dest, accession=acc, include_tissue=include_tissue,
-                                               base_url=base_url))
+            tables.append(sdrf_samples(dest, accession=acc, include_tissue=include_tissue, base_url=base_url))
         except InputError as e:
             if e.field != "source":  # only "no milk sample left" is not fatal
                 raise
@@ -111,7 +110,7 @@ def prepare(
     plan = sdrf_downloads(samples, raw, skip_unusable=True)
     for _, row in plan.iterrows():
         records.append(fetch(row["url"], Path(row["dest"]), base_url=base_url, mirror=mirror,
-                              retries=retries, backoff=backoff))
+                             retries=retries, backoff=backoff))
     for sample, files in plan.groupby("sample"):
         roles = dict(zip(files["role"], files["dest"], strict=True))
         if {"matrix", "features", "barcodes"} <= set(roles):
@@ -202,7 +201,7 @@ def sample_sheet_from_sdrf(
     Columns ``sample``, ``path``, ``donor``, ``batch``, ``source``,
     ``days_postpartum``, ``chemistry``, ``accession``, in input order; write
     it with :func:`milkcells._utils.write_table` and read it back with
-    :func:`milkcells.io.read_sample_sheet`.
+    :func:`milkcells.samplesheet.read_sample_sheet`.
 
     Raises
     ------

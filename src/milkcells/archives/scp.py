@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._utils import InputError, record_params
-from ..io import MilkcellsWarning
+from .._utils import InputError, MilkcellsWarning, record_params
+from ..io import not_counts
 from ..samplesheet import MISSING
 from ._common import counts_anndata, finish, split_samples
 
@@ -220,8 +220,9 @@ def _read_dense_counts(path: Path, chunk_genes: int) -> tuple[sp.csr_matrix, lis
                     raise InputError(f"missing or non-finite value for gene {chunk.index[r]!r}, "
                                      f"cell {cells[c]!r}", file=path, field="counts",
                                      expected="a count in every cell")
-                if np.any(arr < 0) or np.any(arr != np.rint(arr)):
-                    r, c = np.argwhere((arr < 0) | (arr != np.rint(arr)))[0]
+                bad = not_counts(arr)
+                if bad.any():
+                    r, c = np.argwhere(bad)[0]
                     raise InputError(
                         f"value {arr[r, c]!r} for gene {chunk.index[r]!r}, cell {cells[c]!r} "
                         "is not a non-negative integer; this looks like normalised data",
