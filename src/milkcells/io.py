@@ -33,6 +33,7 @@ __all__ = [
     "find_10x_mtx_files",
     "classify_10x_files",
     "check_integer_counts",
+    "flag_genes",
     "not_counts",
     "write_10x_mtx",
     "MilkcellsWarning",
@@ -537,6 +538,14 @@ def _rounded_log_normalised(X) -> str | None:
     return None
 
 
+def flag_genes(var: pd.DataFrame) -> None:
+    """Flag mitochondrial (``var["mt"]``: symbols starting ``MT-``) and ribosomal genes
+    (``var["ribo"]``: ``RPS``/``RPL``) in place; the symbols are ``var``'s index, in any case."""
+    sym = var.index.astype(str).str.upper()
+    var["mt"] = np.asarray(sym.str.startswith("MT-"))
+    var["ribo"] = np.asarray(sym.str.startswith(("RPS", "RPL")))
+
+
 def read_sample(
     path: str | os.PathLike,
     *,
@@ -574,9 +583,7 @@ def read_sample(
     for col in ("sample", "donor", "batch", "source"):
         if col in adata.obs:
             adata.obs[col] = adata.obs[col].astype(str).astype("category")
-    sym = adata.var_names.str.upper()
-    adata.var["mt"] = sym.str.startswith("MT-")
-    adata.var["ribo"] = sym.str.startswith(("RPS", "RPL"))
+    flag_genes(adata.var)
     if not adata.var["mt"].any():
         warnings.warn(
             f"sample {sample!r}, file {str(path)!r}: no mitochondrial genes (symbols starting "

@@ -18,11 +18,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from .. import download
 from .._utils import InputError, write_h5ad, write_table
+from ..io import flag_genes
 from ..manifest import write_manifest
 
 log = logging.getLogger(__name__)
@@ -127,16 +127,9 @@ def split_samples(adata: ad.AnnData, out_dir: Path, *, source: str) -> pd.DataFr
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
-def gene_flags(var: pd.DataFrame, symbols: pd.Index) -> None:
-    """``var["mt"]`` (symbols starting ``MT-``) and ``var["ribo"]`` (``RPS``/``RPL``), in place."""
-    sym = symbols.str.upper()
-    var["mt"] = np.asarray(sym.str.startswith("MT-"))
-    var["ribo"] = np.asarray(sym.str.startswith(("RPS", "RPL")))
-
-
 def counts_anndata(X, obs: pd.DataFrame, symbols, gene_ids, *, file) -> ad.AnnData:
     """AnnData of raw counts with unique gene symbols (duplicates made unique, as :mod:`milkcells.io` does),
-    ``var["gene_ids"]``, ``var["mt"]`` and ``var["ribo"]``."""
+    ``var["gene_ids"]``, ``var["mt"]`` and ``var["ribo"]`` (:func:`milkcells.io.flag_genes`)."""
     index = pd.Index(symbols)
     var = pd.DataFrame({"gene_ids": gene_ids}, index=index)
     with warnings.catch_warnings():
@@ -145,5 +138,5 @@ def counts_anndata(X, obs: pd.DataFrame, symbols, gene_ids, *, file) -> ad.AnnDa
         if index.has_duplicates:
             log.info("%s: %d duplicated gene symbols made unique", file, int(index.duplicated().sum()))
             adata.var_names_make_unique()
-    gene_flags(adata.var, adata.var_names)
+    flag_genes(adata.var)
     return adata
