@@ -33,9 +33,8 @@ Errors
 Transfer and verification failures raise :class:`DownloadError`, a subclass
 of :class:`OSError` (as are the network errors of ``requests``); its message
 names the URL, the file and what was expected. Bad arguments and malformed
-user files (a URL list, a manifest, a matrix checked with
-:func:`milkcells.checks.check_mtx`)
-raise :class:`milkcells.InputError` (a :class:`ValueError`).
+user files (a URL list, a manifest) raise :class:`milkcells.InputError` (a
+:class:`ValueError`).
 
 The HTTP client is `requests <https://requests.readthedocs.io>`_, which is
 already installed as a dependency of Snakemake. Proxies are taken from the
