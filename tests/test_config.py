@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from milkcells import (
     annotate,
+    archives,
     cellcalling,
     cluster,
     compartments,
@@ -17,7 +18,6 @@ from milkcells import (
     integrate,
     markers,
     preprocess,
-    public,
     qc,
 )
 
@@ -65,14 +65,8 @@ MIRRORS = {
     ("annotation", "milk_alpha"): (annotate.annotate_cell_types, "milk_alpha"),
     ("annotation", "shared_level"): (annotate.annotate_cell_types, "shared_level"),
     ("annotation", "min_relative"): (annotate.annotate_cell_types, "min_relative"),
-    ("dataset", "include_tissue"): (public.prepare_biostudies, "include_tissue"),
-    ("dataset", "mirror"): (public.prepare_biostudies, "mirror"),
-    ("dataset", "retries"): (public.prepare_biostudies, "retries"),
-    ("dataset", "backoff"): (public.prepare_biostudies, "backoff"),
-    ("dataset", "scp_label_column"): (public.prepare_scp, "label_column"),
-    ("dataset", "cellxgene_api_url"): (public.prepare_cellxgene, "api_url"),
-    ("dataset", "cellxgene_label_column"): (public.prepare_cellxgene, "label_column"),
-    ("dataset", "cellxgene_sample_column"): (public.prepare_cellxgene, "sample_column"),
+    **{("dataset", k): (archives.get(name).prepare, k) for name in archives.names()
+       for k in ("mirror", "retries", "backoff")},
     ("demo", "n_cells"): (datasets.simulate_milk_sample, "n_cells"),
     ("demo", "n_empty"): (datasets.simulate_milk_sample, "n_empty"),
     ("demo", "n_genes"): (datasets.simulate_milk_sample, "n_genes"),
@@ -86,10 +80,25 @@ def test_library_default_mirrors_schema(section, key):
     assert inspect.signature(func).parameters[param].default == schema_default
 
 
+@pytest.mark.parametrize("name", archives.names())
+def test_each_archive_has_its_block_of_prepare_keywords(name):
+    """dataset.<archive> holds exactly the archive's own keywords of prepare, with its defaults."""
+    block = SCHEMA["properties"]["dataset"]["properties"][name]
+    params = inspect.signature(archives.get(name).prepare).parameters
+    own = [k for k in list(params)[1:] if k not in ("mirror", "retries", "backoff")]
+    assert list(block["properties"]) == own
+    assert block["additionalProperties"] is False and block["default"] == {}
+    for key, spec in block["properties"].items():
+        default = params[key].default
+        if default is inspect.Parameter.empty:  # needed when the archive is chosen: an empty default
+            assert spec["default"] in (None, []), (name, key)
+        else:
+            assert spec["default"] == default, (name, key)
+
+
 def test_every_schema_key_is_mirrored_or_workflow_only():
     workflow_only = {("doublets", "enabled"), ("annotation", "marker_table"), ("annotation", "author_label_column")} | {
-        ("dataset", k) for k in ("source", "name", "download_dir", "accessions", "scp_counts", "scp_metadata",
-                                 "cellxgene_dataset_id", "cellxgene_obs_filter", "url_list")
+        ("dataset", k) for k in ("archive", "name", "download_dir", *archives.names())  # blocks: tested above
     }
     for section, spec in SCHEMA["properties"].items():
         for key in spec.get("properties", {}):
@@ -122,10 +131,10 @@ def test_shipped_configs_validate_and_agree_with_schema():
 
 
 def test_biostudies_url_default_is_the_library_default():
-    from milkcells import sources
-
-    assert SCHEMA["properties"]["biostudies_url"]["default"] == sources.BIOSTUDIES_BASE_URL
-    assert inspect.signature(public.prepare_biostudies).parameters["base_url"].default == sources.BIOSTUDIES_BASE_URL
+    biostudies = archives.get("biostudies")
+    block = SCHEMA["properties"]["dataset"]["properties"]["biostudies"]["properties"]
+    assert block["base_url"]["default"] == biostudies.BIOSTUDIES_BASE_URL
+    assert inspect.signature(biostudies.prepare).parameters["base_url"].default == biostudies.BIOSTUDIES_BASE_URL
 
 
 def test_schema_rejects_unknown_and_bad_values():
@@ -136,3 +145,15 @@ def test_schema_rejects_unknown_and_bad_values():
         validate({"samples": "s.tsv", "outdir": "o", "qc": {"nmads_mito": -1}}, schema=schema)
     with pytest.raises(WorkflowError):
         validate({"samples": "s.tsv", "outdir": "o", "typo_key": 1}, schema=schema)
+    with pytest.raises(WorkflowError, match="accession"):  # an archive's block is checked like the rest
+        validate({"samples": "s.tsv", "outdir": "o", "dataset": {"biostudies": {"accession": ["E-MTAB-1"]}}},
+                 schema=schema)
+
+
+def test_nested_archive_defaults_are_filled():
+    cfg = {"samples": "s.tsv", "outdir": "o", "dataset": {"archive": "biostudies",
+                                                           "biostudies": {"accessions": ["E-MTAB-9841"]}}}
+    validate(cfg, schema=str(files("milkcells") / "schemas" / "config.schema.yaml"), set_default=True)
+    assert cfg["dataset"]["biostudies"] == {"accessions": ["E-MTAB-9841"], "include_tissue": False,
+                                            "base_url": "https://ftp.ebi.ac.uk/biostudies/fire/"}
+    assert cfg["dataset"]["cellxgene"]["label_column"] == "cell_type" and cfg["dataset"]["retries"] == 5

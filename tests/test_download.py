@@ -18,6 +18,8 @@ import requests
 
 from milkcells import InputError
 from milkcells import download as dl
+from milkcells import manifest as mf
+from milkcells.archives import urls
 from tests.archive_server import Fault, archive, no_network, serve  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "archive"
@@ -60,18 +62,6 @@ def _leftovers(dest: Path) -> list[Path]:
 # --------------------------------------------------------------------------- basics
 
 
-def test_url_join():
-    base = "https://ftp.ebi.ac.uk/biostudies/fire/"
-    want = "https://ftp.ebi.ac.uk/biostudies/fire/E-MTAB-/841/E-MTAB-9841/Files/matrix.mtx.gz"
-    assert dl.url_join(base, "E-MTAB-/841/E-MTAB-9841", "Files", "matrix.mtx.gz") == want
-    assert dl.url_join(base.rstrip("/"), "/E-MTAB-/841/E-MTAB-9841/", "/Files/matrix.mtx.gz") \
-        == want
-    assert dl.url_join("http://127.0.0.1:8000", "a//", "", "b/") == "http://127.0.0.1:8000/a/b/"
-    assert dl.url_join("http://h:8000/x/", "my file.txt") == "http://h:8000/x/my%20file.txt"
-    assert dl.url_join("http://h/x", "a%20b") == "http://h/x/a%20b"
-    assert dl.url_join("http://h/x/") == "http://h/x/"
-
-
 def test_user_agent_is_fixed_and_sent(archive, site, tmp_path):
     assert re.fullmatch(r"milkcells/\S+ \(\+https://github\.com/milkcells/milkcells\)",
                         dl.USER_AGENT)
@@ -98,10 +88,10 @@ def test_plain_download_and_manifest(archive, site, tmp_path):
     assert server.count("data/blob.bin") == 1
 
     manifest = tmp_path / "out" / "manifest.tsv"
-    dl.write_manifest([rec], manifest)
-    assert manifest.read_text().splitlines()[0].split("\t") == list(dl.MANIFEST_COLUMNS)
-    (back,) = dl.read_manifest(manifest)
-    assert back == {k: rec[k] for k in dl.MANIFEST_COLUMNS}
+    mf.write_manifest([rec], manifest)
+    assert manifest.read_text().splitlines()[0].split("\t") == list(mf.MANIFEST_COLUMNS)
+    (back,) = mf.read_manifest(manifest)
+    assert back == {k: rec[k] for k in mf.MANIFEST_COLUMNS}
     assert not list(manifest.parent.glob(".*tmp*"))  # atomic write left no temporary file
 
 
@@ -351,14 +341,14 @@ def test_fetch_all_from_url_list_with_manifest(archive, site, tmp_path):
         f"{hashlib.md5((TINY / 'matrix.mtx.gz').read_bytes()).hexdigest()}\t\t\n"
         "\n"
     )
-    items = dl.read_url_list(lst)
+    items = urls.read_url_list(lst)
     assert [i["filename"] for i in items] == ["blob.bin", "m/matrix.mtx.gz"]
     assert items[0]["size"] == len(blob) and items[1]["size"] is None and items[1]["sha256"] is None
     out = tmp_path / "out"
     records = dl.fetch_all(items, out, manifest=out / "manifest.tsv", **FAST)
     assert (out / "blob.bin").read_bytes() == blob
     assert (out / "m" / "matrix.mtx.gz").is_file()
-    assert [(m["path"], m["size"]) for m in dl.read_manifest(out / "manifest.tsv")] == \
+    assert [(m["path"], m["size"]) for m in mf.read_manifest(out / "manifest.tsv")] == \
         [(r["path"], r["size"]) for r in records]
     assert server.count() == 2
 
@@ -375,7 +365,7 @@ def test_mirror_is_used_without_network(archive, site, tmp_path):
     assert [(r["source"], r["downloaded"]) for r in records] == [("mirror", True)] * 2
     assert (out / "data" / "blob.bin").read_bytes() == (site / "data" / "blob.bin").read_bytes()
     assert server.count(method=None) == 0
-    assert len(dl.read_manifest(out / "manifest.tsv")) == 2
+    assert len(mf.read_manifest(out / "manifest.tsv")) == 2
 
 
 def test_mirror_falls_back_to_network_and_rejects_bad_copies(archive, site, tmp_path):
@@ -393,153 +383,6 @@ def test_mirror_falls_back_to_network_and_rejects_bad_copies(archive, site, tmp_
     assert str(mirror / "data" / "table.tsv.gz") in str(err.value)
     assert _leftovers(out / "data" / "table.tsv.gz") == []
     assert server.count("data/table.tsv.gz") == 0
-
-
-@pytest.mark.parametrize(
-    ("text", "match"),
-    [
-        ("link\tsha256\nhttp://127.0.0.1/a\t\n", "missing column 'url'"),
-        ("url\tsha256\nhttp://127.0.0.1/a\tabc123\n", r"malformed sha256 'abc123' on line 2"),
-        ("url\tmd5\nhttp://127.0.0.1/a\t" + "g" * 32 + "\n", "malformed md5"),
-        ("url\tsize\nhttp://127.0.0.1/a\t12kb\n", r"malformed size '12kb' on line 2"),
-        ("url\nnot-a-url\n", "malformed URL 'not-a-url'"),
-        ("url\tfilename\nhttp://127.0.0.1/a\t../etc/passwd\n", "unsafe file name"),
-        ("url\nhttp://127.0.0.1/x/a\nhttp://127.0.0.1/y/a\n", "same file 'a'"),
-        ("url\nhttp://127.0.0.1/folder/\n", "no file name in the URL"),
-        ("url\tsha256\nhttp://127.0.0.1/a\n", "line 2 has 1 fields"),
-        ("", "empty"),
-    ],
-)
-def test_read_url_list_errors(tmp_path, text, match):
-    path = tmp_path / "urls.tsv"
-    path.write_text(text)
-    with pytest.raises(InputError, match=match) as err:
-        dl.read_url_list(path)
-    assert str(path) in str(err.value)
-
-
-def test_read_url_list_missing_file(tmp_path):
-    with pytest.raises(InputError, match="URL list not found"):
-        dl.read_url_list(tmp_path / "nope.tsv")
-
-
-def test_read_manifest_rejects_other_files(tmp_path):
-    path = tmp_path / "m.tsv"
-    path.write_text("a\tb\n1\t2\n")
-    with pytest.raises(InputError, match="unexpected header"):
-        dl.read_manifest(path)
-
-
-# --------------------------------------------------------------------------- format checks
-
-
-MTX = "%%MatrixMarket matrix coordinate integer general\n% a comment\n3 2 3\n1 1 5\n3 2 1\n2 1 4\n"
-
-
-@pytest.mark.parametrize("gz", [False, True])
-def test_check_mtx_accepts_valid_files(tmp_path, gz):
-    path = tmp_path / ("m.mtx.gz" if gz else "m.mtx")
-    text = MTX + "\n"  # a trailing blank line is allowed
-    path.write_bytes(_gz(text) if gz else text.encode())
-    assert dl.check_mtx(path) == {"rows": 3, "cols": 2, "nnz": 3, "field": "integer",
-                                  "symmetry": "general"}
-    assert dl.check_mtx(TINY / "matrix.mtx.gz")["nnz"] == 6
-
-
-def test_check_mtx_counts_large_files_across_blocks(tmp_path):
-    n = 300_000  # > 1 MiB of text: counted over several blocks
-    rng = np.random.default_rng(0)
-    body = "".join(f"{i} {j} 1\n" for i, j in zip(rng.integers(1, 1000, n), rng.integers(1, 500, n),
-                                                     strict=True))
-    path = tmp_path / "big.mtx"
-    path.write_text(f"%%MatrixMarket matrix coordinate integer general\n1000 500 {n}\n{body[:-1]}")
-    assert dl.check_mtx(path)["nnz"] == n  # no final newline: the last line still counts
-    path.write_text(f"%%MatrixMarket matrix coordinate integer general\n1000 500 {n}\n\n{body}\n\n")
-    assert dl.check_mtx(path)["nnz"] == n
-
-
-def test_line_counting_across_block_boundaries(tmp_path, monkeypatch):
-    rng = np.random.default_rng(1)
-    pieces = [b"1 1 1", b"", b"  ", b"\r", b"22 3 4\r", b"\t"]
-    path = tmp_path / "lines.txt"
-    for block in (1, 2, 3, 7, 64):
-        monkeypatch.setattr(dl, "_READ_BLOCK", block)
-        for _ in range(30):
-            lines = [pieces[i] for i in rng.integers(0, len(pieces), rng.integers(0, 25))]
-            text = b"\n".join(lines) + [b"", b"\n", b"\n\n"][rng.integers(0, 3)]
-            full = [ln.split() for ln in text.split(b"\n") if ln.strip()]
-            path.write_bytes(text)
-            with open(path, "rb") as f:
-                n, first, last = dl._count_lines(f, path)
-            assert n == len(full), (block, text)
-            if full:
-                assert (first.split(), last.split()) == (full[0], full[-1]), (block, text)
-
-
-@pytest.mark.parametrize(
-    ("text", "match"),
-    [
-        ("%%MatrixMarket matrix array real general\n2 2\n1\n2\n3\n4\n", "format 'array'"),
-        ("%MatrixMarket matrix coordinate real general\n1 1 1\n1 1 1\n", "not a Matrix Market"),
-        ("gene\tcount\nA\t1\n", "not a Matrix Market header"),
-        ("%%MatrixMarket matrix coordinate float general\n1 1 1\n1 1 1\n", "unknown Matrix Market"),
-        (MTX.replace("2 1 4\n", ""), r"announces 3 entries but the file holds 2 \(truncated"),
-        (MTX + "1 2 3\n", r"holds 4 \(extra lines"),
-        (MTX.replace("3 2 3\n", "3 2\n"), "bad size line"),
-        (MTX.replace("2 1 4\n", "2 7 4\n"), "malformed last entry '2 7 4'"),
-        (MTX.replace("1 1 5\n", "1 1 five\n"), "malformed first entry"),
-    ],
-)
-def test_check_mtx_rejects_broken_files(tmp_path, text, match):
-    path = tmp_path / "m.mtx"
-    path.write_text(text)
-    with pytest.raises(InputError, match=match) as err:
-        dl.check_mtx(path)
-    assert str(path) in str(err.value)
-
-
-def test_check_mtx_and_gzip_reject_truncated_gzip(tmp_path):
-    raw = (TINY / "matrix.mtx.gz").read_bytes()
-    path = tmp_path / "matrix.mtx.gz"
-    path.write_bytes(raw[: len(raw) - 10])
-    with pytest.raises(InputError, match="truncated gzip"):
-        dl.check_mtx(path)
-    with pytest.raises(InputError, match="truncated gzip"):
-        dl.check_gzip(path)
-    (tmp_path / "plain.gz").write_bytes(b"hello")
-    with pytest.raises(InputError, match="not a gzip file"):
-        dl.check_gzip(tmp_path / "plain.gz")
-    features = (TINY / "features.tsv.gz").read_bytes()
-    assert dl.check_gzip(TINY / "features.tsv.gz") == len(gzip.decompress(features))
-
-
-def test_check_10x_triplet(tmp_path):
-    m, f, b = TINY / "matrix.mtx.gz", TINY / "features.tsv.gz", TINY / "barcodes.tsv.gz"
-    assert dl.check_10x_triplet(m, f, b) == {"features": 5, "barcodes": 4, "nnz": 6}
-    plain = tmp_path / "genes.tsv"
-    plain.write_bytes(gzip.decompress(f.read_bytes()))
-    assert dl.check_10x_triplet(m, plain, b)["features"] == 5
-
-    short = tmp_path / "features.tsv"
-    short.write_text("".join(plain.read_text().splitlines(keepends=True)[:4]))
-    with pytest.raises(InputError, match="5 rows but 4 features") as err:
-        dl.check_10x_triplet(m, short, b)
-    assert str(m) in str(err.value) and "expected 4 rows (features) x 4 columns" in str(err.value)
-
-    extra = tmp_path / "barcodes.tsv.gz"
-    extra.write_bytes(_gz(gzip.decompress(b.read_bytes()).decode() + "TTTTAAAA-1\n"))
-    with pytest.raises(InputError, match="4 columns but 5 barcodes"):
-        dl.check_10x_triplet(m, f, extra)
-
-    swapped = tmp_path / "swapped.tsv"
-    swapped.write_text("".join(f"B{i}\n" for i in range(5)))
-    genes4 = tmp_path / "genes4.tsv"
-    genes4.write_text("".join(f"G{i}\n" for i in range(4)))
-    with pytest.raises(InputError, match="looks transposed"):
-        dl.check_10x_triplet(m, genes4, swapped)
-
-    with pytest.raises(InputError, match="file not found"):
-        dl.check_10x_triplet(m, tmp_path / "nope.tsv", b)
 
 
 # --------------------------------------------------------------------------- progress and server

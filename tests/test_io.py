@@ -1,5 +1,4 @@
 import gzip
-import warnings
 
 import anndata as ad
 import h5py
@@ -9,50 +8,6 @@ import pytest
 import scipy.sparse as sp
 
 from milkcells import InputError, io
-
-
-def _sheet(tmp_path, text, name="samples.tsv"):
-    p = tmp_path / name
-    p.write_text(text)
-    return p
-
-
-def test_sample_sheet_defaults(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\textra\nA1\ta.h5ad\tx\nB-2\tb.h5ad\ty\n")
-    with pytest.warns(io.MilkcellsWarning, match="'extra'"):
-        df = io.read_sample_sheet(p)
-    assert list(df.index) == ["A1", "B-2"]
-    assert list(df["donor"]) == ["A1", "B-2"] and list(df["batch"]) == ["A1", "B-2"]
-    assert set(df["source"]) == {"milk"}
-    assert df["days_postpartum"].isna().all()
-    assert list(df["extra"]) == ["x", "y"]
-
-
-@pytest.mark.parametrize(
-    ("text", "needle"),
-    [
-        ("sample\tfile\nA\ta\n", "missing column 'path'"),
-        ("sample\tpath\n", "lists no samples"),
-        ("sample\tpath\nA\ta\nA\tb\n", "duplicated sample names"),
-        ("sample\tpath\n\ta\n", "empty sample name on line 2"),
-        ("sample\tpath\nA\t\n", "empty path"),
-        ("sample\tpath\tdays_postpartum\nA\ta\tthree\n", "days_postpartum 'three' is not a number"),
-        ("sample\tpath\tsource\nA\ta\tblood\n", "unknown source"),
-        ("sample\tpath\nA B\ta\n", "unsupported characters"),
-        ("sample\tpath\tdays_post_partum\nA\ta\t5\n", "did you mean 'days_postpartum'"),
-        ("sample\tpath\tDonor\nA\ta\tD1\n", "did you mean 'donor'"),
-    ],
-)
-def test_sample_sheet_errors_name_file_and_field(tmp_path, text, needle):
-    p = _sheet(tmp_path, text)
-    with pytest.raises(InputError, match=needle) as e:
-        io.read_sample_sheet(p)
-    assert str(p) in str(e.value)
-
-
-def test_sample_sheet_missing_file(tmp_path):
-    with pytest.raises(InputError, match="sample sheet not found"):
-        io.read_sample_sheet(tmp_path / "nope.tsv")
 
 
 @pytest.mark.parametrize("gzipped", [True, False])
@@ -180,58 +135,6 @@ def test_var_names_made_unique(tmp_path, called_sample):
 
 
 # ----------------------------------------------------------------------- sample-sheet edge cases
-
-
-def test_sample_sheet_hash_inside_a_path_is_kept(tmp_path):
-    p = _sheet(
-        tmp_path,
-        "# a comment line\n"
-        "sample\tpath\tdonor\n"
-        "  # an indented comment line\n"
-        "A\tdata/run#2/m.h5ad\tD#1\n"
-        "\n"
-        "B\tdata/run3/m.h5ad\tD2\n",
-    )
-    df = io.read_sample_sheet(p)
-    assert list(df.index) == ["A", "B"]
-    assert df.loc["A", "path"] == "data/run#2/m.h5ad"
-    assert df.loc["A", "donor"] == "D#1"
-
-
-def test_sample_sheet_line_numbers_count_comment_lines(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\n# skipped\nA\ta\nB\t\n")
-    with pytest.raises(InputError, match="empty path on line 4") as e:
-        io.read_sample_sheet(p)
-    assert e.value.sample == "B" and e.value.field == "path"
-
-
-def test_sample_names_differing_only_in_case_rejected(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\nLMC1\ta.h5ad\nother\tb.h5ad\nlmc1\tc.h5ad\n")
-    with pytest.raises(InputError, match="differ only in letter case") as e:
-        io.read_sample_sheet(p)
-    assert e.value.file == str(p) and e.value.field == "sample" and e.value.sample == "LMC1"
-    assert "'lmc1'" in str(e.value) and "'other'" not in str(e.value)
-
-
-def test_two_samples_on_one_file_warn(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.h5ad").write_text("x")
-    (tmp_path / "data" / "link.h5ad").symlink_to(tmp_path / "data" / "a.h5ad")
-    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\t./data/a.h5ad\n"
-               "C\tdata/link.h5ad\nD\tdata/d.h5ad\n")
-    with pytest.warns(io.MilkcellsWarning, match="samples \\['A', 'B', 'C'\\] all point at") as rec:
-        df = io.read_sample_sheet(p)
-    assert len(df) == 4
-    msg = str(rec[0].message)
-    assert str(p) in msg and "'path'" in msg and "'D'" not in msg
-
-
-def test_distinct_paths_do_not_warn(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\tdata/b.h5ad\n")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        io.read_sample_sheet(p)
 
 
 # ----------------------------------------------------------------------- count-matrix edge cases
@@ -364,3 +267,59 @@ def test_counts_without_depth_variation_are_not_mistaken_for_log_data(tmp_path, 
     p = tmp_path / "pois.h5ad"
     a.write_h5ad(p)
     assert io.read_counts(p, sample="POIS").shape == shape
+
+
+# --------------------------------------------------------------------------- 10x file sets (classify_10x_files)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["LMC1_matrix.mtx", "LMC1_features.tsv", "LMC1_barcodes.tsv"],
+         {"format": "mtx", "matrix": "LMC1_matrix.mtx", "features": "LMC1_features.tsv",
+          "barcodes": "LMC1_barcodes.tsv"}),
+        (["barcodes.tsv.gz", "features.tsv.gz", "matrix.mtx.gz", "web_summary.html"],
+         {"format": "mtx", "matrix": "matrix.mtx.gz", "features": "features.tsv.gz",
+          "barcodes": "barcodes.tsv.gz"}),
+        (["NMC1B_matrix.mtx", "NMC1B_genes.tsv", "NMC1B_barcodes.tsv"],
+         {"format": "mtx", "matrix": "NMC1B_matrix.mtx", "features": "NMC1B_genes.tsv",
+          "barcodes": "NMC1B_barcodes.tsv"}),
+        (["AA4_matrix.mtx.gz", "AA4_genes.tsv.gz", "barcodes.tsv.gz"],  # prefixes may differ
+         {"format": "mtx", "matrix": "AA4_matrix.mtx.gz", "features": "AA4_genes.tsv.gz",
+          "barcodes": "barcodes.tsv.gz"}),
+        (["S_filtered_matrix.mtx.gz", "S_filtered_features.tsv.gz", "S_filtered_barcodes.tsv.gz",
+          "S_raw_matrix.mtx.gz", "S_raw_features.tsv.gz", "S_raw_barcodes.tsv.gz"],
+         {"format": "mtx", "matrix": "S_raw_matrix.mtx.gz", "features": "S_raw_features.tsv.gz",
+          "barcodes": "S_raw_barcodes.tsv.gz"}),
+        (["LMC1_filtered_feature_bc_matrix.h5", "LMC1_raw_feature_bc_matrix.h5"],
+         {"format": "h5", "h5": "LMC1_raw_feature_bc_matrix.h5"}),
+        (["LMC9_molecule_info.h5"],
+         {"format": "molecule_info", "molecule_info": "LMC9_molecule_info.h5"}),
+        (["LMC9_molecule_info.h5", "LMC9.h5"], {"format": "h5", "h5": "LMC9.h5"}),
+        ([{"name": "x_matrix.mtx", "url": "u1"}, {"name": "x_features.tsv"},
+          "/some/dir/x_barcodes.tsv"],
+         {"format": "mtx", "matrix": "x_matrix.mtx", "features": "x_features.tsv",
+          "barcodes": "x_barcodes.tsv"}),
+    ],
+)
+def test_classify_10x_files(names, expected):
+    assert io.classify_10x_files(names, sample="S") == expected
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "no processed data file"),
+        (["LMC1_matrix.mtx", "LMC1_barcodes.tsv"], r"incomplete 10x MTX set: no features"),
+        (["a_matrix.mtx", "a_features.tsv", "a_barcodes.tsv", "b_matrix.mtx", "b_features.tsv",
+          "b_barcodes.tsv"], "several 10x MTX sets"),
+        (["a_matrix.mtx", "a_matrix.mtx.gz", "a_features.tsv", "a_barcodes.tsv"],
+         "several matrix files"),
+        (["a_filtered.h5", "b_filtered.h5"], "several 10x .h5"),
+        (["README.txt", "counts.csv"], "no 10x count files"),
+    ],
+)
+def test_classify_10x_files_errors(names, message):
+    with pytest.raises(InputError, match=message) as e:
+        io.classify_10x_files(names, sample="LMC1")
+    assert e.value.sample == "LMC1" and e.value.field == "files"

@@ -1,9 +1,12 @@
-"""The workflow pulls a public dataset from a local stand-in of the BioStudies archive.
+"""The workflow pulls a public dataset from a local stand-in of each archive.
 
 A server on 127.0.0.1 serves a fixture mirror laid out like the BioStudies file
 tree (the SDRFs of three Twigger-style accessions plus small per-sample MTX
 files in the Twigger naming, simulated droplets), with injected faults. The real
-workflow runs against it through the config's base URL.
+workflow runs against it through the config's base URL. The other archives
+(CELLxGENE's curation API on the same kind of server, a Single Cell Portal
+export on disk, a URL list) are pulled by the workflow's checkpoint alone, and
+the rest of the run is planned (dry run).
 """
 
 import shutil
@@ -14,9 +17,11 @@ import pytest
 import yaml
 
 from milkcells import datasets, io
+from milkcells.samplesheet import read_sample_sheet
 
 from .archive_server import Fault, serve
 from .conftest import REPO, run_snakemake
+from .test_archives_cellxgene import DID, cxg_h5ad, serve_curation_api  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.workflow
 
@@ -47,8 +52,9 @@ def mirror(tmp_path_factory):
 
 def write_config(wd: Path, base_url: str, name: str = "twigger") -> Path:
     cfg = yaml.safe_load((REPO / "config" / "twigger2022.yaml").read_text())
-    cfg.update(biostudies_url=base_url, outdir="out", markers={"method": "t-test"})
+    cfg.update(outdir="out", markers={"method": "t-test"})
     cfg["dataset"].update(name=name, download_dir=str(wd / "resources"), backoff=0.01, retries=3)
+    cfg["dataset"]["biostudies"]["base_url"] = base_url
     path = wd / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -67,7 +73,7 @@ def test_pulls_and_analyses_the_archive(tmp_path, mirror):
         n_get = server.count()
 
         ds = tmp_path / "resources" / "twigger"
-        sheet = io.read_sample_sheet(ds / "samples.tsv")
+        sheet = read_sample_sheet(ds / "samples.tsv")
         assert sorted(sheet.index) == sorted(MILK)  # tissue skipped; LMC9 (molecule_info only) left out
         assert set(sheet["batch"]) == {"E-MTAB-9841", "E-MTAB-10855"}
         assert sheet.loc["LMC1", "days_postpartum"] == 28
@@ -101,7 +107,7 @@ def test_offline_from_a_mirror_folder(tmp_path, mirror):
     cfg.write_text(yaml.safe_dump(data))
     target = tmp_path / "resources" / "twigger" / "samples.tsv"
     run_snakemake(tmp_path, str(target), "--cores", "1", "--configfile", str(cfg))
-    assert sorted(io.read_sample_sheet(target).index) == sorted(MILK)
+    assert sorted(read_sample_sheet(target).index) == sorted(MILK)
 
 
 @pytest.mark.parametrize(
@@ -122,3 +128,56 @@ def test_download_failures_leave_nothing_finished(tmp_path, mirror, fault, needl
     assert not (ds / "raw" / "AE4" / "AE4_matrix.mtx.gz").exists()
     assert not list(ds.rglob("*.part"))
     assert not (tmp_path / "out").exists() or not (tmp_path / "out" / "annotated.h5ad").exists()
+
+
+def write_archive_config(wd: Path, archive: str, settings: dict) -> Path:
+    cfg = {"outdir": "out", "dataset": {"archive": archive, "name": archive, "download_dir": str(wd / "resources"),
+                                        "backoff": 0.01, "retries": 1, archive: settings}}
+    path = wd / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def prepare_through_the_workflow(wd: Path, cfg: Path, archive: str) -> tuple[pd.DataFrame, str]:
+    """Run the checkpoint prepare_dataset alone, then dry-run the rest: (the sheet, the dry run's output)."""
+    target = wd / "resources" / archive / "samples.tsv"
+    run_snakemake(wd, str(target), "--cores", "1", "--configfile", str(cfg))
+    dry = run_snakemake(wd, "-n", "--cores", "1", "--configfile", str(cfg))
+    return read_sample_sheet(target), dry.stdout + dry.stderr
+
+
+def test_cellxgene_through_the_workflow(tmp_path, cxg_h5ad):
+    path, _counts, obs = cxg_h5ad
+    site = tmp_path / "site"
+    site.mkdir()
+    with serve(site) as (base, server):
+        api_url = serve_curation_api(site, path, base)
+        cfg = write_archive_config(tmp_path, "cellxgene", {"dataset_id": DID, "api_url": api_url,
+                                                           "obs_filter": {"tissue": "milk"}})
+        sheet, dry = prepare_through_the_workflow(tmp_path, cfg, "cellxgene")
+        assert server.count() == 2
+    milk = obs["tissue"] == "milk"
+    assert sorted(sheet.index) == sorted(set(obs.loc[milk, "donor_id"]))  # samples: the donors by default
+    assert "agreement" in dry  # CELLxGENE carries the authors' labels: compared with the calls
+
+
+def test_scp_through_the_workflow(tmp_path):
+    cfg = write_archive_config(tmp_path, "scp", {"counts": str(FIXTURES / "scp_raw_counts.txt.gz"),
+                                                 "metadata": str(FIXTURES / "scp_metadata.csv")})
+    sheet, dry = prepare_through_the_workflow(tmp_path, cfg, "scp")
+    assert sheet.loc["BM02_6wkpp_r1", "days_postpartum"] == 42 and len(sheet) >= 2
+    assert "agreement" in dry
+
+
+def test_url_list_through_the_workflow(tmp_path):
+    site = tmp_path / "site"
+    raw = datasets.simulate_milk_sample("U1", donor="D1", days_postpartum=7, n_cells=50, n_empty=100, n_genes=400)
+    io.write_10x_mtx(raw, site / "U1", prefix="U1_")
+    with serve(site) as (base, server):
+        rows = [{"url": f"{base}U1/{f.name}", "sample": "U1", "donor": "D1"} for f in sorted((site / "U1").iterdir())]
+        pd.DataFrame(rows).to_csv(tmp_path / "urls.tsv", sep="\t", index=False)
+        cfg = write_archive_config(tmp_path, "urls", {"url_list": str(tmp_path / "urls.tsv")})
+        sheet, dry = prepare_through_the_workflow(tmp_path, cfg, "urls")
+        assert server.count() == 3
+    assert list(sheet.index) == ["U1"] and sheet.loc["U1", "donor"] == "D1"
+    assert "agreement" not in dry  # a URL list carries no labels

@@ -6,7 +6,7 @@ Snakemake workflow and the notebooks call the same functions, stage by stage:
 ``io`` (reading) -> ``cellcalling`` -> ``qc`` -> ``doublets`` -> ``preprocess``
 -> ``integrate`` -> ``cluster`` -> ``markers`` -> ``annotate`` ->
 ``compartments`` -> ``composition`` -> ``plots``. ``datasets`` makes the
-simulated demo data.
+simulated demo data; ``archives`` pulls public datasets (through ``download``).
 """
 
 import importlib
@@ -20,7 +20,9 @@ _MODULES = (
     "agreement",
     "ambient",
     "annotate",
+    "archives",
     "cellcalling",
+    "checks",
     "cluster",
     "compartments",
     "composition",
@@ -32,13 +34,13 @@ _MODULES = (
     "integrate",
     "io",
     "lactation",
+    "manifest",
     "markers",
     "nyquist2022",
     "plots",
     "preprocess",
-    "public",
     "qc",
-    "sources",
+    "samplesheet",
 )
 
 

@@ -85,6 +85,10 @@ class InputError(ValueError):
         self.expected = expected
 
 
+class MilkcellsWarning(UserWarning):
+    """A documented warning: the input is unusual but the run can go on."""
+
+
 @contextlib.contextmanager
 def timed(what: str, logger: logging.Logger | None = None) -> Iterator[None]:
     """Log how long the block took (``<what>: <seconds> s``, level INFO): where a rule's time goes."""

@@ -20,6 +20,7 @@ import pandas as pd
 from ._utils import InputError
 from .composition_model import time_effects
 from .lactation import lactation_stage, simulate_cohort, stage_shares
+from .samplesheet import DAYS_PER_UNIT
 
 __all__ = [
     "composition_table",
@@ -83,7 +84,7 @@ def composition_table(adata: ad.AnnData, *, groupby: str = "sample") -> pd.DataF
 
 
 _TIME = re.compile(r"(?:^|_)(\d+(?:\.\d+)?)(dpp|d|wkpp|wk|w|mopp|mo|m)(?=_|$)", re.IGNORECASE)
-_UNIT_DAYS = {"d": 1.0, "w": 7.0, "m": 30.4375}
+_UNIT_DAYS = {unit[0]: DAYS_PER_UNIT[unit] for unit in ("day", "week", "month")}  # d, w, m
 
 
 def parse_days_postpartum(name: str) -> float:

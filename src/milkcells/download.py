@@ -13,9 +13,9 @@
   one stopped); any other 4xx answer (404, 403, ...) fails at once;
 - **verified**: size (the expected one, else the server's ``Content-Length``),
   sha256 and md5 when given, and the format: a ``.gz`` file must be one
-  complete gzip stream (:func:`check_gzip`), a Matrix Market ``.mtx`` /
-  ``.mtx.gz`` file must have a valid header and as many entries as it
-  announces (:func:`check_mtx`);
+  complete gzip stream, a Matrix Market ``.mtx`` / ``.mtx.gz`` file must have
+  a valid header and as many entries as it announces
+  (:func:`milkcells.checks.check_format`);
 - **atomic**: ``.part`` is renamed to ``dest`` only after every check passed;
   when a check fails the ``.part`` is deleted, so nothing that looks finished is
   left behind. A ``dest`` that already exists is never written again: when it
@@ -23,17 +23,18 @@
   :class:`DownloadError` tells you to remove it.
 
 :func:`fetch_all` downloads a list of ``{"url", "filename", "sha256", "md5",
-"size"}`` items (read from a TSV by :func:`read_url_list`) into one folder,
-optionally copying them from a local ``mirror`` folder instead of the network,
-and writes a manifest (:func:`write_manifest`, :func:`read_manifest`).
+"size"}`` items (:mod:`milkcells.manifest`; read from a TSV by
+:func:`milkcells.archives.urls.read_url_list`) into one folder, optionally
+copying them from a local ``mirror`` folder instead of the network, and writes
+a manifest (:func:`milkcells.manifest.write_manifest`).
 
 Errors
 ------
 Transfer and verification failures raise :class:`DownloadError`, a subclass
 of :class:`OSError` (as are the network errors of ``requests``); its message
 names the URL, the file and what was expected. Bad arguments and malformed
-user files (a URL list, a manifest, a matrix checked with :func:`check_mtx`)
-raise :class:`milkcells.InputError` (a :class:`ValueError`).
+user files (a URL list, a manifest) raise :class:`milkcells.InputError` (a
+:class:`ValueError`).
 
 The HTTP client is `requests <https://requests.readthedocs.io>`_, which is
 already installed as a dependency of Snakemake. Proxies are taken from the
@@ -42,9 +43,6 @@ usual environment variables (``HTTPS_PROXY``, ...), as ``requests`` does.
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import gzip
 import hashlib
 import http.client
 import logging
@@ -52,34 +50,25 @@ import os
 import re
 import shutil
 import time
-import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from ._utils import InputError, atomic_path
+from ._utils import InputError
+from .checks import check_format
+from .manifest import Expected, normalise_item, unique_filenames, write_manifest
 
 __all__ = [
     "USER_AGENT",
-    "MANIFEST_COLUMNS",
-    "URL_LIST_COLUMNS",
     "DownloadError",
     "fetch",
     "fetch_all",
-    "read_url_list",
-    "write_manifest",
-    "read_manifest",
-    "url_join",
-    "check_gzip",
-    "check_mtx",
-    "check_10x_triplet",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,19 +85,11 @@ def _package_version() -> str:
 #: who is downloading and where to find us.
 USER_AGENT = f"milkcells/{_package_version()} (+https://github.com/milkcells/milkcells)"
 
-#: Columns of a manifest written by :func:`write_manifest`, in order.
-MANIFEST_COLUMNS = ("url", "path", "size", "sha256", "md5", "time")
-
-#: Columns of a URL list read by :func:`read_url_list`.
-URL_LIST_COLUMNS = {"required": ("url",), "optional": ("filename", "sha256", "md5", "size")}
-
-_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
 _RETRY_STATUS = frozenset({408, 429})
 _MAX_DELAY = 120.0  # cap on one backoff pause, seconds
 _PROGRESS_AFTER = 5.0  # a download is "long" after this many seconds: log its progress
 _PROGRESS_EVERY = 10.0  # and then at least every 10 % or this many seconds
 _READ_BLOCK = 1 << 20
-_MAX_LINE = 1 << 16
 _NETWORK_ERRORS = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -170,81 +151,8 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class _Expected:
-    """What a file must match; ``None`` means "not checked"."""
-
-    sha256: str | None = None
-    md5: str | None = None
-    size: int | None = None
-
-    @classmethod
-    def checked(cls, *, sha256=None, md5=None, size=None, file=None, line=None) -> _Expected:
-        """Validate and normalise user-given expectations (``InputError`` if malformed)."""
-        where = "" if line is None else f" on line {line}"
-        sums = {}
-        for name, value in (("sha256", sha256), ("md5", md5)):
-            if value is None or (isinstance(value, str) and not value.strip()):
-                sums[name] = None
-                continue
-            text = str(value).strip().lower()
-            if not _HEX[name].match(text):
-                n = 64 if name == "sha256" else 32
-                raise InputError(f"malformed {name} {value!r}{where}", file=file, field=name,
-                                 expected=f"{n} hexadecimal digits")
-            sums[name] = text
-        if size is not None and not (isinstance(size, str) and not size.strip()):
-            try:
-                if isinstance(size, bool) or (isinstance(size, float) and not size.is_integer()):
-                    raise ValueError(size)
-                size = int(size)
-            except (TypeError, ValueError):
-                raise InputError(f"malformed size {size!r}{where}", file=file, field="size",
-                                 expected="a whole number of bytes") from None
-            if size < 0:
-                raise InputError(f"negative size {size}{where}", file=file, field="size",
-                                 expected="a whole number of bytes")
-        else:
-            size = None
-        return cls(sha256=sums["sha256"], md5=sums["md5"], size=size)
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def url_join(base: str, *parts: str) -> str:
-    """Join an archive base URL and path parts with exactly one ``/`` between them.
-
-    Trailing slashes on ``base`` and leading/trailing slashes on the parts do
-    not matter; a trailing slash on the last part is kept (a folder). Empty
-    parts are skipped. Characters that are not allowed in a URL path (such as
-    spaces) are percent-encoded; existing ``%xx`` escapes are kept.
-
-    Parameters
-    ----------
-    base
-        Base URL, such as ``"https://ftp.ebi.ac.uk/biostudies/fire/"`` or
-        ``"http://127.0.0.1:8000"`` (without a query string).
-    *parts
-        Path parts, each possibly holding several segments (``"Files/a.mtx.gz"``).
-
-    Returns
-    -------
-    str
-        The joined URL.
-
-    Examples
-    --------
-    >>> url_join("https://ftp.ebi.ac.uk/biostudies/fire/", "E-MTAB-/841/E-MTAB-9841", "Files/")
-    'https://ftp.ebi.ac.uk/biostudies/fire/E-MTAB-/841/E-MTAB-9841/Files/'
-    """
-    segments = [p.strip("/") for p in parts if p and p.strip("/")]
-    if not segments:
-        return base
-    url = "/".join([base.rstrip("/"), *(quote(s, safe="/%!$&'()*+,;=:@-._~") for s in segments)])
-    if parts[-1].endswith("/"):
-        url += "/"
-    return url
 
 
 def _utc(timestamp: float | None = None) -> str:
@@ -275,256 +183,8 @@ def _human(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover - unreachable
 
 
-# --------------------------------------------------------------------------- format checks
 
-
-def _open_text_source(path: Path, gzipped: bool):
-    if not path.is_file():
-        raise InputError("file not found", file=path)
-    if gzipped:
-        with open(path, "rb") as f:
-            if f.read(2) != b"\x1f\x8b":
-                raise InputError("not a gzip file (no gzip magic bytes)", file=path,
-                                 expected="a gzip-compressed file, as its .gz name says")
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
-@contextlib.contextmanager
-def _gzip_errors(path: Path):
-    """Turn the errors of a damaged gzip stream into an :class:`InputError`."""
-    try:
-        yield
-    except EOFError as exc:
-        raise InputError(f"truncated gzip stream ({exc})", file=path,
-                         expected="a complete gzip stream") from None
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        raise InputError(f"corrupt gzip stream ({exc})", file=path,
-                         expected="a complete gzip stream") from None
-
-
-def check_gzip(path: str | os.PathLike) -> int:
-    """Check that a file is one complete, uncorrupted gzip stream.
-
-    The file is decompressed fully, block by block (constant memory), so a
-    truncated file or a CRC error is found.
-
-    Parameters
-    ----------
-    path
-        The gzip file (its name does not matter).
-
-    Returns
-    -------
-    int
-        The number of uncompressed bytes.
-
-    Raises
-    ------
-    InputError
-        When the file is missing, not gzip, truncated or corrupt.
-    """
-    path = Path(path)
-    total = 0
-    with _gzip_errors(path), _open_text_source(path, gzipped=True) as f:
-        while block := f.read(_READ_BLOCK):
-            total += len(block)
-    return total
-
-
-_MTX_FIELDS = {"real": 3, "integer": 3, "complex": 4, "pattern": 2}
-_MTX_SYMMETRIES = ("general", "symmetric", "skew-symmetric", "hermitian")
-_MTX_HEADER = ("'%%MatrixMarket matrix coordinate <real|integer|complex|pattern> "
-               "<general|symmetric|skew-symmetric|hermitian>'")
-_BLANK_AFTER_NEWLINE = re.compile(rb"\n[ \t\r\f\v]*(?=\n)")
-_BLANK_AT_START = re.compile(rb"[ \t\r\f\v]*\n")
-
-
-def _count_lines(f, path: Path) -> tuple[int, bytes | None, bytes | None]:
-    """Count the non-blank lines left in ``f``; also return the first and the last.
-
-    Works on blocks (C speed), not line by line, so a 10x matrix with hundreds
-    of millions of entries is counted in seconds.
-    """
-    count, first, last, rest = 0, None, None, b""
-    while True:
-        block = f.read(_READ_BLOCK)
-        buf = rest + block
-        if not block:
-            if buf.strip():
-                count += 1
-                last = buf
-                first = buf if first is None else first
-            return count, first, last
-        cut = buf.rfind(b"\n")
-        if cut < 0:
-            if len(buf) > _MAX_LINE:
-                raise InputError("a line is longer than 64 KiB", file=path,
-                                 expected="a text file with short lines")
-            rest = buf
-            continue
-        seg, rest = buf[: cut + 1], buf[cut + 1 :]
-        blank = len(_BLANK_AFTER_NEWLINE.findall(seg)) + (1 if _BLANK_AT_START.match(seg) else 0)
-        n = seg.count(b"\n") - blank
-        if n:
-            tail = seg.rstrip()
-            last = tail[tail.rfind(b"\n") + 1 :]
-            if first is None:
-                head = seg.lstrip()
-                first = head[: head.find(b"\n")]
-            count += n
-
-
-def _check_entry(line: bytes, *, rows: int, cols: int, field: str, path: Path, which: str) -> None:
-    tokens = line.split()
-    ok = len(tokens) == _MTX_FIELDS[field]
-    try:
-        i, j = int(tokens[0]), int(tokens[1])
-        ok = ok and 1 <= i <= rows and 1 <= j <= cols
-        parse = int if field == "integer" else float
-        for t in tokens[2:]:
-            parse(t)
-    except (ValueError, IndexError):
-        ok = False
-    if not ok:
-        shown = line.decode("ascii", errors="replace").strip()[:80]
-        raise InputError(f"malformed {which} entry {shown!r}", file=path,
-                         expected=f"'row col{'' if field == 'pattern' else ' value'}' with "
-                                  f"1 <= row <= {rows} and 1 <= col <= {cols}")
-
-
-def _check_mtx(path: Path, *, gzipped: bool) -> dict[str, Any]:
-    with _gzip_errors(path), _open_text_source(path, gzipped) as f:
-        header = f.readline(_MAX_LINE)
-        tokens = header.decode("ascii", errors="replace").split()
-        banner = [t.lower() for t in tokens[:2]]
-        if len(tokens) != 5 or banner != ["%%matrixmarket", "matrix"]:
-            shown = header[:80].decode("ascii", errors="replace").strip()
-            raise InputError(f"not a Matrix Market header: {shown!r}", file=path,
-                             expected=_MTX_HEADER)
-        fmt, field, symmetry = (t.lower() for t in tokens[2:])
-        if fmt != "coordinate":
-            raise InputError(f"Matrix Market format {fmt!r} is not supported", file=path,
-                             expected="'coordinate' (sparse), as written by Cell Ranger and scipy")
-        if field not in _MTX_FIELDS or symmetry not in _MTX_SYMMETRIES:
-            raise InputError(f"unknown Matrix Market field/symmetry {field!r} {symmetry!r}",
-                             file=path, expected=_MTX_HEADER)
-        line = f.readline(_MAX_LINE)
-        while line.startswith(b"%") or (line and not line.strip()):
-            line = f.readline(_MAX_LINE)
-        try:
-            rows, cols, nnz = (int(t) for t in line.split())
-            if min(rows, cols, nnz) < 0 or nnz > rows * cols:
-                raise ValueError
-        except ValueError:
-            shown = line[:80].decode("ascii", errors="replace").strip()
-            raise InputError(f"bad size line {shown!r}", file=path,
-                             expected="'rows columns entries': three whole numbers, "
-                                      "entries <= rows * columns") from None
-        n, first, last = _count_lines(f, path)
-    if n != nnz:
-        hint = "truncated, or lines missing?" if n < nnz else "extra lines?"
-        raise InputError(f"the header announces {nnz} entries but the file holds {n} ({hint})",
-                         file=path, expected=f"{nnz} entry lines")
-    if nnz:
-        for which, entry in (("first", first), ("last", last)):
-            _check_entry(entry, rows=rows, cols=cols, field=field, path=path, which=which)
-    return {"rows": rows, "cols": cols, "nnz": nnz, "field": field, "symmetry": symmetry}
-
-
-def check_mtx(path: str | os.PathLike) -> dict[str, Any]:
-    """Check a Matrix Market file (``.mtx`` or gzipped ``.mtx.gz``).
-
-    Checks the header (``%%MatrixMarket matrix coordinate <field>
-    <symmetry>``), the size line (rows, columns, entries) and that the number
-    of entry lines equals the announced number of entries (a truncated or
-    damaged file fails). The first and the last entry are parsed and their
-    indices checked against the dimensions; the entries in between are
-    counted, not parsed, so that large matrices are checked quickly. Comment
-    lines (``%``) and blank lines are allowed. A ``.gz`` file must also be a
-    complete gzip stream.
-
-    Parameters
-    ----------
-    path
-        The matrix file; it is read as gzip when its name ends with ``.gz``.
-
-    Returns
-    -------
-    dict
-        ``{"rows", "cols", "nnz", "field", "symmetry"}``.
-
-    Raises
-    ------
-    InputError
-        When the file is missing or any check fails; the message names the
-        file and what was expected.
-    """
-    path = Path(path)
-    return _check_mtx(path, gzipped=path.name.endswith(".gz"))
-
-
-def _count_rows(path: Path) -> int:
-    with _gzip_errors(path), _open_text_source(path, path.name.endswith(".gz")) as f:
-        return _count_lines(f, path)[0]
-
-
-def check_10x_triplet(
-    matrix: str | os.PathLike,
-    features: str | os.PathLike,
-    barcodes: str | os.PathLike,
-) -> dict[str, int]:
-    """Check that a 10x matrix, its features and its barcodes belong together.
-
-    The matrix is checked with :func:`check_mtx`; then its rows must equal the
-    number of lines of ``features`` (``features.tsv`` or ``genes.tsv``) and
-    its columns the number of lines of ``barcodes``. Each file may be gzipped
-    (``.gz`` name) or not.
-
-    Parameters
-    ----------
-    matrix
-        ``matrix.mtx(.gz)``: features x barcodes.
-    features
-        ``features.tsv(.gz)`` or ``genes.tsv(.gz)``, one feature per line.
-    barcodes
-        ``barcodes.tsv(.gz)``, one barcode per line.
-
-    Returns
-    -------
-    dict
-        ``{"features", "barcodes", "nnz"}``.
-
-    Raises
-    ------
-    InputError
-        When a file is missing or malformed, or the dimensions disagree.
-    """
-    matrix, features, barcodes = Path(matrix), Path(features), Path(barcodes)
-    info = check_mtx(matrix)
-    n_features, n_barcodes = _count_rows(features), _count_rows(barcodes)
-    problems = []
-    if info["rows"] != n_features:
-        problems.append(f"{info['rows']} rows but {n_features} features in {str(features)!r}")
-    if info["cols"] != n_barcodes:
-        problems.append(f"{info['cols']} columns but {n_barcodes} barcodes in {str(barcodes)!r}")
-    if problems:
-        if (info["rows"], info["cols"]) == (n_barcodes, n_features):
-            problems.append("the matrix looks transposed (barcodes x features)")
-        raise InputError("; ".join(problems), file=matrix,
-                         expected=f"{n_features} rows (features) x {n_barcodes} columns (barcodes)")
-    return {"features": n_features, "barcodes": n_barcodes, "nnz": info["nnz"]}
-
-
-def _check_format(path: Path, name: str) -> None:
-    """Format check chosen by the final file name ``name`` (``path`` may be a ``.part``)."""
-    if name.endswith((".mtx", ".mtx.gz")):
-        _check_mtx(path, gzipped=name.endswith(".gz"))
-    elif name.endswith(".gz"):
-        check_gzip(path)
-
-
-def _verify(path: Path, *, name: str, expect: _Expected, url: str, shown: Path) -> dict[str, Any]:
+def _verify(path: Path, *, name: str, expect: Expected, url: str, shown: Path) -> dict[str, Any]:
     """Size, checksums and format of ``path``; :class:`DownloadError` naming ``shown``."""
     size, sha256, md5 = _digest(path)
     if expect.size is not None and size != expect.size:
@@ -536,7 +196,7 @@ def _verify(path: Path, *, name: str, expect: _Expected, url: str, shown: Path) 
             raise DownloadError(f"{algo} mismatch: got {got}", url=url, path=shown,
                                 expected=f"{algo} {want}")
     try:
-        _check_format(path, name)
+        check_format(path, name)
     except InputError as exc:
         raise DownloadError(f"format check failed: {exc}", url=url, path=shown,
                             expected=exc.expected) from exc
@@ -549,7 +209,7 @@ def _record(url: str, dest: Path, info: Mapping, *, downloaded: bool, source: st
             "md5": info["md5"], "downloaded": downloaded, "source": source, "time": when}
 
 
-def _reuse(url: str, dest: Path, expect: _Expected) -> dict:
+def _reuse(url: str, dest: Path, expect: Expected) -> dict:
     """Return the record of an existing ``dest`` that verifies; never modify it."""
     if not dest.is_file():
         raise DownloadError("exists but is not a regular file", url=url, path=dest)
@@ -621,7 +281,7 @@ def _request_headers(session: requests.Session, offset: int) -> dict[str, str]:
     return headers
 
 
-def _attempt(session, url, part: Path, *, dest: Path, expect: _Expected, timeout, chunk_size,
+def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout, chunk_size,
              progress) -> int:
     """One HTTP request appending to ``part``; return the offset it started from.
 
@@ -822,7 +482,7 @@ def fetch(
         When a checksum, size or option is malformed.
     """
     dest = Path(dest)
-    expect = _Expected.checked(sha256=sha256, md5=md5, size=size)
+    expect = Expected.checked(sha256=sha256, md5=md5, size=size)
     _check_options(retries, backoff, chunk_size)
     if dest.exists() or dest.is_symlink():
         return _reuse(url, dest, expect)
@@ -860,188 +520,7 @@ def fetch(
     return _record(url, dest, info, downloaded=True, source="network", when=_utc())
 
 
-# --------------------------------------------------------------------------- lists and manifests
-
-
-def _safe_relative(name: str, *, file=None, line=None) -> str:
-    where = "" if line is None else f" on line {line}"
-    rel = PurePosixPath(name)
-    if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name or name.endswith("/"):
-        raise InputError(f"unsafe file name {name!r}{where}", file=file, field="filename",
-                         expected="a relative path inside the download folder, without '..'")
-    return str(rel)
-
-
-def _normalise_item(item: Mapping, *, file=None, line=None) -> dict[str, Any]:
-    where = "" if line is None else f" on line {line}"
-    if not isinstance(item, Mapping):
-        raise InputError(f"item {item!r}{where} is not a mapping", file=file,
-                         expected="a dict with 'url' and optional 'filename', 'sha256', "
-                                  "'md5', 'size'")
-    url = str(item.get("url") or "").strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise InputError(f"malformed URL {url!r}{where}", file=file, field="url",
-                         expected="an http:// or https:// URL")
-    filename = str(item.get("filename") or "").strip() or unquote(parts.path.rsplit("/", 1)[-1])
-    if not filename:
-        raise InputError(f"no file name in the URL {url!r}{where}", file=file, field="filename",
-                         expected="a URL ending in a file name, or a 'filename'")
-    filename = _safe_relative(filename, file=file, line=line)
-    expect = _Expected.checked(sha256=item.get("sha256"), md5=item.get("md5"),
-                               size=item.get("size"), file=file, line=line)
-    return {"url": url, "filename": filename, "sha256": expect.sha256, "md5": expect.md5,
-            "size": expect.size}
-
-
-def _unique_filenames(items: list[dict], file=None) -> None:
-    seen: dict[str, str] = {}
-    for item in items:
-        other = seen.setdefault(item["filename"], item["url"])
-        if other != item["url"]:
-            raise InputError(f"two URLs save to the same file {item['filename']!r}: {other!r} and "
-                             f"{item['url']!r}", file=file, field="filename",
-                             expected="unique file names")
-
-
-def read_url_list(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a list of URLs with expected checksums from a TSV file.
-
-    The file has a header line naming its columns: ``url`` (required) and,
-    optionally, ``filename`` (default: the last segment of the URL; may hold
-    sub-folders), ``sha256``, ``md5`` and ``size`` (bytes). Empty cells mean
-    "unknown". Blank lines and lines starting with ``#`` are skipped; further
-    columns are ignored.
-
-    Parameters
-    ----------
-    path
-        The tab-separated file.
-
-    Returns
-    -------
-    list of dict
-        ``{"url", "filename", "sha256", "md5", "size"}`` per line (checksums
-        in lower case, size as int, unknown values ``None``), ready for
-        :func:`fetch_all`.
-
-    Raises
-    ------
-    InputError
-        When the file is missing, a column is missing, a line has the wrong
-        number of fields, a URL, checksum or size is malformed, or two URLs
-        save to the same file name; the message names the file, the line and
-        the field.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("URL list not found", file=path, expected="a tab-separated file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [(n, row) for n, row in enumerate(csv.reader(f, delimiter="\t",
-                                                             quoting=csv.QUOTE_NONE), start=1)
-                if row and any(c.strip() for c in row) and not row[0].startswith("#")]
-    if not rows:
-        raise InputError("URL list is empty", file=path,
-                         expected="a header line with a 'url' column")
-    header = [c.strip() for c in rows[0][1]]
-    if "url" not in header:
-        raise InputError(f"missing column 'url' (columns: {header})", file=path, field="url",
-                         expected="a header line with the columns url[, filename, sha256, md5, "
-                                  "size]")
-    items = []
-    for n, row in rows[1:]:
-        if len(row) != len(header):
-            raise InputError(f"line {n} has {len(row)} fields", file=path,
-                             expected=f"{len(header)} tab-separated fields like the header")
-        values = dict(zip(header, (c.strip() for c in row), strict=True))
-        if not values["url"]:
-            raise InputError(f"empty URL on line {n}", file=path, field="url")
-        items.append(_normalise_item(values, file=path, line=n))
-    _unique_filenames(items, file=path)
-    return items
-
-
-def write_manifest(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """Write a download manifest: a TSV with the columns :data:`MANIFEST_COLUMNS`.
-
-    One line per file: ``url``, ``path`` (as recorded), ``size`` (bytes),
-    ``sha256``, ``md5`` and ``time`` (ISO 8601, UTC, when the file was
-    finished). The file is written atomically (a temporary file renamed into
-    place). Run-specific fields of the records (``downloaded``, ``source``)
-    are not written, so re-running a finished download writes the same
-    manifest.
-
-    Parameters
-    ----------
-    records
-        Records returned by :func:`fetch` / :func:`fetch_all` (or read by
-        :func:`read_manifest`).
-    path
-        The manifest file, conventionally ``<dataset>/manifest.tsv``.
-
-    Raises
-    ------
-    InputError
-        When a record lacks a column or a value holds a tab or a newline.
-    """
-    lines = ["\t".join(MANIFEST_COLUMNS)]
-    for i, rec in enumerate(records):
-        values = []
-        for col in MANIFEST_COLUMNS:
-            if col not in rec and col != "md5":
-                raise InputError(f"record {i} has no {col!r}", file=path, field=col)
-            value = "" if rec.get(col) is None else str(rec[col])
-            if re.search(r"[\t\r\n]", value):
-                raise InputError(f"record {i}: {col} {value!r} holds a tab or a newline", file=path,
-                                 field=col)
-            values.append(value)
-        lines.append("\t".join(values))
-    with atomic_path(path, suffix=".tsv") as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a manifest written by :func:`write_manifest`.
-
-    Parameters
-    ----------
-    path
-        The manifest TSV.
-
-    Returns
-    -------
-    list of dict
-        One ``{"url", "path", "size", "sha256", "md5", "time"}`` per file,
-        ``size`` as int and an empty ``md5`` as ``None``.
-
-    Raises
-    ------
-    InputError
-        When the file is missing or malformed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("manifest not found", file=path,
-                         expected="a TSV written by write_manifest")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or tuple(rows[0]) != MANIFEST_COLUMNS:
-        raise InputError(f"unexpected header {rows[0] if rows else []}", file=path,
-                         expected=f"the columns {list(MANIFEST_COLUMNS)}")
-    out = []
-    for n, row in enumerate(rows[1:], start=2):
-        if len(row) != len(MANIFEST_COLUMNS):
-            raise InputError(f"line {n} has {len(row)} fields", file=path,
-                             expected=f"{len(MANIFEST_COLUMNS)} fields")
-        rec: dict[str, Any] = dict(zip(MANIFEST_COLUMNS, row, strict=True))
-        expect = _Expected.checked(sha256=rec["sha256"], md5=rec["md5"], size=rec["size"],
-                                   file=path, line=n)
-        rec.update(size=expect.size, sha256=expect.sha256, md5=expect.md5)
-        out.append(rec)
-    return out
-
-
-def _from_mirror(item: Mapping, source: Path, dest: Path, expect: _Expected) -> dict:
+def _from_mirror(item: Mapping, source: Path, dest: Path, expect: Expected) -> dict:
     """Copy ``source`` to ``dest`` through a ``.part`` file, verified like a download."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
@@ -1076,12 +555,12 @@ def fetch_all(
     items
         Mappings with ``"url"`` and optionally ``"filename"`` (default: the
         last segment of the URL), ``"sha256"``, ``"md5"`` and ``"size"``, as
-        returned by :func:`read_url_list`.
+        returned by :func:`milkcells.archives.urls.read_url_list`.
     dest_dir
         The download folder.
     manifest
         When given, a manifest of all the files is written there
-        (:func:`write_manifest`) once every file is in place.
+        (:func:`milkcells.manifest.write_manifest`) once every file is in place.
     mirror
         A local folder holding (some of) the files under the same relative
         names. A file found there is copied instead of downloaded, without
@@ -1115,8 +594,8 @@ def fetch_all(
     unknown = kw.keys() - allowed
     if unknown:
         raise TypeError(f"fetch_all() got unexpected options {sorted(unknown)}")
-    normalised = [_normalise_item(item) for item in items]
-    _unique_filenames(normalised)
+    normalised = [normalise_item(item) for item in items]
+    unique_filenames(normalised)
     dest_dir = Path(dest_dir)
     mirror = None if mirror is None else Path(mirror)
     own_session = kw.get("session") is None
@@ -1126,7 +605,7 @@ def fetch_all(
     try:
         for item in normalised:
             dest = dest_dir / item["filename"]
-            expect = _Expected(sha256=item["sha256"], md5=item["md5"], size=item["size"])
+            expect = Expected(sha256=item["sha256"], md5=item["md5"], size=item["size"])
             if mirror is not None and not (dest.exists() or dest.is_symlink()):
                 source = mirror / item["filename"]
                 if source.is_file():

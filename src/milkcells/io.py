@@ -1,4 +1,6 @@
-"""Reading sample sheets and count matrices (10x MTX, 10x HDF5, h5ad).
+"""Reading count matrices (10x MTX, 10x HDF5, h5ad); what a 10x file set is; what raw counts are.
+
+(The sample sheet is read by :mod:`milkcells.samplesheet`.)
 
 Every reader returns an :class:`~anndata.AnnData` with raw integer counts in
 ``X`` (CSR, float32), unique gene symbols as ``var_names``, the Ensembl IDs in
@@ -9,12 +11,12 @@ Every reader returns an :class:`~anndata.AnnData` with raw integer counts in
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
 import warnings
-from io import StringIO
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import anndata as ad
@@ -23,197 +25,156 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
-from ._utils import InputError
+from ._utils import InputError, MilkcellsWarning
 
 __all__ = [
-    "SAMPLE_SHEET_COLUMNS",
-    "read_sample_sheet",
     "read_counts",
     "read_sample",
     "find_10x_mtx_files",
+    "classify_10x_files",
+    "check_integer_counts",
+    "flag_genes",
+    "not_counts",
     "write_10x_mtx",
     "MilkcellsWarning",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Required and optional sample-sheet columns; more columns are allowed and
-#: carried into ``obs``.
-SAMPLE_SHEET_COLUMNS = {
-    "required": ("sample", "path"),
-    "optional": ("donor", "batch", "source", "days_postpartum", "chemistry", "accession"),
-}
-
-_SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class MilkcellsWarning(UserWarning):
-    """A documented warning: the input is unusual but the run can go on."""
+# --------------------------------------------------------------------------- 10x file sets
+
+_MTX_FILE = re.compile(
+    r"^(?P<prefix>.*?)(?P<stem>matrix\.mtx|features\.tsv|genes\.tsv|barcodes\.tsv)(?:\.gz)?$",
+    re.IGNORECASE,
+)
+_MTX_ROLES = ("matrix", "features", "barcodes")
+_RAW_TOKEN = re.compile(r"(?:^|[._-])raw(?:[._-]|$)", re.IGNORECASE)
 
 
-def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a sample sheet (TSV).
+def _mtx_role(name: str) -> tuple[str, str] | None:
+    """``(role, prefix)`` of a 10x MTX file name (role ``matrix``, ``features`` or ``barcodes``), else None."""
+    m = _MTX_FILE.match(name)
+    if not m:
+        return None
+    stem = m.group("stem").lower()
+    return {"matrix.mtx": "matrix", "barcodes.tsv": "barcodes"}.get(stem, "features"), m.group("prefix")
+
+
+def _file_name(item) -> str:
+    if isinstance(item, Mapping):
+        if "name" not in item:
+            raise InputError(f"file entry {dict(item)!r} has no 'name'", field="files",
+                             expected="file names or {'name': ..., 'url': ...} dicts")
+        item = item["name"]
+    return Path(str(item)).name if "/" in str(item) or "\\" in str(item) else str(item)
+
+
+def _prefer_raw(candidates: list[str], *, key=lambda c: c) -> list[str]:
+    raw = [c for c in candidates if _RAW_TOKEN.search(key(c))]
+    return raw if len(raw) == 1 else candidates
+
+
+def classify_10x_files(filenames: Iterable, *, sample: str | None = None) -> dict[str, str]:
+    """Recognise one sample's 10x Genomics files among its processed files.
+
+    A 10x MTX set is ``[prefix]matrix.mtx``, ``[prefix]features.tsv`` (Cell
+    Ranger >= 3) or ``[prefix]genes.tsv`` (Cell Ranger 2) and
+    ``[prefix]barcodes.tsv``, each optionally gzipped; the prefix is any text
+    such as ``LMC1_`` (the names :func:`find_10x_mtx_files` finds in a folder).
+    Rules, in order:
+
+    1. exactly one file of each MTX role -> that set (prefixes may differ);
+    2. else the files are grouped by prefix: one complete group -> it;
+       several -> the one whose prefix has a ``raw`` token (``raw_``,
+       ``_raw.``) if exactly one does, because milkcells calls cells itself
+       from the unfiltered droplets; else an error;
+    3. else a 10x feature-barcode ``.h5`` (one, or the single ``raw`` one);
+    4. else a ``molecule_info.h5``, reported as format ``molecule_info``:
+       it holds per-molecule data, not a count matrix, and milkcells cannot
+       read it without first running Cell Ranger (``aggr``/``reanalyze``).
 
     Parameters
     ----------
-    path
-        Tab-separated file with the columns ``sample`` and ``path``, and
-        optionally ``donor``, ``batch``, ``source`` (``milk`` or ``tissue``)
-        and ``days_postpartum``; further columns are kept.
+    filenames
+        File names (paths and URLs are reduced to their last component) or
+        the ``{"name": ...}`` dicts of :func:`sdrf_samples`.
+    sample
+        Sample name for error messages.
 
     Returns
     -------
-    The sheet indexed by ``sample``, with ``donor`` and ``batch`` defaulting to
-    the sample name, ``source`` to ``"milk"`` and ``days_postpartum`` as float
-    (NaN where unknown).
+    ``{"format": "mtx", "matrix": ..., "features": ..., "barcodes": ...}``,
+    ``{"format": "h5", "h5": ...}`` or
+    ``{"format": "molecule_info", "molecule_info": ...}`` with the original
+    file names.
 
     Raises
     ------
     InputError
-        On a missing file, missing columns, an empty or duplicated sample
-        name (also names differing only in letter case), an empty path or a
-        non-numeric ``days_postpartum``. Only whole lines starting with ``#``
-        are comments; a ``#`` inside a field is kept. Two samples pointing at
-        one input give a :class:`MilkcellsWarning`.
+        When no usable set is found: no file, an incomplete MTX set (the
+        message names the missing role), or several candidate sets.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("sample sheet not found", file=path, expected="a tab-separated file")
-    # Only whole lines starting with '#' are comments: pandas' comment="#" would
-    # also cut "data/run#2/m.h5ad" to "data/run" without a word.
-    kept, line_numbers = [], []
-    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
-        kept.append(text)
-        line_numbers.append(number)
-    if not kept:
-        raise InputError("sample sheet is empty", file=path)
-    try:
-        df = pd.read_csv(StringIO("\n".join(kept) + "\n"), sep="\t", dtype=str,
-                         keep_default_na=False)
-    except pd.errors.ParserError as e:
-        raise InputError(f"cannot parse the sample sheet: {e}", file=path,
-                         expected="tab-separated columns, the same number on every line") from None
-    # file line of each row, for messages (a quoted field spanning lines breaks the mapping)
-    rows_from = line_numbers[1:]
-    if len(rows_from) != len(df):
-        rows_from = list(range(2, len(df) + 2))
-    df.columns = [c.strip() for c in df.columns]
-    for col in SAMPLE_SHEET_COLUMNS["required"]:
-        if col not in df.columns:
+    names = list(dict.fromkeys(_file_name(f) for f in filenames))
+    expected = ("a 10x MTX set ([prefix]matrix.mtx[.gz], [prefix]features.tsv[.gz] or "
+                "genes.tsv[.gz], [prefix]barcodes.tsv[.gz]) or a 10x feature-barcode .h5")
+    if not names:
+        raise InputError("no processed data file listed", sample=sample, field="files",
+                         expected=expected)
+    by_role: dict[str, list[str]] = defaultdict(list)
+    groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    h5, molinfo = [], []
+    for name in names:
+        found = _mtx_role(name)
+        if found:
+            role, prefix = found
+            by_role[role].append(name)
+            groups[prefix][role].append(name)
+        elif name.lower().endswith("molecule_info.h5"):
+            molinfo.append(name)
+        elif name.lower().endswith(".h5"):
+            h5.append(name)
+
+    if all(len(by_role.get(r, [])) == 1 for r in _MTX_ROLES):
+        return {"format": "mtx", **{r: by_role[r][0] for r in _MTX_ROLES}}
+    complete = [p for p, g in groups.items() if all(g.get(r) for r in _MTX_ROLES)]
+    if complete:
+        chosen = _prefer_raw(complete)
+        if len(chosen) > 1:
             raise InputError(
-                f"missing column {col!r}; columns found: {list(df.columns)}",
-                file=path,
-                field=col,
-                expected="tab-separated columns 'sample' and 'path'",
+                f"several 10x MTX sets (prefixes {chosen}) among {names}",
+                sample=sample, field="files",
+                expected="one MTX set per sample, or one marked 'raw'",
             )
-    if df.empty:
-        raise InputError("sample sheet lists no samples", file=path)
-    known = SAMPLE_SHEET_COLUMNS["required"] + SAMPLE_SHEET_COLUMNS["optional"]
-    for col in df.columns:
-        if col in known:
-            continue
-        near = difflib.get_close_matches(col.lower(), [k for k in known if k not in df.columns], n=1, cutoff=0.75)
-        if near:
-            raise InputError(
-                f"unknown column {col!r}; did you mean {near[0]!r}?",
-                file=path,
-                field=col,
-                expected=f"columns among {list(known)} (other columns are carried into obs)",
-            )
-    extra = [c for c in df.columns if c not in known]
-    if extra:
-        warnings.warn(
-            f"file {str(path)!r}: columns {extra} are not milkcells columns; they are carried into obs as they are",
-            MilkcellsWarning,
-            stacklevel=2,
-        )
-    df = df.apply(lambda s: s.str.strip())
-    for i, row in df.iterrows():
-        line = rows_from[i]
-        name = row["sample"]
-        if not name:
-            raise InputError(f"empty sample name on line {line}", file=path, field="sample")
-        if not _SAMPLE_NAME.match(name):
-            raise InputError(
-                f"sample name {name!r} on line {line} has unsupported characters",
-                file=path,
-                sample=name,
-                field="sample",
-                expected="letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
-        if not row["path"]:
-            raise InputError(f"empty path on line {line}", file=path, sample=name, field="path")
-    dup = df["sample"][df["sample"].duplicated()].unique()
-    if len(dup):
+        g = groups[chosen[0]]
+        for r in _MTX_ROLES:
+            if len(g[r]) > 1:
+                raise InputError(f"several {r} files with prefix {chosen[0]!r}: {g[r]}",
+                                 sample=sample, field="files", expected=expected)
+        if len(complete) > 1:
+            log.info("sample %r: using the raw MTX set %r among %s", sample, chosen[0], complete)
+        return {"format": "mtx", **{r: g[r][0] for r in _MTX_ROLES}}
+    if h5:
+        chosen = _prefer_raw(h5)
+        if len(chosen) > 1:
+            raise InputError(f"several 10x .h5 files: {h5}", sample=sample, field="files",
+                             expected="one .h5 per sample, or one marked 'raw'")
+        return {"format": "h5", "h5": chosen[0]}
+    if molinfo:
+        if len(molinfo) > 1:
+            raise InputError(f"several molecule_info.h5 files: {molinfo}", sample=sample,
+                             field="files", expected="one per sample")
+        return {"format": "molecule_info", "molecule_info": molinfo[0]}
+    if any(by_role.get(r) for r in _MTX_ROLES):
+        missing = [r for r in _MTX_ROLES if not by_role.get(r)]
+        have = sorted(n for r in _MTX_ROLES for n in by_role[r])
         raise InputError(
-            f"duplicated sample names: {list(dup)}", file=path, field="sample", expected="unique names"
+            f"incomplete 10x MTX set: no {' / '.join(missing) or 'consistent'} file (found {have})",
+            sample=sample, field="files", expected=expected,
         )
-    folded = df["sample"].str.casefold()
-    clash = df.loc[folded.duplicated(keep=False), "sample"]
-    if len(clash):
-        first = clash[folded[clash.index] == folded[clash.index[0]]]
-        raise InputError(
-            f"sample names differ only in letter case: {list(first)}; their outputs "
-            "(results/samples/<sample>/) would overwrite each other on a case-insensitive "
-            "file system",
-            file=path,
-            sample=first.iloc[0],
-            field="sample",
-            expected="names that differ in more than letter case",
-        )
-    _warn_shared_paths(df, path)
-    for col in ("donor", "batch"):
-        if col not in df.columns:
-            df[col] = df["sample"]
-        df[col] = df[col].where(df[col] != "", df["sample"])
-    if "source" not in df.columns:
-        df["source"] = "milk"
-    df["source"] = df["source"].replace("", "milk")
-    bad_source = set(df["source"]) - {"milk", "tissue"}
-    if bad_source:
-        raise InputError(
-            f"unknown source {sorted(bad_source)}", file=path, field="source", expected="'milk' or 'tissue'"
-        )
-    if "days_postpartum" not in df.columns:
-        df["days_postpartum"] = ""
-    days = pd.to_numeric(df["days_postpartum"].mask(df["days_postpartum"] == ""), errors="coerce")
-    bad = df.loc[days.isna() & (df["days_postpartum"] != ""), ["sample", "days_postpartum"]]
-    if len(bad):
-        s, v = bad.iloc[0]
-        raise InputError(
-            f"days_postpartum {v!r} is not a number",
-            file=path,
-            sample=s,
-            field="days_postpartum",
-            expected="a number of days, or empty when unknown",
-        )
-    if (days < 0).any():
-        s = df.loc[days < 0, "sample"].iloc[0]
-        raise InputError("days_postpartum is negative", file=path, sample=s, field="days_postpartum")
-    df["days_postpartum"] = days.astype(float)
-    return df.set_index("sample", drop=False)
-
-
-def _warn_shared_paths(df: pd.DataFrame, sheet: Path) -> None:
-    """Warn when several samples point at one input (after resolving ``./``, ``..`` and links)."""
-    where = df["path"].map(lambda p: os.path.normcase(os.path.realpath(os.path.expanduser(p))))
-    for _, group in df.groupby(where, sort=False)["sample"]:
-        if len(group) > 1:
-            paths = sorted(set(df.loc[group.index, "path"]))
-            warnings.warn(
-                f"file {str(sheet)!r}, field 'path': samples {list(group)} all point at "
-                f"{paths[0]!r}"
-                + (f" (written {paths})" if len(paths) > 1 else "")
-                + "; each will be read from the same input, so its cells are counted "
-                "more than once (expected one input per sample)",
-                MilkcellsWarning,
-                stacklevel=3,
-            )
-
-
-# --------------------------------------------------------------------------- 10x MTX
+    raise InputError(f"no 10x count files among {names}", sample=sample, field="files",
+                     expected=expected)
 
 
 def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) -> dict[str, Path]:
@@ -221,22 +182,22 @@ def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) 
 
     Accepts gzipped or plain files, ``features.tsv`` (Cell Ranger >= 3) or
     ``genes.tsv`` (Cell Ranger 2), with or without a common file prefix such as
-    ``LMC1_matrix.mtx``.
+    ``LMC1_matrix.mtx``: the file names of :func:`classify_10x_files`.
     """
     folder = Path(folder)
     files = {p.name: p for p in folder.iterdir() if p.is_file()}
-    found: dict[str, Path] = {}
+    by_role: dict[str, list[Path]] = defaultdict(list)
+    for name, p in sorted(files.items()):
+        found = _mtx_role(name)
+        if found:
+            by_role[found[0]].append(p)
+    found_files: dict[str, Path] = {}
     for key, stems in (
         ("matrix", ("matrix.mtx",)),
         ("features", ("features.tsv", "genes.tsv")),
         ("barcodes", ("barcodes.tsv",)),
     ):
-        hits = [
-            p
-            for name, p in sorted(files.items())
-            for stem in stems
-            if name.endswith(stem) or name.endswith(stem + ".gz")
-        ]
+        hits = by_role[key]
         if not hits:
             raise InputError(
                 f"no {key} file in the 10x folder (found {sorted(files)})",
@@ -251,8 +212,8 @@ def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) 
                 sample=sample,
                 expected="one 10x sample per folder",
             )
-        found[key] = hits[0]
-    return found
+        found_files[key] = hits[0]
+    return found_files
 
 
 def _read_10x_table(path: Path, sample: str | None, *, field: str, expected: str) -> pd.DataFrame:
@@ -437,15 +398,56 @@ def read_counts(path: str | os.PathLike, *, sample: str | None = None) -> ad.Ann
 _GEX_TYPES = ("Gene Expression", "nan", "")
 
 
-def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: str = "X") -> None:
-    if adata.n_obs == 0 or adata.n_vars == 0:
+def not_counts(values) -> np.ndarray:
+    """Which values cannot be raw counts: non-finite, negative or fractional (a boolean array)."""
+    values = np.asarray(values)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+
+
+def check_integer_counts(X, *, file, sample: str | None = None, field: str = "X") -> None:
+    """Check that a matrix holds raw counts: finite, non-negative, whole numbers, not all zero.
+
+    Parameters
+    ----------
+    X
+        Dense or sparse matrix (only its stored values are looked at).
+    file, sample, field
+        Where the matrix comes from, for the message.
+
+    Raises
+    ------
+    InputError
+        Naming the file, sample and field, on negative or non-finite values,
+        fractions (normalised data) or a matrix without counts.
+    """
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    bad = not_counts(data)
+    if bad.any() and (not np.all(np.isfinite(data)) or np.any(data < 0)):
         raise InputError(
-            f"matrix is empty ({adata.n_obs} barcodes x {adata.n_vars} genes)",
-            file=path,
+            "counts contain negative or non-finite values",
+            file=file,
             sample=sample,
             field=field,
-            expected="at least one barcode and one gene",
+            expected="raw non-negative integer UMI counts",
         )
+    if bad.any():
+        frac = float(np.mean(bad))
+        raise InputError(
+            f"counts are not integers ({frac:.1%} of stored values have a fraction); "
+            "this looks like normalised data",
+            file=file,
+            sample=sample,
+            field=field,
+            expected="raw integer UMI counts",
+        )
+    if float(data.sum()) == 0:
+        raise InputError("matrix holds no counts", file=file, sample=sample, field=field,
+                         expected="raw UMI counts")
+
+
+def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: str = "X") -> None:
+    """Unique barcodes and raw counts (the matrix is known not to be empty)."""
     dup = adata.obs_names[adata.obs_names.duplicated()]
     if len(dup):
         raise InputError(
@@ -456,28 +458,7 @@ def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: s
             expected="unique barcodes",
         )
     X = adata.X
-    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    if data.size and (not np.all(np.isfinite(data)) or np.any(data < 0)):
-        raise InputError(
-            "counts contain negative or non-finite values",
-            file=path,
-            sample=sample,
-            field=field,
-            expected="raw non-negative integer UMI counts",
-        )
-    if data.size and np.any(data != np.round(data)):
-        frac = float(np.mean(data != np.round(data)))
-        raise InputError(
-            f"counts are not integers ({frac:.1%} of stored values have a fraction); "
-            "this looks like normalised data",
-            file=path,
-            sample=sample,
-            field=field,
-            expected="raw integer UMI counts",
-        )
-    if float(data.sum()) == 0:
-        raise InputError("matrix holds no counts", file=path, sample=sample, field=field,
-                         expected="raw UMI counts")
+    check_integer_counts(X, file=path, sample=sample, field=field)
     looks_log = _rounded_log_normalised(X)
     if looks_log is not None:
         raise InputError(
@@ -557,6 +538,14 @@ def _rounded_log_normalised(X) -> str | None:
     return None
 
 
+def flag_genes(var: pd.DataFrame) -> None:
+    """Flag mitochondrial (``var["mt"]``: symbols starting ``MT-``) and ribosomal genes
+    (``var["ribo"]``: ``RPS``/``RPL``) in place; the symbols are ``var``'s index, in any case."""
+    sym = var.index.astype(str).str.upper()
+    var["mt"] = np.asarray(sym.str.startswith("MT-"))
+    var["ribo"] = np.asarray(sym.str.startswith(("RPS", "RPL")))
+
+
 def read_sample(
     path: str | os.PathLike,
     *,
@@ -594,9 +583,7 @@ def read_sample(
     for col in ("sample", "donor", "batch", "source"):
         if col in adata.obs:
             adata.obs[col] = adata.obs[col].astype(str).astype("category")
-    sym = adata.var_names.str.upper()
-    adata.var["mt"] = sym.str.startswith("MT-")
-    adata.var["ribo"] = sym.str.startswith(("RPS", "RPL"))
+    flag_genes(adata.var)
     if not adata.var["mt"].any():
         warnings.warn(
             f"sample {sample!r}, file {str(path)!r}: no mitochondrial genes (symbols starting "

@@ -1,13 +1,12 @@
 # Helpers shared by the rules: config and sample-sheet validation, paths.
-import os
 import re
 from importlib.resources import files
 from pathlib import Path
 
 from snakemake.utils import validate
 
-import milkcells
-from milkcells.io import read_sample_sheet
+from milkcells import archives
+from milkcells.samplesheet import SAMPLE_NAME, read_sample_sheet
 
 SCHEMAS = files("milkcells") / "schemas"
 
@@ -17,20 +16,13 @@ OUTDIR = Path(config["outdir"])
 DEMO_DIR = "resources/demo"
 COMPARTMENTS = ["epithelial", "immune", "stromal"]
 
-# Where the samples come from: the sample sheet (`samples`, the default), or a
-# public dataset pulled by the checkpoint `prepare_dataset` (dataset.source).
+# Where the samples come from: the sample sheet (`samples`, the default), or a public
+# dataset pulled by the checkpoint `prepare_dataset` (dataset.archive: a module of
+# milkcells.archives, its settings in dataset.<archive>).
 DATASET = config["dataset"]
-MODE = DATASET["source"]
+MODE = DATASET["archive"]
+ARCHIVE = None if MODE == "samples" else archives.get(MODE)
 DATASET_DIR = Path(DATASET["download_dir"]) / DATASET["name"]
-
-
-def check_sheet(sheet, path):
-    validate(sheet.astype({"days_postpartum": object}).where(sheet.notna(), None),
-             schema=str(SCHEMAS / "samples.schema.yaml"))
-    return sheet
-
-
-SAMPLES = check_sheet(read_sample_sheet(config["samples"]), config["samples"]) if MODE == "samples" else None
 
 
 def is_demo_path(path):
@@ -38,16 +30,13 @@ def is_demo_path(path):
     return p.parent.as_posix() == DEMO_DIR and p.name.startswith("simulated_") and p.suffix == ".h5ad"
 
 
-for _name, _row in (SAMPLES.iterrows() if SAMPLES is not None else ()):
-    if not is_demo_path(_row["path"]) and not os.path.exists(_row["path"]):
-        raise milkcells.InputError(
-            "input not found", file=_row["path"], sample=_name, field="path",
-            expected=f"a 10x MTX folder, a 10x .h5 or an .h5ad file (sample sheet {config['samples']})",
-        )
+# the sheet is checked against its schema (schemas/samples.schema.yaml) and its inputs must exist, but the
+# simulated demo's, which the first rule makes
+SAMPLES = read_sample_sheet(config["samples"], check_paths=True, made_later=is_demo_path) if MODE == "samples" else None
 
 
 wildcard_constraints:
-    sample="|".join(map(re.escape, SAMPLES.index)) if SAMPLES is not None else r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    sample="|".join(map(re.escape, SAMPLES.index)) if SAMPLES is not None else SAMPLE_NAME.pattern.strip("^$"),
     compartment="|".join(COMPARTMENTS),
 
 
@@ -59,8 +48,7 @@ def sample_table():
     """The sample sheet: the user's, or the one the checkpoint built for a public dataset."""
     if SAMPLES is not None:
         return SAMPLES
-    sheet = checkpoints.prepare_dataset.get().output.sheet
-    return check_sheet(read_sample_sheet(sheet), sheet)
+    return read_sample_sheet(checkpoints.prepare_dataset.get().output.sheet, check_paths=True)
 
 
 def sample_input(wildcards):
@@ -91,18 +79,14 @@ def per_sample(name):
 
 
 def dataset_inputs(wildcards):
-    """Local files a public-dataset import reads (SCP export, URL list)."""
-    if MODE == "scp":
-        return [DATASET["scp_counts"], DATASET["scp_metadata"]]
-    if MODE == "urls":
-        return [DATASET["url_list"]]
-    return []
+    """Local files a public-dataset import reads (an SCP export, a URL list)."""
+    return ARCHIVE.local_inputs(DATASET.get(MODE, {})) if ARCHIVE is not None else []
 
 
 # the authors' labels to compare with, when the data carry them; the simulated demo
 # compares its calls with the simulation's truth
 AUTHOR_KEY = config["annotation"]["author_label_column"] or (
-    "author_label" if MODE in ("scp", "cellxgene")
+    "author_label" if ARCHIVE is not None and ARCHIVE.CARRIES_AUTHOR_LABELS
     else "sim_cell_type" if SAMPLES is not None and SAMPLES["path"].map(is_demo_path).all()
     else None
 )

@@ -1,12 +1,11 @@
 checkpoint prepare_dataset:
-    """Pull a public dataset (BioStudies accessions, SCP export, CELLxGENE dataset or a URL list) into a sample sheet."""
+    """Pull a public dataset (dataset.archive: a module of milkcells.archives) into a sample sheet."""
     input:
         dataset_inputs,
     output:
         sheet=str(DATASET_DIR / "samples.tsv"),
     params:
         dataset=DATASET,
-        biostudies_url=config["biostudies_url"],
     threads: sized_threads("prepare_dataset")
     resources:
         mem_mb=sized_mem_mb("prepare_dataset"),

@@ -1,29 +1,17 @@
-"""milkcells.public: the SCP import and the URL-list source, on small fixtures and a local server."""
+"""milkcells.archives.urls: URL lists, and downloading one through a server on 127.0.0.1."""
+
+from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from milkcells import InputError, datasets, io, public
+from milkcells import InputError, datasets, io
+from milkcells.archives import urls
 from milkcells.download import DownloadError
 
 from .archive_server import serve
-
-FIXTURES = Path(__file__).parent / "data" / "sources"
-
-
-def test_prepare_scp_splits_samples_with_author_labels(tmp_path):
-    sheet = public.prepare_scp(FIXTURES / "scp_raw_counts.txt.gz", FIXTURES / "scp_metadata.csv", tmp_path)
-    back = io.read_sample_sheet(tmp_path / "samples.tsv")
-    assert list(back.index) == list(sheet["sample"]) and len(back) >= 2
-    assert back.loc["BM01_5dpp_r1", "days_postpartum"] == 5
-    assert back.loc["BM02_6wkpp_r1", "days_postpartum"] == 42
-    for sample, row in back.iterrows():
-        a = io.read_sample(row["path"], sample=sample)
-        assert (a.obs["sample"] == sample).all() and "author_label" in a.obs
-        assert a.obs["author_label"].notna().all()
 
 
 def test_prepare_url_list_downloads_and_verifies(tmp_path):
@@ -36,9 +24,9 @@ def test_prepare_url_list_downloads_and_verifies(tmp_path):
             sha = hashlib.sha256(f.read_bytes()).hexdigest()
             rows.append({"url": f"{base}U1/{f.name}", "sample": "U1", "sha256": sha, "days_postpartum": "7"})
         pd.DataFrame(rows).to_csv(tmp_path / "urls.tsv", sep="\t", index=False)
-        sheet = public.prepare_url_list(tmp_path / "urls.tsv", tmp_path / "ds", backoff=0.01)
+        sheet = urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01)
         n = server.count()
-        public.prepare_url_list(tmp_path / "urls.tsv", tmp_path / "ds", backoff=0.01)
+        urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01)
         assert server.count() == n  # nothing downloaded again
     assert sheet.loc[0, "sample"] == "U1" and sheet.loc[0, "days_postpartum"] == 7
     a = io.read_sample(sheet.loc[0, "path"], sample="U1")
@@ -55,7 +43,7 @@ def test_prepare_url_list_checksum_mismatch_leaves_nothing(tmp_path):
         pd.DataFrame([{"url": f"{base}x.h5ad", "sample": "X", "sha256": "0" * 64}]).to_csv(
             tmp_path / "urls.tsv", sep="\t", index=False)
         with pytest.raises(DownloadError, match="sha256"):
-            public.prepare_url_list(tmp_path / "urls.tsv", tmp_path / "ds", backoff=0.01, retries=0)
+            urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01, retries=0)
     assert not (tmp_path / "ds" / "raw" / "X" / "x.h5ad").exists()
     assert not (tmp_path / "ds" / "samples.tsv").exists()
 
@@ -63,4 +51,32 @@ def test_prepare_url_list_checksum_mismatch_leaves_nothing(tmp_path):
 def test_prepare_url_list_needs_sample_column(tmp_path):
     pd.DataFrame([{"url": "http://127.0.0.1:9/a.h5ad"}]).to_csv(tmp_path / "urls.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match="missing column 'sample'"):
-        public.prepare_url_list(tmp_path / "urls.tsv", tmp_path / "ds")
+        urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("link\tsha256\nhttp://127.0.0.1/a\t\n", "missing column 'url'"),
+        ("url\tsha256\nhttp://127.0.0.1/a\tabc123\n", r"malformed sha256 'abc123' on line 2"),
+        ("url\tmd5\nhttp://127.0.0.1/a\t" + "g" * 32 + "\n", "malformed md5"),
+        ("url\tsize\nhttp://127.0.0.1/a\t12kb\n", r"malformed size '12kb' on line 2"),
+        ("url\nnot-a-url\n", "malformed URL 'not-a-url'"),
+        ("url\tfilename\nhttp://127.0.0.1/a\t../etc/passwd\n", "unsafe file name"),
+        ("url\nhttp://127.0.0.1/x/a\nhttp://127.0.0.1/y/a\n", "same file 'a'"),
+        ("url\nhttp://127.0.0.1/folder/\n", "no file name in the URL"),
+        ("url\tsha256\nhttp://127.0.0.1/a\n", "line 2 has 1 fields"),
+        ("", "empty"),
+    ],
+)
+def test_read_url_list_errors(tmp_path, text, match):
+    path = tmp_path / "urls.tsv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match) as err:
+        urls.read_url_list(path)
+    assert str(path) in str(err.value)
+
+
+def test_read_url_list_missing_file(tmp_path):
+    with pytest.raises(InputError, match="URL list not found"):
+        urls.read_url_list(tmp_path / "nope.tsv")
