@@ -92,6 +92,9 @@ def third_party(script: Path) -> frozenset[str]:
                 f = module_file(name)
                 if f is not None:
                     todo.append(f)
+                    # a subpackage (milkcells.archives) may load its modules by name (a registry)
+                    if f.name == "__init__.py" and f.parent != SRC / "milkcells":
+                        todo.extend(f.parent.glob("*.py"))
                     # a package's modules run its __init__ first
                     init = module_file(name.rsplit(".", 1)[0]) if "." in name else None
                     if init is not None:
