@@ -45,4 +45,4 @@ lint: $(LINT_STAMP)
 	$(BIN)/snakemake --lint
 
 clean:
-	rm -rf results results_test .snakemake logs resources/demo
+	rm -rf results results_test results_archive_test .snakemake logs resources/demo

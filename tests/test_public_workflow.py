@@ -7,8 +7,13 @@ workflow runs against it through the config's base URL. The other archives
 (CELLxGENE's curation API on the same kind of server, a Single Cell Portal
 export on disk, a URL list) are pulled by the workflow's checkpoint alone, and
 the rest of the run is planned (dry run).
+
+The BioStudies stand-in is `.test/archive/mirror` (the workflow catalog's test layout; its config
+`.test/archive/config.yaml` runs the same data offline).
 """
 
+import gzip
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -26,34 +31,42 @@ from .test_archives_cellxgene import DID, cxg_h5ad, serve_curation_api  # noqa: 
 pytestmark = pytest.mark.workflow
 
 FIXTURES = Path(__file__).parent / "data" / "sources"
-ACCESSIONS = {"E-MTAB-9841": "twigger_batch1_like.sdrf.txt", "E-MTAB-10855": "twigger_batch2_like.sdrf.txt",
-              "E-MTAB-10885": "twigger_batch3_like.sdrf.txt"}
+TEST_DIR = REPO / ".test" / "archive"
 MILK = {"LMC1": ("E-MTAB-9841", False, 28), "LMC2": ("E-MTAB-9841", False, 10),
         "AD4": ("E-MTAB-10855", True, 30), "AE4": ("E-MTAB-10855", True, 120)}
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """A copy of .test/archive/mirror (the SDRFs and simulated MTX files of four milk samples)."""
+    return shutil.copytree(TEST_DIR / "mirror", tmp_path_factory.mktemp("biostudies") / "mirror")
 
 
 def files_dir(root: Path, acc: str) -> Path:
     return root / "E-MTAB-" / acc[-3:] / acc / "Files"
 
 
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory):
-    root = tmp_path_factory.mktemp("biostudies")
-    for acc, sdrf in ACCESSIONS.items():
-        d = files_dir(root, acc)
-        d.mkdir(parents=True)
-        shutil.copy(FIXTURES / sdrf, d / f"{acc}.sdrf.txt")
-    for sample, (acc, gz, days) in MILK.items():
-        raw = datasets.simulate_milk_sample(sample, donor=sample, days_postpartum=days, n_cells=200,
-                                            n_empty=800, n_genes=700)
-        io.write_10x_mtx(raw, files_dir(root, acc), prefix=f"{sample}_", gzip=gz)
-    return root
+def _text(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+
+
+def test_the_committed_mirror_is_what_its_script_builds(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_mirror", TEST_DIR / "make_mirror.py")
+    make_mirror = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_mirror)
+    assert make_mirror.MILK == MILK
+    built = make_mirror.build(tmp_path / "mirror")
+    files = sorted(p.relative_to(built) for p in built.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(TEST_DIR / "mirror") for p in (TEST_DIR / "mirror").rglob("*") if p.is_file())
+    for rel in files:
+        assert _text(built / rel) == _text(TEST_DIR / "mirror" / rel), rel
 
 
 def write_config(wd: Path, base_url: str, name: str = "twigger") -> Path:
-    cfg = yaml.safe_load((REPO / "config" / "twigger2022.yaml").read_text())
-    cfg.update(outdir="out", markers={"method": "t-test"})
-    cfg["dataset"].update(name=name, download_dir=str(wd / "resources"), backoff=0.01, retries=3)
+    """.test/archive/config.yaml, downloading from ``base_url`` into ``wd`` instead of reading its mirror."""
+    cfg = yaml.safe_load((TEST_DIR / "config.yaml").read_text())
+    cfg.update(outdir="out")
+    cfg["dataset"].update(name=name, download_dir=str(wd / "resources"), mirror=None, backoff=0.01, retries=3)
     cfg["dataset"]["biostudies"]["base_url"] = base_url
     path = wd / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
