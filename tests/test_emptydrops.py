@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from scipy.special import gammaln
 from scipy.stats import ks_2samp, kstest
 
-from milkcells import cellcalling, datasets
+from milkcells import barcoderanks, cellcalling, datasets
 from milkcells.emptydrops import _NullSimulator, ambient_proportions, emptydrops, estimate_alpha
 
 IMMUNE = [t for t, ct in datasets.SIM_CELL_TYPES.items() if ct.compartment == "immune"]
@@ -121,7 +121,7 @@ def test_output_layout(raw, ed_raw):
     assert (df["log_prob"][tested] <= 0).all()
     assert set(df.attrs) >= {"alpha", "retain", "lower", "niters"}
     assert df.attrs["lower"] == 100 and df.attrs["niters"] == 2000
-    knee = cellcalling.barcode_ranks(df["total"], lower=100)["knee"]
+    knee = barcoderanks.barcode_ranks(df["total"], lower=100)["knee"]
     assert df.attrs["retain"] == pytest.approx(knee)
     assert df.attrs["n_cells"] == df["is_cell"].sum()
 

@@ -1,6 +1,9 @@
 """API conventions, checked (after scanpy's tests/test_package_structure.py)."""
 
+import ast
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +44,44 @@ def test_no_logging_config_or_warning_filters_at_import():
     src = "".join(inspect.getsource(m) for m in MODULES)
     assert "basicConfig" not in src
     assert 'filterwarnings("ignore")' not in src
+
+
+SRC = Path(milkcells.__file__).parent
+REPO = SRC.parents[1]
+
+
+def _milkcells_imports(path: Path) -> set[str]:
+    """The milkcells modules a module of the package imports (anywhere in it: top level or in a function)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level == 1:
+                base = f"milkcells.{base}" if base else "milkcells"
+            elif node.level or not (base == "milkcells" or base.startswith("milkcells.")):
+                continue
+            if base == "milkcells":  # from . import x: x may be a module
+                out |= {f"milkcells.{a.name}" for a in node.names if (SRC / f"{a.name}.py").exists()}
+            else:
+                out.add(base.split(".")[0] + "." + base.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {".".join(a.name.split(".")[:2]) for a in node.names if a.name.startswith("milkcells.")}
+    return out - {"milkcells"}
+
+
+def test_no_import_cycle_among_modules():
+    graph = {f"milkcells.{p.stem}": _milkcells_imports(p) for p in SRC.glob("*.py") if p.stem != "__init__"}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(mod, path):
+        state[mod] = 1
+        for dep in sorted(graph.get(mod, ())):
+            if state.get(dep) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(dep):], dep]))
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])

@@ -3,9 +3,9 @@
 The science lives here as plain functions on :class:`~anndata.AnnData`; the
 Snakemake workflow and the notebooks call the same functions, stage by stage:
 
-``io`` (reading) -> ``cellcalling`` -> ``qc`` -> ``doublets`` -> ``preprocess``
--> ``integrate`` -> ``cluster`` -> ``markers`` -> ``annotate`` ->
-``compartments`` -> ``composition`` -> ``plots``. ``datasets`` makes the
+``io`` (reading) -> ``cellcalling`` (with ``barcoderanks`` and ``emptydrops``)
+-> ``qc`` -> ``doublets`` -> ``preprocess`` -> ``integrate`` -> ``cluster`` ->
+``markers`` -> ``annotate`` -> ``compartments`` -> ``composition`` -> ``plots``. ``datasets`` makes the
 simulated demo data.
 """
 
@@ -20,6 +20,7 @@ _MODULES = (
     "agreement",
     "ambient",
     "annotate",
+    "barcoderanks",
     "cellcalling",
     "cluster",
     "compartments",

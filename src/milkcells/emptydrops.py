@@ -40,7 +40,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
 from scipy.special import gammaln
 
-from .cellcalling import barcode_ranks
+from .barcoderanks import barcode_ranks
 
 __all__ = ["emptydrops", "ambient_proportions", "estimate_alpha"]
 
@@ -595,7 +595,7 @@ def emptydrops(
     retain
         Barcodes with totals at or above this are always called cells (their
         p-values are set to 0 for the FDR). ``None``: the knee of the
-        barcode-rank curve (:func:`milkcells.cellcalling.barcode_ranks` with
+        barcode-rank curve (:func:`milkcells.barcoderanks.barcode_ranks` with
         ``lower``); ``np.inf`` disables retention.
     alpha
         Dirichlet-multinomial concentration of the null model. ``None``:

@@ -167,10 +167,10 @@ def filter_cells(
         fail |= flags[name].to_numpy()
     metrics = obs[["total_counts", "n_genes_by_counts", "pct_counts_mt"]].copy()
     metrics["kept"] = ~fail
-    from .cellcalling import _sample_name, check_losses
+    from .cellcalling import check_losses, sample_name
 
     flag = check_losses(adata.n_obs, int((~fail).sum()), step="QC", max_removed_fraction=max_removed_fraction,
-                        error=error_on_excess_loss, sample=_sample_name(adata), field="qc")  # fmt: skip
+                        error=error_on_excess_loss, sample=sample_name(adata), field="qc")  # fmt: skip
     out = adata[~fail].copy()
     record_params(out, "qc", {**params, "max_removed_fraction": max_removed_fraction,
                               "error_on_excess_loss": error_on_excess_loss})  # fmt: skip
