@@ -37,8 +37,7 @@ MIRRORS = {
     ("cell_calling", "max_removed_fraction"): (cellcalling.call_cells, "max_removed_fraction"),
     ("cell_calling", "error_on_excess_loss"): (cellcalling.call_cells, "error_on_excess_loss"),
     **{("qc", k): (qc.filter_cells, k) for k in SCHEMA["properties"]["qc"]["properties"]},
-    **{("doublets", k): (doublets.remove_doublets, k) for k in SCHEMA["properties"]["doublets"]["properties"]
-       if k != "enabled"},
+    **{("doublets", k): (doublets.remove_doublets, k) for k in SCHEMA["properties"]["doublets"]["properties"]},
     ("preprocess", "min_cells"): (preprocess.merge_samples, "min_cells"),
     ("preprocess", "target_sum"): (preprocess.preprocess, "target_sum"),
     ("preprocess", "n_top_genes"): (preprocess.preprocess, "n_top_genes"),
@@ -87,7 +86,7 @@ def test_library_default_mirrors_schema(section, key):
 
 
 def test_every_schema_key_is_mirrored_or_workflow_only():
-    workflow_only = {("doublets", "enabled"), ("annotation", "marker_table"), ("annotation", "author_label_column")} | {
+    workflow_only = {("annotation", "marker_table"), ("annotation", "author_label_column")} | {
         ("dataset", k) for k in ("source", "name", "download_dir", "accessions", "scp_counts", "scp_metadata",
                                  "cellxgene_dataset_id", "cellxgene_obs_filter", "url_list")
     }

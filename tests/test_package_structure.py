@@ -41,7 +41,8 @@ def test_public_function_conventions(mod, name, func):
 
 
 def test_no_logging_config_or_warning_filters_at_import():
-    src = "".join(inspect.getsource(m) for m in MODULES)
+    # milkcells.logs.setup_rule configures logging: for a rule script, which calls it
+    src = "".join(inspect.getsource(m) for m in MODULES if m.__name__ != "milkcells.logs")
     assert "basicConfig" not in src
     assert 'filterwarnings("ignore")' not in src
 
@@ -85,3 +86,43 @@ def test_no_import_cycle_among_modules():
     for mod in sorted(graph):
         if mod not in state:
             visit(mod, [mod])
+
+
+def _private_imports_in_script(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found, modules = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "milkcells":
+            if any(part.startswith("_") for part in node.module.split(".")):
+                found.append(f"from {node.module} import ...")
+            for a in node.names:
+                if a.name.startswith("_"):
+                    found.append(f"from {node.module} import {a.name}")
+                modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "milkcells":
+                    if any(part.startswith("_") for part in a.name.split(".")):
+                        found.append(f"import {a.name}")
+                    modules.add(a.asname or a.name.split(".")[0])
+    for node in ast.walk(tree):  # milkcells._x, cluster._y
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+# files another change rewrites; their imports are updated when it lands
+PENDING = {"prepare_dataset.py"}
+
+
+def test_workflow_uses_only_public_names():
+    bad = {}
+    for path in sorted((REPO / "workflow" / "scripts").glob("*.py")):
+        if path.name not in PENDING and (found := _private_imports_in_script(path)):
+            bad[path.name] = found
+    private = re.compile(r"\bmilkcells(\.\w+)*\._\w+|from\s+milkcells\S*\s+import\s+.*\b_\w+")
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        if found := [m.group(0) for m in private.finditer(path.read_text())]:
+            bad[path.name] = found
+    assert not bad, f"the workflow imports private names: {bad}"

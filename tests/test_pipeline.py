@@ -146,7 +146,7 @@ def test_compartment_from_its_own_rows_and_a_gene_scale_equals_the_whole_atlas_p
     # the workflow reads one compartment's rows and the genes' scale measured on all cells
     # (rule gene_scale) instead of the whole atlas: the same cell types must come out
     from milkcells import ambient
-    from milkcells._utils import read_h5ad_part, write_h5ad
+    from milkcells.storage import read_h5ad_part, write_h5ad
 
     m = processed.copy()
     rep = integrate.integrate(m, key="batch")

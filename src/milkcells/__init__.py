@@ -33,13 +33,17 @@ _MODULES = (
     "integrate",
     "io",
     "lactation",
+    "logs",
     "markers",
     "nyquist2022",
     "plots",
     "preprocess",
     "public",
     "qc",
+    "recipe",
+    "simulation",
     "sources",
+    "storage",
 )
 
 

@@ -16,7 +16,8 @@ import scanpy as sc
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._utils import record_params, timed
+from ._utils import record_params
+from .logs import timed
 
 __all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "import_umap", "knn_indices", "neighbors",
            "resolution_sweep"]

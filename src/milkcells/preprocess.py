@@ -10,11 +10,12 @@ from collections.abc import Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import scanpy as sc
+import scipy.sparse as sp
 
-from ._utils import record_params, timed
+from ._utils import record_params
 from .io import MilkcellsWarning
+from .logs import timed
 
 __all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "preprocess"]
 

@@ -29,8 +29,7 @@ rule annotated:
         umap=out("intermediate", "umap.h5ad"),
         parts=expand(out("intermediate", "compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
     output:
-        adata=out("annotated.h5ad"),
-        sweep=report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),
+        out("annotated.h5ad"),
     threads: sized_threads("annotated")
     resources:
         mem_mb=sized_mem_mb("annotated"),

@@ -24,7 +24,8 @@ rule subcluster:
         matrices=out("intermediate", "preprocessed.h5ad"),
         scale=out("tables", "gene_scale.tsv"),
     output:
-        temp(out("intermediate", "compartments", "{compartment}.h5ad")),
+        adata=temp(out("intermediate", "compartments", "{compartment}.h5ad")),
+        sweep=temp(out("intermediate", "compartments", "{compartment}_sweep.tsv")),
     params:
         pre=config["preprocess"],
         integration=config["integration"],
@@ -62,3 +63,19 @@ rule compartment_umap:
         out("logs", "compartment_umap", "{compartment}.log"),
     script:
         "../scripts/compartment_umap.py"
+
+
+rule resolution_sweep:
+    """The resolution sweeps of the compartments re-clustered at resolution auto, in one table."""
+    input:
+        expand(out("intermediate", "compartments", "{compartment}_sweep.tsv"), compartment=COMPARTMENTS),
+    output:
+        report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),
+    threads: sized_threads("resolution_sweep")
+    resources:
+        mem_mb=sized_mem_mb("resolution_sweep"),
+        runtime=sized_runtime("resolution_sweep"),
+    log:
+        out("logs", "resolution_sweep.log"),
+    script:
+        "../scripts/resolution_sweep.py"

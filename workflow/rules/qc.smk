@@ -25,6 +25,9 @@ rule qc_summary:
     output:
         table=report(out("tables", "qc_summary.tsv"), caption="../report/qc_summary.rst", category="Quality control"),
         figure=report(out("figures", "qc_distributions.png"), caption="../report/qc_distributions.rst", category="Quality control"),
+    params:
+        # the samples, in the order of the input files
+        samples=lambda wildcards: list(sample_table().index),
     threads: sized_threads("qc_summary")
     resources:
         mem_mb=sized_mem_mb("qc_summary"),

@@ -1,10 +1,10 @@
 import anndata as ad
 
 from milkcells import agreement, plots
-from milkcells._script import setup
-from milkcells._utils import save_figure, write_table
+from milkcells.logs import setup_rule
+from milkcells.storage import save_figure, write_table
 
-log = setup(snakemake)
+log = setup_rule(snakemake)
 adata = ad.read_h5ad(snakemake.input[0])
 markers = (snakemake.config.get("annotation") or {}).get("marker_table")  # the table the cells were called with
 summary, per_label, confusion = agreement.label_agreement(adata, author_key=snakemake.params.author_key,

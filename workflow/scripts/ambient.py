@@ -1,8 +1,8 @@
 from milkcells import ambient
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_annotations, write_table
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_annotations, write_table
 
-setup(snakemake)
+setup_rule(snakemake)
 # the annotations, and the counts of preprocessed.h5ad
 adata = read_h5ad_part(snakemake.input.annotations, varm=False,
                        matrices={"counts": (snakemake.input.matrices, "layers/counts")})

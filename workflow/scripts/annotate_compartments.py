@@ -1,8 +1,8 @@
 from milkcells import annotate
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_annotations, write_table
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_annotations, write_table
 
-setup(snakemake)
+setup_rule(snakemake)
 cfg = dict(snakemake.params.cfg)
 # the annotations and graph, and the log-normalised expression of preprocessed.h5ad
 adata = read_h5ad_part(snakemake.input.annotations, varm=False, matrices={"X": (snakemake.input.matrices, "X")})

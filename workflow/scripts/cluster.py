@@ -1,8 +1,8 @@
 from milkcells import cluster
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_annotations
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_annotations
 
-setup(snakemake)
+setup_rule(snakemake)
 adata = read_h5ad_part(snakemake.input[0])  # annotations: no matrix
 p = snakemake.params
 # the UMAP is the rule `umap`'s, run beside the compartment calls

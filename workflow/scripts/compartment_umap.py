@@ -1,8 +1,8 @@
 from milkcells import cluster
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_h5ad_from
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_h5ad_from
 
-log = setup(snakemake)
+log = setup_rule(snakemake)
 # the compartment's graph and embedding; its matrices are copied as stored
 sub = read_h5ad_part(snakemake.input.adata, X=False, layers=(), varm=False)
 # the atlas's UMAP of the compartment's cells, beside the compartment's own

@@ -1,8 +1,8 @@
 from milkcells import composition
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_table
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_table
 
-log = setup(snakemake)
+log = setup_rule(snakemake)
 adata = read_h5ad_part(snakemake.input[0], X=False, layers=(), obsm=False, obsp=False, varm=False)  # obs
 table = composition.composition_table(adata)
 write_table(table, snakemake.output.table)

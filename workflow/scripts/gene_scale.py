@@ -1,8 +1,8 @@
 from milkcells import annotate
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_table
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_table
 
-setup(snakemake)
+setup_rule(snakemake)
 a = snakemake.params.annotation
 # the evidence layer and the kNN graph of all cells: nothing else of the atlas is read
 adata = read_h5ad_part(snakemake.input[0], X=False, layers=("ambient_corrected",), obsm=False, varm=False)

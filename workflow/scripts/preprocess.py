@@ -1,10 +1,10 @@
 import anndata as ad
 
 from milkcells import preprocess
-from milkcells._script import setup
-from milkcells._utils import timed, write_h5ad
+from milkcells.logs import setup_rule, timed
+from milkcells.storage import write_h5ad
 
-setup(snakemake)
+setup_rule(snakemake)
 cfg = dict(snakemake.params.cfg)
 with timed("read and merge the samples"):
     merged = preprocess.merge_samples([ad.read_h5ad(p) for p in snakemake.input], min_cells=cfg.pop("min_cells"))

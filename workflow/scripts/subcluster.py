@@ -1,10 +1,10 @@
 import pandas as pd
 
 from milkcells import compartments
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_h5ad
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_h5ad, write_table
 
-setup(snakemake)
+setup_rule(snakemake)
 p = snakemake.params
 a = p.annotation
 name = snakemake.wildcards.compartment
@@ -25,4 +25,6 @@ sub = compartments.subcluster_compartment(
     ambient_threshold=a["ambient_threshold"], milk_alpha=a["milk_alpha"], shared_level=a["shared_level"],
     min_relative=a["min_relative"], scale=scale, umap=False, copy=False, seed=p.seed,
 )
-write_h5ad(sub, snakemake.output[0])
+write_h5ad(sub, snakemake.output.adata)
+# the resolution sweep (resolution auto), for the table of all compartments' sweeps
+write_table(compartments.sweep_table(sub), snakemake.output.sweep)

@@ -2,10 +2,10 @@ import anndata as ad
 import pandas as pd
 
 from milkcells import cluster
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_h5ad
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_h5ad
 
-setup(snakemake)
+setup_rule(snakemake)
 # the graph and the embedding it was built from: no matrix is read
 adata = read_h5ad_part(snakemake.input[0], X=False, layers=(), varm=False)
 cluster.embed(adata, seed=snakemake.params.seed)
