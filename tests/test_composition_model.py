@@ -83,8 +83,8 @@ def test_pool_units_sums_replicates():
 
 
 def test_simulate_cohort():
-    c1, s1 = composition.simulate_cohort(seed=3)
-    c2, _ = composition.simulate_cohort(seed=3)
+    c1, s1 = lactation.simulate_cohort(seed=3)
+    c2, _ = lactation.simulate_cohort(seed=3)
     assert c1.equals(c2) and list(c1.columns[:2]) == ["LC2", "LC1"]
     assert (c1.sum(axis=1).between(200, 1500 * 2)).all() and s1["donor"].nunique() == 10
     assert s1.groupby(["donor", "days_postpartum"]).size().max() >= 2  # replicates exist

@@ -25,6 +25,22 @@ def test_modules_declare_all():
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
 
 
+def test_all_lists_exactly_the_functions_and_classes_a_module_defines():
+    # public functions and classes are listed where they are defined, and nowhere else (no re-exports)
+    for mod in MODULES:
+        if mod is milkcells:
+            continue
+        defined = {n for n, o in vars(mod).items() if (inspect.isfunction(o) or inspect.isclass(o))
+                   and not n.startswith("_") and o.__module__ == mod.__name__}
+        listed = {n for n in mod.__all__ if inspect.isfunction(getattr(mod, n)) or inspect.isclass(getattr(mod, n))}
+        assert listed == defined, f"{mod.__name__}: not listed {sorted(defined - listed)}, not its own {sorted(listed - defined)}"
+
+
+def test_every_module_of_the_package_is_listed():
+    names = {p.stem for p in Path(milkcells.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert names == set(milkcells._MODULES)
+
+
 @pytest.mark.parametrize(("mod", "name", "func"), FUNCS, ids=[f"{m}.{n}" for m, n, _ in FUNCS])
 def test_public_function_conventions(mod, name, func):
     doc = inspect.getdoc(func)

@@ -19,8 +19,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from ._utils import record_params
 from .logs import timed
 
-__all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "import_umap", "knn_indices", "neighbors",
-           "resolution_sweep"]
+__all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "has_graph", "import_umap", "knn_indices",
+           "neighbors", "resolution_sweep"]
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,6 @@ __all__ = [
     "time_correlations",
     "composition_over_time",
     "composition_by_stage",
-    "time_effects",
-    "lactation_stage",
-    "stage_shares",
-    "simulate_cohort",
     "author_label_map",
 ]
 

@@ -17,7 +17,7 @@ from ._utils import record_params
 from .io import MilkcellsWarning
 from .logs import timed
 
-__all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "preprocess"]
+__all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "preprocess", "signal_components"]
 
 log = logging.getLogger(__name__)
 
