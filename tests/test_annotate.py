@@ -2,36 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkcells import InputError, annotate, cellcalling, cluster, datasets, preprocess, qc
-
-
-def test_shipped_marker_table():
-    t = annotate.load_marker_table()
-    assert set(t["level"]) == {"compartment", "cell_type"}
-    assert set(t.loc[t["level"] == "compartment", "compartment"]) == set(annotate.COMPARTMENTS)
-    assert t["ontology_id"].str.match(r"^CL:\d{7}$").all()
-    assert (t["source"].str.len() > 0).all()
-    ambient = set(annotate.curated_ambient_genes())
-    comp_genes = {g for row in t.loc[t["level"] == "compartment", "positive"] for e in row for g in e.split("|")}
-    assert not comp_genes & ambient, "ambient milk transcripts must not be compartment markers"
-    expected = {"LC1", "LC2", "luminal progenitor", "basal", "macrophage", "T cell", "B cell",
-                "neutrophil", "dendritic cell", "fibroblast", "endothelial"}
-    assert expected <= set(t["cell_type"])
-
-
-def test_user_marker_table_errors(tmp_path):
-    p = tmp_path / "m.tsv"
-    p.write_text("level\tcompartment\tcell_type\nclusterish\tepithelial\tX\n")
-    with pytest.raises(InputError, match="missing columns \\['positive'\\]"):
-        annotate.load_marker_table(p)
-    p.write_text("level\tcompartment\tcell_type\tpositive\ncell_type\tglia\tX\tA,B\n")
-    with pytest.raises(InputError, match="unknown compartment"):
-        annotate.load_marker_table(p)
-    p.write_text("level\tcompartment\tcell_type\tpositive\ncell_type\timmune\tX\t\n")
-    with pytest.raises(InputError, match="no positive markers"):
-        annotate.load_marker_table(p)
-    with pytest.raises(InputError, match="not found"):
-        annotate.load_marker_table(tmp_path / "absent.tsv")
+from milkcells import annotate, cellcalling, cluster, datasets, markertable, preprocess, qc
 
 
 def test_assign_labels_unassigned_when_weak_or_ambiguous():
@@ -66,16 +37,11 @@ def test_heavy_ambient_casein_does_not_make_immune_cells_epithelial():
 
 def test_casein_marker_in_user_table_is_ignored():
     m = _cluster_sample(ambient_umis=300)
-    t = annotate.load_marker_table()
+    t = markertable.load_marker_table()
     row = t.index[t["compartment"].eq("epithelial") & t["level"].eq("compartment")][0]
     t.at[row, "positive"] = ["CSN2", "LALBA", "EPCAM", "KRT18"]
-    sets = annotate.marker_sets(m, table=t, level="compartment", exclude=annotate.ambient_prone_genes(m))
+    sets = markertable.marker_sets(m, table=t, level="compartment", exclude=markertable.ambient_prone_genes(m))
     assert sets["epithelial"] == ["EPCAM", "KRT18"]
-
-
-def test_alias_resolution():
-    assert annotate._resolve(["CXCL8|IL8", "X|Y"], {"IL8", "Y"}, set()) == ["IL8", "Y"]
-    assert annotate._resolve(["CXCL8|IL8"], {"CXCL8", "IL8"}, set()) == ["CXCL8"]
 
 
 def test_one_cluster_of_mixed_immune_types_gets_no_single_label():
@@ -101,8 +67,8 @@ def test_one_cluster_of_mixed_immune_types_gets_no_single_label():
 
 def test_scores_do_not_depend_on_the_partition():
     m = _cluster_sample(ambient_umis=120)
-    sets = annotate.marker_sets(m, table=annotate.load_marker_table(), level="cell_type", compartment="immune",
-                                exclude=annotate.ambient_prone_genes(m))
+    sets = markertable.marker_sets(m, table=markertable.load_marker_table(), level="cell_type", compartment="immune",
+                                exclude=markertable.ambient_prone_genes(m))
     a = annotate.score_cells(m, sets)
     m.obs["one"] = "0"
     b = annotate.score_cells(m, sets)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from milkcells import composition, composition_model, lactation
+from milkcells import composition_model, lactation
 from milkcells.composition_model import _permutations, _williams
 
 

@@ -13,6 +13,7 @@ from milkcells import (
     doublets,
     integrate,
     markers,
+    markertable,
     preprocess,
     qc,
 )
@@ -74,7 +75,7 @@ def test_cluster_annotate_split_compose(processed):
     assert set(table["group"].astype(str)) == set(m.obs["leiden"].astype(str))
     assert (table.groupby("group", observed=True).size() == 5).all()
     annotate.annotate_compartments(m)
-    parts = [compartments.subcluster_compartment(m, c) for c in annotate.COMPARTMENTS]
+    parts = [compartments.subcluster_compartment(m, c) for c in markertable.COMPARTMENTS]
     assert parts[2].n_obs == 0  # simulated milk has no stromal cells
     compartments.collect_cell_types(m, parts)
     # demo simulator (the table's own markers): a plumbing check, not evidence of accuracy
@@ -100,8 +101,8 @@ def test_resolution_sweep_prefers_stable_pure_partitions(processed):
     preprocess.highly_variable_genes(epi, n_top_genes=500)
     preprocess.pca(epi, n_comps=15)
     cluster.cluster(epi, use_rep="X_pca", umap=False)
-    sets = annotate.marker_sets(epi, table=annotate.load_marker_table(), level="cell_type", compartment="epithelial",
-                                exclude=annotate.ambient_prone_genes(epi))
+    sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
+                                exclude=markertable.ambient_prone_genes(epi))
     scores = annotate.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.2, 1.0, 4.0), scores=scores)
     assert list(sweep["resolution"]) == [0.2, 1.0, 4.0]
@@ -133,8 +134,8 @@ def test_sweep_never_rates_one_cluster_of_a_heterogeneous_compartment_stable(pro
     rows = np.repeat(np.arange(n), 3)
     g = sp.csr_matrix((np.full(n * 3, 0.05), (rows, rng.integers(0, n, n * 3))), shape=(n, n))
     epi.obsp["connectivities"] = (epi.obsp["connectivities"] + g + g.T).tocsr()
-    sets = annotate.marker_sets(epi, table=annotate.load_marker_table(), level="cell_type", compartment="epithelial",
-                                exclude=annotate.ambient_prone_genes(epi))
+    sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
+                                exclude=markertable.ambient_prone_genes(epi))
     scores = annotate.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.001, 1.0), scores=scores)
     assert sweep.loc[0, "n_clusters"] == 1

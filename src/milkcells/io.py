@@ -594,9 +594,9 @@ def read_sample(
     for col in ("sample", "donor", "batch", "source"):
         if col in adata.obs:
             adata.obs[col] = adata.obs[col].astype(str).astype("category")
-    sym = adata.var_names.str.upper()
-    adata.var["mt"] = sym.str.startswith("MT-")
-    adata.var["ribo"] = sym.str.startswith(("RPS", "RPL"))
+    from .genes import is_mitochondrial, is_ribosomal  # the one definition of these flags
+    adata.var["mt"] = is_mitochondrial(adata.var_names)
+    adata.var["ribo"] = is_ribosomal(adata.var_names)
     if not adata.var["mt"].any():
         warnings.warn(
             f"sample {sample!r}, file {str(path)!r}: no mitochondrial genes (symbols starting "

@@ -14,6 +14,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from ._utils import record_params
+from .genes import is_mitochondrial, is_ribosomal
 from .io import MilkcellsWarning
 from .logs import timed
 
@@ -149,8 +150,7 @@ def highly_variable_genes(
     adata.uns["hvg"] = lean.uns["hvg"]
     del lean
     if exclude_mito_ribo:
-        sym = adata.var_names.str.upper()
-        bad = sym.str.startswith(("MT-", "RPS", "RPL"))
+        bad = is_mitochondrial(adata.var_names) | is_ribosomal(adata.var_names)
         adata.var.loc[bad, "highly_variable"] = False
     record_params(adata, "hvg", {"n_top_genes": n_top_genes, "batch_key": key or "", "exclude_mito_ribo": exclude_mito_ribo})
     _release()

@@ -24,6 +24,7 @@ import pandas as pd
 import scanpy as sc
 
 from ._utils import record_params
+from .genes import is_mitochondrial, is_ribosomal
 
 __all__ = ["QC_FILTERS", "mad_bounds", "compute_qc_metrics", "qc_thresholds", "filter_cells", "qc_summary_table"]
 
@@ -43,10 +44,9 @@ def mad_bounds(values: np.ndarray, nmads: float) -> tuple[float, float]:
 
 def compute_qc_metrics(adata: ad.AnnData) -> None:
     """Add ``total_counts``, ``n_genes_by_counts``, ``pct_counts_mt`` and ``pct_counts_ribo`` to ``obs``."""
-    for flag in ("mt", "ribo"):
+    for flag, is_flagged in (("mt", is_mitochondrial), ("ribo", is_ribosomal)):
         if flag not in adata.var:
-            prefix = ("MT-",) if flag == "mt" else ("RPS", "RPL")
-            adata.var[flag] = adata.var_names.str.upper().str.startswith(prefix)
+            adata.var[flag] = is_flagged(adata.var_names)
     sc.pp.calculate_qc_metrics(
         adata, qc_vars=["mt", "ribo"], percent_top=None, log1p=False, inplace=True
     )

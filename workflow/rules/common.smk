@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 import milkcells
 from milkcells.io import read_sample_sheet
+from milkcells.markertable import COMPARTMENTS
 
 SCHEMAS = files("milkcells") / "schemas"
 
@@ -15,7 +16,6 @@ validate(config, schema=str(SCHEMAS / "config.schema.yaml"), set_default=True)
 
 OUTDIR = Path(config["outdir"])
 DEMO_DIR = "resources/demo"
-COMPARTMENTS = ["epithelial", "immune", "stromal"]
 
 # Where the samples come from: the sample sheet (`samples`, the default), or a
 # public dataset pulled by the checkpoint `prepare_dataset` (dataset.source).
