@@ -19,6 +19,7 @@ from milkcells import (
     preprocess,
     public,
     qc,
+    recipe,
 )
 
 from .conftest import REPO
@@ -50,12 +51,13 @@ MIRRORS = {
     ("integration", "max_iter"): (integrate.integrate, "max_iter"),
     ("clustering", "n_neighbors"): (cluster.cluster, "n_neighbors"),
     ("clustering", "resolution"): (cluster.cluster, "resolution"),
-    ("clustering", "compartment_resolution"): (compartments.subcluster_compartment, "resolution"),
+    ("subcluster", "resolution"): (compartments.subcluster_compartment, "resolution"),
     ("markers", "method"): (markers.rank_markers, "method"),
     ("markers", "n_genes"): (markers.rank_markers, "n_genes"),
     ("markers", "max_cells_per_group"): (markers.rank_markers, "max_cells_per_group"),
-    ("annotation", "compartment_min_score"): (annotate.annotate_compartments, "min_score"),
-    ("annotation", "compartment_exclusive_ratio"): (annotate.annotate_compartments, "exclusive_ratio"),
+    ("compartment_calls", "min_score"): (annotate.annotate_compartments, "min_score"),
+    ("compartment_calls", "exclusive_ratio"): (annotate.annotate_compartments, "exclusive_ratio"),
+    ("annotation", "markers"): (annotate.annotate_cell_types, "markers"),
     ("annotation", "min_score"): (annotate.annotate_cell_types, "min_score"),
     ("annotation", "min_margin"): (annotate.annotate_compartments, "min_margin"),
     ("annotation", "expr_floor"): (annotate.annotate_compartments, "expr_floor"),
@@ -83,10 +85,12 @@ def test_library_default_mirrors_schema(section, key):
     func, param = MIRRORS[(section, key)]
     schema_default = SCHEMA["properties"][section]["properties"][key]["default"]
     assert inspect.signature(func).parameters[param].default == schema_default
+    if section != "dataset":  # the science blocks carry the library's keyword names
+        assert key == param, (section, key, param)
 
 
 def test_every_schema_key_is_mirrored_or_workflow_only():
-    workflow_only = {("annotation", "marker_table"), ("annotation", "author_label_column")} | {
+    workflow_only = {("annotation", "author_label_column")} | {
         ("dataset", k) for k in ("source", "name", "download_dir", "accessions", "scp_counts", "scp_metadata",
                                  "cellxgene_dataset_id", "cellxgene_obs_filter", "url_list")
     }
@@ -135,3 +139,30 @@ def test_schema_rejects_unknown_and_bad_values():
         validate({"samples": "s.tsv", "outdir": "o", "qc": {"nmads_mito": -1}}, schema=schema)
     with pytest.raises(WorkflowError):
         validate({"samples": "s.tsv", "outdir": "o", "typo_key": 1}, schema=schema)
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(recipe.RENAMED_KEYS.items()))
+def test_renamed_keys_name_the_new_key(old, new):
+    from milkcells import InputError
+
+    with pytest.raises(InputError, match=rf"{old[0]}\.{old[1]}.*renamed.*{new[0]}\.{new[1]}"):
+        recipe.default_config({old[0]: {old[1]: 1}})
+    assert new[1] in SCHEMA["properties"][new[0]]["properties"] and old[1] not in SCHEMA["properties"][old[0]]["properties"]
+
+
+def test_recipe_default_config_is_the_validated_schema_defaults():
+    cfg = {"samples": "s.tsv", "outdir": "o"}
+    validate(cfg, schema=str(files("milkcells") / "schemas" / "config.schema.yaml"), set_default=True)
+    assert recipe.default_config() == cfg | {"samples": "config/samples.tsv", "outdir": "results"}
+    got = recipe.default_config({"qc": {"min_genes": 150}})
+    assert got["qc"]["min_genes"] == 150 and got["qc"]["min_counts"] == cfg["qc"]["min_counts"]
+    from milkcells import InputError
+
+    with pytest.raises(InputError, match="qc"):
+        recipe.default_config({"qc": {"nmads_mito": -1}})
+
+
+def test_every_stage_reads_blocks_of_the_schema():
+    for stage, blocks in recipe.STAGES.items():
+        for block in blocks:
+            assert block in SCHEMA["properties"], (stage, block)

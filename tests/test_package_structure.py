@@ -142,3 +142,15 @@ def test_workflow_uses_only_public_names():
         if found := [m.group(0) for m in private.finditer(path.read_text())]:
             bad[path.name] = found
     assert not bad, f"the workflow imports private names: {bad}"
+
+
+def test_every_stage_of_the_recipe_is_run_by_a_rule_with_its_settings():
+    from milkcells import recipe
+
+    scripts = {p.name: p.read_text() for p in (REPO / "workflow" / "scripts").glob("*.py")}
+    rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    for stage in recipe.STAGES:
+        callers = [name for name, text in scripts.items() if f"recipe.{stage}(" in text]
+        assert callers, f"no rule script calls recipe.{stage}"
+        if recipe.STAGES[stage]:
+            assert f'stage_config("{stage}", config)' in rules, f"no rule passes the settings of {stage}"

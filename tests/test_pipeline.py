@@ -1,22 +1,22 @@
-"""The library stages chained as a notebook would call them, on small simulated data."""
+"""The library stages chained as the recipe (the workflow, the notebook) chains them, on small simulated data."""
 
 import numpy as np
 import pytest
 
 from milkcells import (
     annotate,
-    cellcalling,
     cluster,
     compartments,
-    composition,
     datasets,
-    doublets,
     integrate,
-    markers,
     markertable,
     preprocess,
-    qc,
+    recipe,
 )
+
+# the workflow's settings, a few changed for small data
+CONFIG = recipe.default_config({"preprocess": {"n_top_genes": 600, "n_pcs": 20},
+                                "markers": {"method": "t-test", "n_genes": 5}})
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,8 @@ def processed():
         raw.obs_names = [f"{name}_{b}" for b in raw.obs_names]
         raw.obs["sample"], raw.obs["donor"], raw.obs["batch"] = name, donor, donor
         raw.obs["days_postpartum"] = float(days)
-        parts.append(doublets.remove_doublets(qc.filter_cells(cellcalling.call_cells(raw))))
-    m = preprocess.merge_samples(parts)
-    preprocess.preprocess(m, n_top_genes=600, n_pcs=20)
-    return m
+        parts.append(recipe.qc(recipe.call_cells(raw, config=CONFIG), config=CONFIG))
+    return recipe.preprocess(parts, config=CONFIG)
 
 
 def test_merge_keeps_counts_and_records(processed):
@@ -67,23 +65,22 @@ def test_harmony_reduces_donor_separation(processed):
 
 
 def test_cluster_annotate_split_compose(processed):
-    m = processed.copy()
-    rep = integrate.integrate(m, key="batch")
-    cluster.cluster(m, use_rep=rep)
+    # the stages after the merge, as the workflow runs them (ambient correction included)
+    result = recipe.analyse(processed.copy(), CONFIG)
+    m, table = result.atlas, result.tables["markers"]
     assert "X_umap" in m.obsm and m.obs["leiden"].nunique() >= 5
-    table = markers.rank_markers(m, method="t-test", n_genes=5)
     assert set(table["group"].astype(str)) == set(m.obs["leiden"].astype(str))
     assert (table.groupby("group", observed=True).size() == 5).all()
-    annotate.annotate_compartments(m)
-    parts = [compartments.subcluster_compartment(m, c) for c in markertable.COMPARTMENTS]
-    assert parts[2].n_obs == 0  # simulated milk has no stromal cells
-    compartments.collect_cell_types(m, parts)
+    assert list(result.compartments) == list(markertable.COMPARTMENTS)
+    assert result.compartments["stromal"].n_obs == 0  # simulated milk has no stromal cells
+    assert "ambient_corrected" in m.layers and set(result.tables["ambient"]["sample"]) == set(m.obs["sample"])
+    assert m.uns["milkcells"]["config"]["preprocess"]["n_pcs"] == 20
     # demo simulator (the table's own markers): a plumbing check, not evidence of accuracy
     res = datasets.truth_agreement(m)
     print({k: v for k, v in res.items() if k != "cell_type_recall"}, res["cell_type_recall"])
     assert res["compartment_accuracy"] >= 0.98, res
     assert res["cell_type_macro_f1"] >= 0.75, res
-    comp = composition.composition_table(m)
+    comp = result.tables["composition"]
     sums = comp[comp["level"] == "cell_type"].groupby("sample")["fraction"].sum()
     assert np.allclose(sums, 1.0)
     sums = comp[comp["level"] == "compartment"].groupby("sample")["fraction"].sum()

@@ -7,7 +7,7 @@ rule annotate_compartments:
         adata=temp(out("intermediate", "compartments_called.h5ad")),
         clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
     params:
-        cfg=config["annotation"],
+        config=stage_config("call_compartments", config),
     # the compartment calls lead to the longest chain of the run (ambient, gene_scale, subcluster): they
     # go before the markers and the atlas's UMAP, which nothing waits for
     priority: 3

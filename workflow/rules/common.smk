@@ -9,9 +9,11 @@ from snakemake.utils import validate
 import milkcells
 from milkcells.io import read_sample_sheet
 from milkcells.markertable import COMPARTMENTS
+from milkcells.recipe import check_renamed_keys, stage_config
 
 SCHEMAS = files("milkcells") / "schemas"
 
+check_renamed_keys(config)
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"), set_default=True)
 
 OUTDIR = Path(config["outdir"])

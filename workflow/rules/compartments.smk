@@ -5,7 +5,7 @@ rule gene_scale:
     output:
         out("tables", "gene_scale.tsv"),
     params:
-        annotation=config["annotation"],
+        config=stage_config("gene_scale", config),
     priority: 3
     threads: sized_threads("gene_scale")
     resources:
@@ -27,11 +27,7 @@ rule subcluster:
         adata=temp(out("intermediate", "compartments", "{compartment}.h5ad")),
         sweep=temp(out("intermediate", "compartments", "{compartment}_sweep.tsv")),
     params:
-        pre=config["preprocess"],
-        integration=config["integration"],
-        clustering=config["clustering"],
-        annotation=config["annotation"],
-        seed=config["seed"],
+        config=stage_config("subcluster", config),
     # the largest compartment first (milk is mostly epithelial): it is the longest job of the run, and
     # its UMAP follows it; the others fit beside it
     priority: lambda wildcards: 2 if wildcards.compartment == "epithelial" else 0
@@ -53,7 +49,7 @@ rule compartment_umap:
     output:
         out("compartments", "{compartment}.h5ad"),
     params:
-        seed=config["seed"],
+        config=stage_config("embed", config),
     priority: lambda wildcards: 1 if wildcards.compartment == "epithelial" else 0
     threads: sized_threads("compartment_umap")
     resources:

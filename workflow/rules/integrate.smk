@@ -5,8 +5,7 @@ rule integrate:
     output:
         temp(out("intermediate", "integrated.h5ad")),
     params:
-        cfg=config["integration"],
-        seed=config["seed"],
+        config=stage_config("integrate", config),
     threads: sized_threads("integrate")
     resources:
         mem_mb=sized_mem_mb("integrate"),

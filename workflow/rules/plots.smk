@@ -23,7 +23,7 @@ rule plot_markers:
     output:
         report(out("figures", "marker_dotplot.png"), caption="../report/marker_dotplot.rst", category="Atlas"),
     params:
-        marker_table=config["annotation"]["marker_table"],
+        markers=config["annotation"]["markers"],
     threads: sized_threads("plot_markers")
     resources:
         mem_mb=sized_mem_mb("plot_markers"),
@@ -58,6 +58,8 @@ rule plot_composition_time:
         out("tables", "composition.tsv"),
     output:
         report(out("figures", "composition_time.png"), caption="../report/composition_time.rst", category="Composition"),
+    params:
+        config=stage_config("composition", config),
     threads: sized_threads("plot_composition_time")
     resources:
         mem_mb=sized_mem_mb("plot_composition_time"),

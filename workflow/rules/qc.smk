@@ -5,9 +5,7 @@ rule qc:
     output:
         out("samples", "{sample}", "singlets.h5ad"),
     params:
-        qc=config["qc"],
-        doublets=config["doublets"],
-        seed=config["seed"],
+        config=stage_config("qc", config),
     threads: sized_threads("qc")
     resources:
         mem_mb=sized_mem_mb("qc"),

@@ -1,6 +1,6 @@
 import numpy as np
 
-from milkcells import compartments, recipe
+from milkcells import recipe
 from milkcells.logs import setup_rule
 from milkcells.storage import Stored, read_h5ad_part, write_h5ad_from
 
@@ -9,8 +9,7 @@ setup_rule(snakemake)
 # corrected counts of the ambient rule); of each compartment only its cells' labels (obs) and records (uns)
 atlas = read_h5ad_part(snakemake.input.adata, X=False, layers=(), varm=False)
 parts = [read_h5ad_part(p, X=False, layers=(), obsm=False, obsp=False, varm=False) for p in snakemake.input.parts]
-compartments.collect_cell_types(atlas, parts)
-recipe.record_run(atlas, snakemake.config)
+recipe.collect(atlas, parts, config=snakemake.config)
 umap = read_h5ad_part(snakemake.input.umap, X=False, layers=(), obsp=False, varm=False)
 if not np.array_equal(umap.obs_names, atlas.obs_names):
     raise ValueError(f"{snakemake.input.umap} does not hold the cells of {snakemake.input.adata} in its order")

@@ -1,4 +1,4 @@
-from milkcells import cluster
+from milkcells import recipe
 from milkcells.logs import setup_rule
 from milkcells.storage import read_h5ad_part, write_h5ad_from
 
@@ -9,7 +9,7 @@ sub = read_h5ad_part(snakemake.input.adata, X=False, layers=(), varm=False)
 atlas = read_h5ad_part(snakemake.input.umap, X=False, layers=(), obsp=False, varm=False)
 added = {"obsm/X_umap_all": atlas[sub.obs_names].obsm["X_umap"]}
 if "connectivities" in sub.obsp:
-    cluster.embed(sub, seed=snakemake.params.seed)
+    recipe.embed(sub, config=snakemake.params.config)
     added |= {"obsm/X_umap": sub.obsm["X_umap"], "uns/umap": sub.uns["umap"]}
 else:
     log.info("compartment %s: %d cells, not re-clustered: no UMAP", snakemake.wildcards.compartment, sub.n_obs)
