@@ -12,6 +12,7 @@ from milkcells import (
     markertable,
     preprocess,
     recipe,
+    scoring,
 )
 
 # the workflow's settings, a few changed for small data
@@ -91,8 +92,6 @@ def test_cluster_annotate_split_compose(processed):
 
 
 def test_resolution_sweep_prefers_stable_pure_partitions(processed):
-    from milkcells import annotate
-
     m = processed.copy()
     epi = m[m.obs["sim_compartment"].astype(str) == "epithelial"].copy()
     preprocess.highly_variable_genes(epi, n_top_genes=500)
@@ -100,7 +99,7 @@ def test_resolution_sweep_prefers_stable_pure_partitions(processed):
     cluster.cluster(epi, use_rep="X_pca", umap=False)
     sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
                                 exclude=markertable.ambient_prone_genes(epi))
-    scores = annotate.score_cells(epi, sets)
+    scores = scoring.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.2, 1.0, 4.0), scores=scores)
     assert list(sweep["resolution"]) == [0.2, 1.0, 4.0]
     assert sweep["n_clusters"].is_monotonic_increasing
@@ -118,8 +117,6 @@ def test_sweep_never_rates_one_cluster_of_a_heterogeneous_compartment_stable(pro
     """Today's failure: two identical one-cluster partitions have ARI 1 and were chosen."""
     import scipy.sparse as sp
 
-    from milkcells import annotate
-
     m = processed.copy()
     epi = m[m.obs["sim_compartment"].astype(str) == "epithelial"].copy()
     preprocess.highly_variable_genes(epi, n_top_genes=500)
@@ -133,7 +130,7 @@ def test_sweep_never_rates_one_cluster_of_a_heterogeneous_compartment_stable(pro
     epi.obsp["connectivities"] = (epi.obsp["connectivities"] + g + g.T).tocsr()
     sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
                                 exclude=markertable.ambient_prone_genes(epi))
-    scores = annotate.score_cells(epi, sets)
+    scores = scoring.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.001, 1.0), scores=scores)
     assert sweep.loc[0, "n_clusters"] == 1
     assert sweep.loc[0, "stability"] == 0 and "heterogeneous" in sweep.loc[0, "reason"]
@@ -155,7 +152,7 @@ def test_compartment_from_its_own_rows_and_a_gene_scale_equals_the_whole_atlas_p
     path = tmp_path / "atlas.h5ad"
     write_h5ad(m, path)
     ref = read_h5ad_part(path, X=False, layers=("ambient_corrected",), obsm=False, varm=False)
-    scale = annotate.marker_gene_scale(ref)
+    scale = scoring.marker_gene_scale(ref)
     for comp in ("epithelial", "immune"):
         whole = compartments.subcluster_compartment(m, comp)
         part = read_h5ad_part(path, rows=lambda obs, c=comp: obs["compartment"].astype(str) == c, obsp=False)
@@ -170,9 +167,9 @@ def test_gene_scale_takes_known_genes_and_measures_the_rest(processed):
     m = processed.copy()
     cluster.cluster(m, umap=False)
     genes = list(m.var_names[:12])
-    full = annotate.gene_scale(m, genes)
+    full = scoring.gene_scale(m, genes)
     known = full.iloc[::2] * 0 + 7.0  # given values must be used as given, not re-measured
-    got = annotate.gene_scale(m, genes, known=known)
+    got = scoring.gene_scale(m, genes, known=known)
     assert list(got.index) == genes
     assert (got[known.index] == 7.0).all()
     rest = [g for g in genes if g not in known.index]

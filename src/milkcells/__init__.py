@@ -43,6 +43,7 @@ _MODULES = (
     "public",
     "qc",
     "recipe",
+    "scoring",
     "simulation",
     "sources",
     "storage",

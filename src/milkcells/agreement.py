@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from .markertable import UNASSIGNED, load_marker_table
 from .composition import author_label_map
+from .markertable import UNASSIGNED, load_marker_table
 
 __all__ = [
     "label_hierarchy",

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 
 from ._utils import record_params
-from .annotate import annotate_cell_types, gene_scale, score_cells
+from .annotate import annotate_cell_types
 from .cluster import cluster, resolution_sweep
 from .integrate import integrate
 from .logs import timed
 from .markertable import UNASSIGNED, ambient_prone_genes, load_marker_table, marker_sets
 from .preprocess import highly_variable_genes, pca, signal_components
+from .scoring import gene_scale, score_cells
 
 __all__ = ["collect_cell_types", "concat_sweeps", "subcluster_compartment", "sweep_table"]
 

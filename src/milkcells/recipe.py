@@ -198,10 +198,10 @@ def correct_ambient(adata: ad.AnnData, *, config: dict) -> pd.DataFrame:
 
 def gene_scale(adata: ad.AnnData, *, config: dict) -> pd.Series:
     """Each marker gene's scale on all cells, for the compartments' cell types (block ``annotation``)."""
-    from . import annotate
+    from . import scoring
 
     a = config["annotation"]
-    return annotate.marker_gene_scale(adata, markers=a["markers"], expr_floor=a["expr_floor"])
+    return scoring.marker_gene_scale(adata, markers=a["markers"], expr_floor=a["expr_floor"])
 
 
 def subcluster(adata: ad.AnnData, compartment: str, *, config: dict, scale: pd.Series | None = None,
