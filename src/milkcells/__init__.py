@@ -37,6 +37,7 @@ _MODULES = (
     "logs",
     "markers",
     "markertable",
+    "nullmodel",
     "nyquist2022",
     "plots",
     "preprocess",
