@@ -154,3 +154,12 @@ def test_every_stage_of_the_recipe_is_run_by_a_rule_with_its_settings():
         assert callers, f"no rule script calls recipe.{stage}"
         if recipe.STAGES[stage]:
             assert f'stage_config("{stage}", config)' in rules, f"no rule passes the settings of {stage}"
+
+
+def test_modules_import_no_private_name_of_another_module():
+    bad = []
+    for path in SRC.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and node.module != "_utils":
+                bad += [f"{path.stem}: from .{node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not bad, bad
