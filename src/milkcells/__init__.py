@@ -1,12 +1,15 @@
 """milkcells: an annotated single-cell atlas of human milk.
 
 The science lives here as plain functions on :class:`~anndata.AnnData`; the
-Snakemake workflow and the notebooks call the same functions, stage by stage:
+Snakemake workflow and the notebooks call the same functions, in the order and
+with the settings of :mod:`milkcells.recipe`:
 
-``io`` (reading) -> ``cellcalling`` (with ``barcoderanks`` and ``emptydrops``)
--> ``qc`` -> ``doublets`` -> ``preprocess`` -> ``integrate`` -> ``cluster`` ->
-``markers`` -> ``annotate`` -> ``compartments`` -> ``composition`` -> ``plots``. ``datasets`` makes the
-simulated demo data.
+``io`` (reading) -> ``cellcalling`` (with ``barcoderanks``, ``emptydrops`` and
+``nullmodel``) -> ``qc`` -> ``doublets`` -> ``preprocess`` -> ``integrate`` ->
+``cluster`` -> ``markers`` -> ``annotate`` (with ``markertable`` and ``scoring``)
+-> ``ambient`` -> ``compartments`` -> ``composition`` -> ``plots``. ``genes``
+says which genes are mitochondrial or ribosomal; ``storage`` reads and writes
+the workflow's files; ``datasets`` makes the simulated demo data.
 """
 
 import importlib
