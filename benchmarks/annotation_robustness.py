@@ -40,8 +40,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from milkcells import ambient, annotate, cellcalling, cluster, compartments, datasets, integrate, preprocess, qc
+from milkcells import (
+    ambient,
+    annotate,
+    cellcalling,
+    cluster,
+    compartments,
+    datasets,
+    integrate,
+    markertable,
+    preprocess,
+    qc,
+)
 from milkcells import simulation as simu
+from milkcells.genes import is_mitochondrial
 
 GRID_FRACTIONS = (1.0, 0.7, 0.5)
 GRID_SHARING = (0.0, 0.1, 0.3)
@@ -83,7 +95,7 @@ def simulate_dataset(marker_fraction: float, sharing: float, *, seed: int = 0, n
         a.obs["sample"] = a.uns["simulation"]["sample"]
         a.obs["donor"] = a.uns["simulation"]["donor"]
         a.obs["batch"] = a.obs["donor"]
-        a.var["mt"] = a.var_names.str.startswith("MT-")
+        a.var["mt"] = is_mitochondrial(a.var_names)
     return samples
 
 
@@ -101,7 +113,7 @@ def atlas_from_cells(called: list):
     annotate.annotate_compartments(m)
     ambient.estimate_contamination(m)
     ambient.correct_ambient(m)
-    parts = [compartments.subcluster_compartment(m, c) for c in annotate.COMPARTMENTS]
+    parts = [compartments.subcluster_compartment(m, c) for c in markertable.COMPARTMENTS]
     compartments.collect_cell_types(m, parts)
     return m, parts
 
@@ -121,7 +133,7 @@ def mixed_confident_clusters(parts: list, *, max_major: float = 0.6, min_conf: f
             top = labels.value_counts(normalize=True)
             if (
                 major < max_major
-                and top.index[0] != annotate.UNASSIGNED
+                and top.index[0] != markertable.UNASSIGNED
                 and top.iloc[0] >= 0.95
                 and (g.loc[labels == top.index[0], "cell_type_broad_confidence"].median() >= min_conf)
             ):

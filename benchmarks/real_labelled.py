@@ -73,7 +73,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from milkcells import agreement, annotate, qc
+from milkcells import agreement, markertable, qc
+from milkcells.genes import is_mitochondrial
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from annotation_robustness import atlas_from_cells  # noqa: E402  (the same stages as the cell-typing benchmark)
@@ -81,7 +82,7 @@ from annotation_robustness import atlas_from_cells  # noqa: E402  (the same stag
 HERE = Path(__file__).resolve().parent
 DEFAULT_MAP = HERE / "real_labelled_labels.tsv"
 DEFAULT_GLOB = os.environ.get("REALDATA", "/work/realdata") + "/*/*.h5ad"
-UNASSIGNED = annotate.UNASSIGNED
+UNASSIGNED = markertable.UNASSIGNED
 
 
 def load_map(path: Path) -> pd.DataFrame:
@@ -121,7 +122,7 @@ def read(path: Path, label_column: str) -> ad.AnnData:
         logging.warning("%s: X is not integer counts", path)
     a.X = X
     a.layers.clear()
-    a.var["mt"] = a.var_names.str.upper().str.startswith("MT-")
+    a.var["mt"] = is_mitochondrial(a.var_names)
     a.obs_names_make_unique()
     a.var_names_make_unique()
     return a
@@ -159,7 +160,7 @@ def evaluate(m: ad.AnnData, mapping: dict[str, dict], n_in: int) -> tuple[dict, 
         "compartment_accuracy": float((comp[has_comp] == truth_comp[has_comp]).mean()) if has_comp.any() else np.nan,
         "compartment_unassigned": float((comp[has_comp] == UNASSIGNED).mean()) if has_comp.any() else np.nan,
     }
-    for c in annotate.COMPARTMENTS:
+    for c in markertable.COMPARTMENTS:
         sel = truth_comp == c
         res[f"recall_{c}"] = float((comp[sel] == c).mean()) if sel.any() else np.nan
         res[f"n_{c}"] = int(sel.sum())
@@ -226,7 +227,7 @@ def report(name: str, res: dict, per_label: pd.DataFrame, seconds: float) -> Non
     if res["unmapped_labels"]:
         print(f"  author labels not in the map (left out): {res['unmapped_labels']}")
     comp_line = ", ".join(
-        f"{c} {res[f'recall_{c}']:.3f} (n={res[f'n_{c}']})" for c in annotate.COMPARTMENTS if res[f"n_{c}"]
+        f"{c} {res[f'recall_{c}']:.3f} (n={res[f'n_{c}']})" for c in markertable.COMPARTMENTS if res[f"n_{c}"]
     )
     print(
         f"  compartment accuracy {res['compartment_accuracy']:.3f} (unassigned {res['compartment_unassigned']:.3f}); "

@@ -1,6 +1,6 @@
 """Check milkcells' EmptyDrops and barcode-rank points against R's DropletUtils (the reference).
 
-Runs :func:`milkcells.emptydrops.emptydrops` and :func:`milkcells.cellcalling.barcode_ranks`
+Runs :func:`milkcells.emptydrops.emptydrops` and :func:`milkcells.barcoderanks.barcode_ranks`
 and, through ``Rscript``, ``DropletUtils::emptyDrops`` and ``DropletUtils::barcodeRanks`` on the
 same raw droplet matrices, with the same ``lower``, ``niters``, ``retain`` (the knee) and
 ``test.ambient=FALSE``, and prints per matrix:
@@ -65,7 +65,7 @@ def _totals(adata) -> np.ndarray:
 
 def matrices(names: list[str] | None = None, small: bool = False) -> dict:
     """``{name: (raw AnnData, lower)}``, the simulated test matrices (``small``: a quick version)."""
-    from milkcells import cellcalling, datasets, simulation
+    from milkcells import barcoderanks, datasets, simulation
 
     n_cells, n_empty = (150, 1500) if small else (300, 3000)
     out = {}
@@ -74,7 +74,7 @@ def matrices(names: list[str] | None = None, small: bool = False) -> dict:
         if names is None or name in names:
             a = make()
             # the lower call_cells uses (raised on a pre-trimmed matrix)
-            low = cellcalling.ambient_lower(_totals(a), 100)
+            low = barcoderanks.ambient_lower(_totals(a), 100)
             out[name] = (a, low)
 
     add(
@@ -115,10 +115,10 @@ def compare(adata, lower: float, niters: int = 10000, seed: int = 0, fdr: float 
     """Agreement of milkcells and DropletUtils on one raw matrix."""
     from scipy.stats import spearmanr
 
-    from milkcells import cellcalling, emptydrops
+    from milkcells import barcoderanks, emptydrops
 
     ours = emptydrops.emptydrops(adata, lower=lower, niters=niters, seed=seed, fdr=fdr)
-    pts = cellcalling.barcode_ranks(ours["total"].to_numpy(), lower=lower)
+    pts = barcoderanks.barcode_ranks(ours["total"].to_numpy(), lower=lower)
     with tempfile.TemporaryDirectory() as tmp:
         theirs, meta = run_r(adata, lower, niters, seed, Path(tmp))
     if not np.array_equal(theirs["total"].to_numpy(), ours["total"].to_numpy()):

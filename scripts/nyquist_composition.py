@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(res[key].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if args.out:
         from milkcells import plots
-        from milkcells._utils import save_figure, write_table
+        from milkcells.storage import save_figure, write_table
 
         out = Path(args.out)
         write_table(r, out / "nyquist_reproduction.tsv")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from milkcells import datasets
+from milkcells.genes import is_mitochondrial
 
 REPO = Path(__file__).resolve().parents[1]
 # the project's shared reference data sit beside the clone; MILKCELLS_SHARED_DATA overrides
@@ -22,7 +23,7 @@ def raw_sample():
     """One simulated raw-droplet sample (seeded)."""
     a = datasets.simulate_milk_sample("T1_d005", donor="D1", days_postpartum=5, n_cells=400,
                                       n_empty=2000, n_genes=800)
-    a.var["mt"] = a.var_names.str.startswith("MT-")
+    a.var["mt"] = is_mitochondrial(a.var_names)
     a.obs["sample"] = "T1_d005"
     return a
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from milkcells import agreement, datasets
-from milkcells.annotate import load_marker_table
+from milkcells.markertable import load_marker_table
 
 # A small marker table with a three-level hierarchy, independent of the shipped table's revisions.
 _ROWS = [

@@ -1,44 +1,7 @@
 import numpy as np
 import pandas as pd
-import pytest
 
-from milkcells import InputError, annotate, cellcalling, cluster, datasets, preprocess, qc
-
-
-def test_shipped_marker_table():
-    t = annotate.load_marker_table()
-    assert set(t["level"]) == {"compartment", "cell_type"}
-    assert set(t.loc[t["level"] == "compartment", "compartment"]) == set(annotate.COMPARTMENTS)
-    assert t["ontology_id"].str.match(r"^CL:\d{7}$").all()
-    assert (t["source"].str.len() > 0).all()
-    ambient = set(annotate.curated_ambient_genes())
-    comp_genes = {g for row in t.loc[t["level"] == "compartment", "positive"] for e in row for g in e.split("|")}
-    assert not comp_genes & ambient, "ambient milk transcripts must not be compartment markers"
-    expected = {"LC1", "LC2", "luminal progenitor", "basal", "macrophage", "T cell", "B cell",
-                "neutrophil", "dendritic cell", "fibroblast", "endothelial"}
-    assert expected <= set(t["cell_type"])
-
-
-def test_user_marker_table_errors(tmp_path):
-    p = tmp_path / "m.tsv"
-    p.write_text("level\tcompartment\tcell_type\nclusterish\tepithelial\tX\n")
-    with pytest.raises(InputError, match="missing columns \\['positive'\\]"):
-        annotate.load_marker_table(p)
-    p.write_text("level\tcompartment\tcell_type\tpositive\ncell_type\tglia\tX\tA,B\n")
-    with pytest.raises(InputError, match="unknown compartment"):
-        annotate.load_marker_table(p)
-    p.write_text("level\tcompartment\tcell_type\tpositive\ncell_type\timmune\tX\t\n")
-    with pytest.raises(InputError, match="no positive markers"):
-        annotate.load_marker_table(p)
-    with pytest.raises(InputError, match="not found"):
-        annotate.load_marker_table(tmp_path / "absent.tsv")
-
-
-def test_assign_labels_unassigned_when_weak_or_ambiguous():
-    scores = pd.DataFrame({"a": [0.9, 0.2, 0.6], "b": [0.1, 0.1, 0.55]}, index=["c0", "c1", "c2"])
-    calls = annotate.assign_labels(scores, min_score=0.3, min_margin=0.1)
-    assert list(calls["label"]) == ["a", "unassigned", "unassigned"]
-    assert calls.loc["c0", "confidence"] == pytest.approx(0.8 / 0.9)
+from milkcells import annotate, cellcalling, cluster, datasets, markertable, preprocess, qc, scoring
 
 
 def _cluster_sample(ambient_umis):
@@ -66,16 +29,11 @@ def test_heavy_ambient_casein_does_not_make_immune_cells_epithelial():
 
 def test_casein_marker_in_user_table_is_ignored():
     m = _cluster_sample(ambient_umis=300)
-    t = annotate.load_marker_table()
+    t = markertable.load_marker_table()
     row = t.index[t["compartment"].eq("epithelial") & t["level"].eq("compartment")][0]
     t.at[row, "positive"] = ["CSN2", "LALBA", "EPCAM", "KRT18"]
-    sets = annotate.marker_sets(m, table=t, level="compartment", exclude=annotate.ambient_prone_genes(m))
+    sets = markertable.marker_sets(m, table=t, level="compartment", exclude=markertable.ambient_prone_genes(m))
     assert sets["epithelial"] == ["EPCAM", "KRT18"]
-
-
-def test_alias_resolution():
-    assert annotate._resolve(["CXCL8|IL8", "X|Y"], {"IL8", "Y"}, set()) == ["IL8", "Y"]
-    assert annotate._resolve(["CXCL8|IL8"], {"CXCL8", "IL8"}, set()) == ["CXCL8"]
 
 
 def test_one_cluster_of_mixed_immune_types_gets_no_single_label():
@@ -101,44 +59,13 @@ def test_one_cluster_of_mixed_immune_types_gets_no_single_label():
 
 def test_scores_do_not_depend_on_the_partition():
     m = _cluster_sample(ambient_umis=120)
-    sets = annotate.marker_sets(m, table=annotate.load_marker_table(), level="cell_type", compartment="immune",
-                                exclude=annotate.ambient_prone_genes(m))
-    a = annotate.score_cells(m, sets)
+    sets = markertable.marker_sets(m, table=markertable.load_marker_table(), level="cell_type", compartment="immune",
+                                exclude=markertable.ambient_prone_genes(m))
+    a = scoring.score_cells(m, sets)
     m.obs["one"] = "0"
-    b = annotate.score_cells(m, sets)
+    b = scoring.score_cells(m, sets)
     pd.testing.assert_frame_equal(a, b)
     assert ((a.to_numpy() >= 0) & (a.to_numpy() <= 2)).all()  # one cell's gene is capped at 2
-
-
-def test_milk_transcripts_count_only_in_excess_of_ambient():
-    import scipy.sparse as sp
-
-    ad_ = pytest.importorskip("anndata")
-    X = sp.csr_matrix(np.array([[5, 100], [60, 100], [0, 100]], dtype=np.float32))
-    a = ad_.AnnData(X=X, obs=pd.DataFrame({"sample": ["s"] * 3, "ambient_contamination": [0.05, 0.05, 0.05]},
-                                          index=["a", "b", "c"]),
-                    var=pd.DataFrame({"ambient_fraction_s": [0.5, 0.5]}, index=["CSN1S1", "X"]))
-    a.layers["counts"] = a.X.copy()
-    ex = annotate.milk_excess(a, ["CSN1S1"])
-    # expected ambient CSN1S1: 0.05 * n * 0.5 = 2.6 (cell a), 4 (cell b): 5 counts is no excess, 60 is
-    assert ex[:, 0].tolist() == [False, True, False]
-    del a.obs["ambient_contamination"]
-    assert not annotate.milk_excess(a, ["CSN1S1"]).any()  # without an ambient estimate, never evidence
-
-
-def test_a_cluster_sharing_a_related_programme_at_a_fraction_is_not_that_type():
-    # a cluster showing the neutrophil programme at a third of the neutrophils' level (mast cells,
-    # which the table does not know, share granulocyte genes): a clear lead, yet not a neutrophil
-    scores = pd.DataFrame({"neutrophil": [0.45] * 20 + [0.15] * 20, "eosinophil": [0.05] * 40},
-                          index=[f"c{i}" for i in range(40)])
-    groups = pd.Series(["0"] * 20 + ["1"] * 20, index=scores.index)
-    cells, table = annotate.call_groups(scores, groups, min_score=0.1, min_relative=0.5, override_ratio=None)
-    assert list(table["label"]) == ["neutrophil", "unassigned"]
-    assert table["status"].iloc[1] == "shared"
-    assert (cells["label"].iloc[20:] == "unassigned").all()
-    # without the requirement the lead alone would call it
-    _, plain = annotate.call_groups(scores, groups, min_score=0.1, override_ratio=None)
-    assert list(plain["label"]) == ["neutrophil", "neutrophil"]
 
 
 def _knn(adata, k=10):

@@ -13,9 +13,9 @@ import pytest
 import scipy.sparse as sp
 
 from milkcells import InputError, io
-from milkcells._utils import write_table
+from milkcells.storage import write_table
 from milkcells.archives import biostudies
-from milkcells.io import MilkcellsWarning
+from milkcells import MilkcellsWarning
 from milkcells.samplesheet import read_sample_sheet
 
 DATA = Path(__file__).parent / "data" / "sources"

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from milkcells import InputError, io
 from milkcells.archives import scp
-from milkcells.io import MilkcellsWarning
+from milkcells import MilkcellsWarning
 from milkcells.samplesheet import read_sample_sheet
 
 DATA = Path(__file__).parent / "data" / "sources"

@@ -1,12 +1,7 @@
 import numpy as np
 import pytest
 
-from milkcells import cellcalling
-
-
-def test_raw_and_filtered_detected(raw_sample, called_sample):
-    assert cellcalling.is_raw_matrix(raw_sample)
-    assert not cellcalling.is_raw_matrix(called_sample)
+from milkcells import barcoderanks, cellcalling
 
 
 def _recall_and_empties(raw, called):
@@ -53,18 +48,9 @@ def test_ambient_profile_is_milk_protein(raw_sample, called_sample):
     assert corr > 0.95
 
 
-def test_barcode_ranks_on_two_populations(rng):
-    totals = np.concatenate([rng.lognormal(np.log(3000), 0.3, 500), rng.lognormal(np.log(150), 0.4, 5000)])
-    pts = cellcalling.barcode_ranks(totals, lower=50)
-    assert 400 < pts["inflection"] < 1500
-    assert 300 < pts["inflection_rank"] < 700
-
-
 def test_bad_arguments(raw_sample):
     with pytest.raises(ValueError, match="method must be one of"):
         cellcalling.call_cells(raw_sample, method="emptydrops-ish")
-    with pytest.raises(ValueError, match="too few"):
-        cellcalling.barcode_ranks(np.array([1.0, 2.0]), lower=100)
 
 
 # --- issue 8: real droplet matrices (pre-trimmed, heavy ambient, few cells) -------------------------
@@ -94,7 +80,7 @@ def _kept_and_empties(raw, called, kept):
 def test_pretrimmed_raw_matrix_is_called_not_kept_whole(ambient80, trim):
     # the old rule (half the barcodes under 100 UMIs) took these for filtered matrices and kept every barcode
     raw = ambient80[_totals(ambient80) >= trim].copy()
-    assert cellcalling.is_raw_matrix(raw)
+    assert barcoderanks.is_raw_matrix(raw)
     called = cellcalling.call_cells(raw, niters=2000)
     kept = qc.filter_cells(called)
     share_kept, empties_called = _kept_and_empties(raw, called, kept)
@@ -136,12 +122,6 @@ def test_ten_cells_knee_in_ambient_cloud_not_trusted(caplog, kind):
     assert (status != "empty").sum() >= 9
 
 
-def test_filtered_with_small_cells_stays_filtered(rng):
-    # lactocytes and 3x as many small neutrophils, no empty droplets: not a raw matrix
-    totals = np.concatenate([rng.lognormal(np.log(5000), 0.3, 500), rng.lognormal(np.log(800), 0.3, 1500)])
-    assert not cellcalling.is_raw_matrix(np.round(totals))
-
-
 def test_forced_emptydrops_and_loss_guard_on_filtered_matrix(called_sample, caplog):
     with caplog.at_level("WARNING"):
         out = cellcalling.call_cells(called_sample, method="inflection", max_removed_fraction=0.0)
@@ -167,15 +147,6 @@ def test_retain_and_ambient_range(raw_sample):
         cellcalling.call_cells(raw_sample, ambient_range=[100, 50])
     with pytest.raises(InputError, match="retain"):
         cellcalling.call_cells(raw_sample, retain=50)
-
-
-def test_barcode_ranks_matches_dropletutils_figures():
-    # DropletUtils 1.18.1 barcodeRanks on these totals: knee 2052, inflection 931 (lower 100)
-    rng = np.random.default_rng(0)
-    totals = np.concatenate([rng.lognormal(np.log(3000), 0.3, 500), rng.lognormal(np.log(150), 0.4, 5000),
-                             rng.integers(1, 20, 10000)]).round()  # fmt: skip
-    pts = cellcalling.barcode_ranks(totals, lower=100)
-    assert pts["knee"] == pytest.approx(2052) and pts["inflection"] == pytest.approx(931)
 
 
 def test_report_text_states_the_method_actually_used():

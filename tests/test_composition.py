@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkcells import InputError, composition, nyquist2022, plots
+from milkcells import InputError, composition, lactation, nyquist2022, plots
 
 from .conftest import SHARED, needs_shared
 
@@ -170,7 +170,7 @@ def scp():
 def test_stages_are_the_portals():
     raw = pd.read_csv(SCP, sep="\t").dropna(subset=["milk_stage_inferred"])
     assert len(raw) == 50
-    got = composition.lactation_stage(raw["time_post_partum_days_inferred"])
+    got = lactation.lactation_stage(raw["time_post_partum_days_inferred"])
     assert list(got) == list(raw["milk_stage_inferred"])
 
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from milkcells import composition, composition_model, lactation
-from milkcells.composition_model import _permutations, _williams
+from milkcells import composition_model, lactation
+from milkcells.composition_model import _permutations, williams_fit
 
 
 def _fe_data(seed=0, donors=6, times=4, phi=0.02):
@@ -24,7 +24,7 @@ def _fe_data(seed=0, donors=6, times=4, phi=0.02):
 def test_fit_matches_statsmodels_glm():
     y, n, x, blocks = _fe_data()
     nb = blocks.max() + 1
-    beta, info, mu, phi, w = _williams(y, n, blocks, nb, x=x)
+    beta, info, mu, phi, w = williams_fit(y, n, blocks, nb, x=x)
     X = np.column_stack([x, np.eye(nb)[blocks]])
     ref = sm.GLM(y / n, X, family=sm.families.Binomial(), var_weights=n * w).fit(scale=1.0)
     assert beta == pytest.approx(ref.params[0], abs=1e-7)
@@ -36,7 +36,7 @@ def test_fit_matches_statsmodels_glm():
 
 
 def test_dispersion_is_recovered_roughly():
-    phis = [_williams(*_fe_data(seed=s, donors=20, phi=0.05)[:2], _fe_data(seed=s, donors=20)[3], 20,
+    phis = [williams_fit(*_fe_data(seed=s, donors=20, phi=0.05)[:2], _fe_data(seed=s, donors=20)[3], 20,
                       x=_fe_data(seed=s, donors=20)[2])[3] for s in range(10)]
     assert 0.02 < np.median(phis) < 0.08
 
@@ -83,8 +83,8 @@ def test_pool_units_sums_replicates():
 
 
 def test_simulate_cohort():
-    c1, s1 = composition.simulate_cohort(seed=3)
-    c2, _ = composition.simulate_cohort(seed=3)
+    c1, s1 = lactation.simulate_cohort(seed=3)
+    c2, _ = lactation.simulate_cohort(seed=3)
     assert c1.equals(c2) and list(c1.columns[:2]) == ["LC2", "LC1"]
     assert (c1.sum(axis=1).between(200, 1500 * 2)).all() and s1["donor"].nunique() == 10
     assert s1.groupby(["donor", "days_postpartum"]).size().max() >= 2  # replicates exist

@@ -19,6 +19,7 @@ from milkcells import (
     markers,
     preprocess,
     qc,
+    recipe,
 )
 
 from .conftest import REPO
@@ -37,8 +38,7 @@ MIRRORS = {
     ("cell_calling", "max_removed_fraction"): (cellcalling.call_cells, "max_removed_fraction"),
     ("cell_calling", "error_on_excess_loss"): (cellcalling.call_cells, "error_on_excess_loss"),
     **{("qc", k): (qc.filter_cells, k) for k in SCHEMA["properties"]["qc"]["properties"]},
-    **{("doublets", k): (doublets.remove_doublets, k) for k in SCHEMA["properties"]["doublets"]["properties"]
-       if k != "enabled"},
+    **{("doublets", k): (doublets.remove_doublets, k) for k in SCHEMA["properties"]["doublets"]["properties"]},
     ("preprocess", "min_cells"): (preprocess.merge_samples, "min_cells"),
     ("preprocess", "target_sum"): (preprocess.preprocess, "target_sum"),
     ("preprocess", "n_top_genes"): (preprocess.preprocess, "n_top_genes"),
@@ -51,12 +51,13 @@ MIRRORS = {
     ("integration", "max_iter"): (integrate.integrate, "max_iter"),
     ("clustering", "n_neighbors"): (cluster.cluster, "n_neighbors"),
     ("clustering", "resolution"): (cluster.cluster, "resolution"),
-    ("clustering", "compartment_resolution"): (compartments.subcluster_compartment, "resolution"),
+    ("subcluster", "resolution"): (compartments.subcluster_compartment, "resolution"),
     ("markers", "method"): (markers.rank_markers, "method"),
     ("markers", "n_genes"): (markers.rank_markers, "n_genes"),
     ("markers", "max_cells_per_group"): (markers.rank_markers, "max_cells_per_group"),
-    ("annotation", "compartment_min_score"): (annotate.annotate_compartments, "min_score"),
-    ("annotation", "compartment_exclusive_ratio"): (annotate.annotate_compartments, "exclusive_ratio"),
+    ("compartment_calls", "min_score"): (annotate.annotate_compartments, "min_score"),
+    ("compartment_calls", "exclusive_ratio"): (annotate.annotate_compartments, "exclusive_ratio"),
+    ("annotation", "markers"): (annotate.annotate_cell_types, "markers"),
     ("annotation", "min_score"): (annotate.annotate_cell_types, "min_score"),
     ("annotation", "min_margin"): (annotate.annotate_compartments, "min_margin"),
     ("annotation", "expr_floor"): (annotate.annotate_compartments, "expr_floor"),
@@ -78,6 +79,8 @@ def test_library_default_mirrors_schema(section, key):
     func, param = MIRRORS[(section, key)]
     schema_default = SCHEMA["properties"][section]["properties"][key]["default"]
     assert inspect.signature(func).parameters[param].default == schema_default
+    if section != "dataset":  # the science blocks carry the library's keyword names
+        assert key == param, (section, key, param)
 
 
 @pytest.mark.parametrize("name", archives.names())
@@ -97,7 +100,7 @@ def test_each_archive_has_its_block_of_prepare_keywords(name):
 
 
 def test_every_schema_key_is_mirrored_or_workflow_only():
-    workflow_only = {("doublets", "enabled"), ("annotation", "marker_table"), ("annotation", "author_label_column")} | {
+    workflow_only = {("annotation", "author_label_column")} | {
         ("dataset", k) for k in ("archive", "name", "download_dir", *archives.names())  # blocks: tested above
     }
     for section, spec in SCHEMA["properties"].items():
@@ -157,3 +160,30 @@ def test_nested_archive_defaults_are_filled():
     assert cfg["dataset"]["biostudies"] == {"accessions": ["E-MTAB-9841"], "include_tissue": False,
                                             "base_url": "https://ftp.ebi.ac.uk/biostudies/fire/"}
     assert cfg["dataset"]["cellxgene"]["label_column"] == "cell_type" and cfg["dataset"]["retries"] == 5
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(recipe.RENAMED_KEYS.items()))
+def test_renamed_keys_name_the_new_key(old, new):
+    from milkcells import InputError
+
+    with pytest.raises(InputError, match=rf"{old[0]}\.{old[1]}.*renamed.*{new[0]}\.{new[1]}"):
+        recipe.default_config({old[0]: {old[1]: 1}})
+    assert new[1] in SCHEMA["properties"][new[0]]["properties"] and old[1] not in SCHEMA["properties"][old[0]]["properties"]
+
+
+def test_recipe_default_config_is_the_validated_schema_defaults():
+    cfg = {"samples": "s.tsv", "outdir": "o"}
+    validate(cfg, schema=str(files("milkcells") / "schemas" / "config.schema.yaml"), set_default=True)
+    assert recipe.default_config() == cfg | {"samples": "config/samples.tsv", "outdir": "results"}
+    got = recipe.default_config({"qc": {"min_genes": 150}})
+    assert got["qc"]["min_genes"] == 150 and got["qc"]["min_counts"] == cfg["qc"]["min_counts"]
+    from milkcells import InputError
+
+    with pytest.raises(InputError, match="qc"):
+        recipe.default_config({"qc": {"nmads_mito": -1}})
+
+
+def test_every_stage_reads_blocks_of_the_schema():
+    for stage, blocks in recipe.STAGES.items():
+        for block in blocks:
+            assert block in SCHEMA["properties"], (stage, block)

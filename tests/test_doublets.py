@@ -99,3 +99,11 @@ def test_bad_parameters(qc_sample):
     with pytest.raises(ValueError, match="resolution"):
         doublets.remove_doublets(qc_sample, resolution=0)
 
+
+
+def test_disabled_keeps_every_cell_and_says_so(qc_sample):
+    out = doublets.remove_doublets(qc_sample, enabled=False)
+    assert out.n_obs == qc_sample.n_obs and out is not qc_sample
+    rec = out.uns["milkcells"]["doublets"]
+    assert rec["params"] == {"enabled": False} and rec["n_doublets"] == 0 and rec["n_kept"] == qc_sample.n_obs
+    assert "doublet_score" not in out.obs and "doublets" not in qc_sample.uns["milkcells"]

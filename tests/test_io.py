@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from milkcells import InputError, io
+from milkcells import InputError, MilkcellsWarning, io
 
 
 @pytest.mark.parametrize("gzipped", [True, False])
@@ -119,7 +119,7 @@ def test_no_mito_genes_warns(tmp_path, called_sample):
     sub = called_sample[:20, ~called_sample.var_names.str.startswith("MT-")].copy()
     p = tmp_path / "nomt.h5ad"
     sub.write_h5ad(p)
-    with pytest.warns(io.MilkcellsWarning, match="no mitochondrial genes"):
+    with pytest.warns(MilkcellsWarning, match="no mitochondrial genes"):
         a = io.read_sample(p, sample="NOMT")
     assert not a.var["mt"].any()
 

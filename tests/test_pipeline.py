@@ -1,21 +1,23 @@
-"""The library stages chained as a notebook would call them, on small simulated data."""
+"""The library stages chained as the recipe (the workflow, the notebook) chains them, on small simulated data."""
 
 import numpy as np
 import pytest
 
 from milkcells import (
     annotate,
-    cellcalling,
     cluster,
     compartments,
-    composition,
     datasets,
-    doublets,
     integrate,
-    markers,
+    markertable,
     preprocess,
-    qc,
+    recipe,
+    scoring,
 )
+
+# the workflow's settings, a few changed for small data
+CONFIG = recipe.default_config({"preprocess": {"n_top_genes": 600, "n_pcs": 20},
+                                "markers": {"method": "t-test", "n_genes": 5}})
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,8 @@ def processed():
         raw.obs_names = [f"{name}_{b}" for b in raw.obs_names]
         raw.obs["sample"], raw.obs["donor"], raw.obs["batch"] = name, donor, donor
         raw.obs["days_postpartum"] = float(days)
-        parts.append(doublets.remove_doublets(qc.filter_cells(cellcalling.call_cells(raw))))
-    m = preprocess.merge_samples(parts)
-    preprocess.preprocess(m, n_top_genes=600, n_pcs=20)
-    return m
+        parts.append(recipe.qc(recipe.call_cells(raw, config=CONFIG), config=CONFIG))
+    return recipe.preprocess(parts, config=CONFIG)
 
 
 def test_merge_keeps_counts_and_records(processed):
@@ -66,23 +66,22 @@ def test_harmony_reduces_donor_separation(processed):
 
 
 def test_cluster_annotate_split_compose(processed):
-    m = processed.copy()
-    rep = integrate.integrate(m, key="batch")
-    cluster.cluster(m, use_rep=rep)
+    # the stages after the merge, as the workflow runs them (ambient correction included)
+    result = recipe.analyse(processed.copy(), CONFIG)
+    m, table = result.atlas, result.tables["markers"]
     assert "X_umap" in m.obsm and m.obs["leiden"].nunique() >= 5
-    table = markers.rank_markers(m, method="t-test", n_genes=5)
     assert set(table["group"].astype(str)) == set(m.obs["leiden"].astype(str))
     assert (table.groupby("group", observed=True).size() == 5).all()
-    annotate.annotate_compartments(m)
-    parts = [compartments.subcluster_compartment(m, c) for c in annotate.COMPARTMENTS]
-    assert parts[2].n_obs == 0  # simulated milk has no stromal cells
-    compartments.collect_cell_types(m, parts)
+    assert list(result.compartments) == list(markertable.COMPARTMENTS)
+    assert result.compartments["stromal"].n_obs == 0  # simulated milk has no stromal cells
+    assert "ambient_corrected" in m.layers and set(result.tables["ambient"]["sample"]) == set(m.obs["sample"])
+    assert m.uns["milkcells"]["config"]["preprocess"]["n_pcs"] == 20
     # demo simulator (the table's own markers): a plumbing check, not evidence of accuracy
     res = datasets.truth_agreement(m)
     print({k: v for k, v in res.items() if k != "cell_type_recall"}, res["cell_type_recall"])
     assert res["compartment_accuracy"] >= 0.98, res
     assert res["cell_type_macro_f1"] >= 0.75, res
-    comp = composition.composition_table(m)
+    comp = result.tables["composition"]
     sums = comp[comp["level"] == "cell_type"].groupby("sample")["fraction"].sum()
     assert np.allclose(sums, 1.0)
     sums = comp[comp["level"] == "compartment"].groupby("sample")["fraction"].sum()
@@ -93,16 +92,14 @@ def test_cluster_annotate_split_compose(processed):
 
 
 def test_resolution_sweep_prefers_stable_pure_partitions(processed):
-    from milkcells import annotate
-
     m = processed.copy()
     epi = m[m.obs["sim_compartment"].astype(str) == "epithelial"].copy()
     preprocess.highly_variable_genes(epi, n_top_genes=500)
     preprocess.pca(epi, n_comps=15)
     cluster.cluster(epi, use_rep="X_pca", umap=False)
-    sets = annotate.marker_sets(epi, table=annotate.load_marker_table(), level="cell_type", compartment="epithelial",
-                                exclude=annotate.ambient_prone_genes(epi))
-    scores = annotate.score_cells(epi, sets)
+    sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
+                                exclude=markertable.ambient_prone_genes(epi))
+    scores = scoring.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.2, 1.0, 4.0), scores=scores)
     assert list(sweep["resolution"]) == [0.2, 1.0, 4.0]
     assert sweep["n_clusters"].is_monotonic_increasing
@@ -120,8 +117,6 @@ def test_sweep_never_rates_one_cluster_of_a_heterogeneous_compartment_stable(pro
     """Today's failure: two identical one-cluster partitions have ARI 1 and were chosen."""
     import scipy.sparse as sp
 
-    from milkcells import annotate
-
     m = processed.copy()
     epi = m[m.obs["sim_compartment"].astype(str) == "epithelial"].copy()
     preprocess.highly_variable_genes(epi, n_top_genes=500)
@@ -133,9 +128,9 @@ def test_sweep_never_rates_one_cluster_of_a_heterogeneous_compartment_stable(pro
     rows = np.repeat(np.arange(n), 3)
     g = sp.csr_matrix((np.full(n * 3, 0.05), (rows, rng.integers(0, n, n * 3))), shape=(n, n))
     epi.obsp["connectivities"] = (epi.obsp["connectivities"] + g + g.T).tocsr()
-    sets = annotate.marker_sets(epi, table=annotate.load_marker_table(), level="cell_type", compartment="epithelial",
-                                exclude=annotate.ambient_prone_genes(epi))
-    scores = annotate.score_cells(epi, sets)
+    sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
+                                exclude=markertable.ambient_prone_genes(epi))
+    scores = scoring.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.001, 1.0), scores=scores)
     assert sweep.loc[0, "n_clusters"] == 1
     assert sweep.loc[0, "stability"] == 0 and "heterogeneous" in sweep.loc[0, "reason"]
@@ -146,7 +141,7 @@ def test_compartment_from_its_own_rows_and_a_gene_scale_equals_the_whole_atlas_p
     # the workflow reads one compartment's rows and the genes' scale measured on all cells
     # (rule gene_scale) instead of the whole atlas: the same cell types must come out
     from milkcells import ambient
-    from milkcells._utils import read_h5ad_part, write_h5ad
+    from milkcells.storage import read_h5ad_part, write_h5ad
 
     m = processed.copy()
     rep = integrate.integrate(m, key="batch")
@@ -157,7 +152,7 @@ def test_compartment_from_its_own_rows_and_a_gene_scale_equals_the_whole_atlas_p
     path = tmp_path / "atlas.h5ad"
     write_h5ad(m, path)
     ref = read_h5ad_part(path, X=False, layers=("ambient_corrected",), obsm=False, varm=False)
-    scale = annotate.marker_gene_scale(ref)
+    scale = scoring.marker_gene_scale(ref)
     for comp in ("epithelial", "immune"):
         whole = compartments.subcluster_compartment(m, comp)
         part = read_h5ad_part(path, rows=lambda obs, c=comp: obs["compartment"].astype(str) == c, obsp=False)
@@ -172,9 +167,9 @@ def test_gene_scale_takes_known_genes_and_measures_the_rest(processed):
     m = processed.copy()
     cluster.cluster(m, umap=False)
     genes = list(m.var_names[:12])
-    full = annotate.gene_scale(m, genes)
+    full = scoring.gene_scale(m, genes)
     known = full.iloc[::2] * 0 + 7.0  # given values must be used as given, not re-measured
-    got = annotate.gene_scale(m, genes, known=known)
+    got = scoring.gene_scale(m, genes, known=known)
     assert list(got.index) == genes
     assert (got[known.index] == 7.0).all()
     rest = [g for g in genes if g not in known.index]

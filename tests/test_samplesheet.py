@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from milkcells import InputError
-from milkcells.io import MilkcellsWarning
+from milkcells import MilkcellsWarning
 from milkcells.samplesheet import read_sample_sheet
 
 

@@ -1,18 +1,23 @@
 """milkcells: an annotated single-cell atlas of human milk.
 
 The science lives here as plain functions on :class:`~anndata.AnnData`; the
-Snakemake workflow and the notebooks call the same functions, stage by stage:
+Snakemake workflow and the notebooks call the same functions, in the order and
+with the settings of :mod:`milkcells.recipe`:
 
-``io`` (reading) -> ``cellcalling`` -> ``qc`` -> ``doublets`` -> ``preprocess``
--> ``integrate`` -> ``cluster`` -> ``markers`` -> ``annotate`` ->
-``compartments`` -> ``composition`` -> ``plots``. ``datasets`` makes the
-simulated demo data; ``archives`` pulls public datasets (through ``download``).
+``io`` (reading) -> ``cellcalling`` (with ``barcoderanks``, ``emptydrops`` and
+``nullmodel``) -> ``qc`` -> ``doublets`` -> ``preprocess`` -> ``integrate`` ->
+``cluster`` -> ``markers`` -> ``annotate`` (with ``markertable`` and ``scoring``)
+-> ``ambient`` -> ``compartments`` -> ``composition`` -> ``plots``. ``genes``
+says which genes are mitochondrial or ribosomal; ``storage`` reads and writes
+the workflow's files; ``datasets`` makes the simulated demo data; ``archives``
+pulls public datasets (through ``download``) and ``samplesheet`` reads the sample
+sheet.
 """
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from ._utils import InputError
+from ._utils import InputError, MilkcellsWarning
 
 #: the library's modules, imported on first use (``milkcells.annotate``, ``from milkcells import qc``):
 #: a workflow rule that reads one sample does not pay for scanpy and scikit-learn
@@ -21,6 +26,7 @@ _MODULES = (
     "ambient",
     "annotate",
     "archives",
+    "barcoderanks",
     "cellcalling",
     "checks",
     "cluster",
@@ -31,16 +37,24 @@ _MODULES = (
     "doublets",
     "download",
     "emptydrops",
+    "genes",
     "integrate",
     "io",
     "lactation",
+    "logs",
     "manifest",
     "markers",
+    "markertable",
+    "nullmodel",
     "nyquist2022",
     "plots",
     "preprocess",
     "qc",
+    "recipe",
     "samplesheet",
+    "scoring",
+    "simulation",
+    "storage",
 )
 
 
@@ -59,4 +73,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - source tree without install
     __version__ = "0+unknown"
 
-__all__ = ["InputError", *_MODULES, "__version__"]
+__all__ = ["InputError", "MilkcellsWarning", *_MODULES, "__version__"]

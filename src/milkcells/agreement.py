@@ -7,7 +7,7 @@ list are matched case-insensitively to the compartments and cell types of the
 marker table and, failing that, kept as they are.
 
 **Comparing at the author's level.** milkcells' labels form a hierarchy, read
-at run time from the marker table (:func:`milkcells.annotate.load_marker_table`):
+at run time from the marker table (:func:`milkcells.markertable.load_marker_table`):
 compartment -> cell type -> subtype (a ``cell_type`` row with a ``parent``).
 The *lineage* of a label lists it and its ancestors, finest first
 (:func:`label_lineage`; ``"CD4 T cell"`` -> ``["CD4 T cell", "T cell",
@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from .annotate import UNASSIGNED, load_marker_table
 from .composition import author_label_map
+from .markertable import UNASSIGNED, load_marker_table
 
 __all__ = [
     "label_hierarchy",

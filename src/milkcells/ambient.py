@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from scipy.stats import trim_mean
 
 from ._utils import record_params
-from .annotate import curated_ambient_genes
+from .markertable import curated_ambient_genes
 
 __all__ = ["estimate_contamination", "correct_ambient"]
 

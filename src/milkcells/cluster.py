@@ -16,10 +16,11 @@ import scanpy as sc
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._utils import record_params, timed
+from ._utils import record_params
+from .logs import timed
 
-__all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "import_umap", "knn_indices", "neighbors",
-           "resolution_sweep"]
+__all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "has_graph", "import_umap", "knn_indices",
+           "neighbors", "resolution_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -403,13 +404,13 @@ def resolution_sweep(
         Leiden runs per resolution with different seeds; *stability* is the
         mean adjusted Rand index between the runs' partitions.
     scores
-        Per-cell marker-set scores (:func:`milkcells.annotate.score_cells`).
+        Per-cell marker-set scores (:func:`milkcells.scoring.score_cells`).
         Each cell's own best set (after kNN smoothing; cells whose best score
         is under half ``min_score`` are uninformative) defines *purity*: the
         size-weighted share of each cluster's informative cells that agree
         with the cluster's majority. Without scores, purity is 1.
     min_score
-        As in :func:`milkcells.annotate.call_groups`.
+        As in :func:`milkcells.scoring.call_groups`.
     min_share
         The compartment is *heterogeneous* when at least two sets are the best
         set of at least this share (and 10) of its informative cells. A
@@ -434,7 +435,7 @@ def resolution_sweep(
     """
     from sklearn.metrics import adjusted_rand_score
 
-    from .annotate import smooth_scores
+    from .scoring import smooth_scores
 
     if "connectivities" not in adata.obsp:
         raise ValueError("resolution_sweep needs the kNN graph: run milkcells.cluster.cluster first")

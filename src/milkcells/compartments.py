@@ -8,13 +8,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ._utils import record_params, timed
-from .annotate import UNASSIGNED, ambient_prone_genes, annotate_cell_types, gene_scale, load_marker_table, marker_sets, score_cells
+from ._utils import record_params
+from .annotate import annotate_cell_types
 from .cluster import cluster, resolution_sweep
 from .integrate import integrate
+from .logs import timed
+from .markertable import UNASSIGNED, ambient_prone_genes, load_marker_table, marker_sets
 from .preprocess import highly_variable_genes, pca, signal_components
+from .scoring import gene_scale, score_cells
 
-__all__ = ["subcluster_compartment", "collect_cell_types"]
+__all__ = ["collect_cell_types", "concat_sweeps", "subcluster_compartment", "sweep_table"]
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +159,8 @@ def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
     """Copy ``cell_type`` and its confidence from compartment objects back into ``adata``.
 
     Cells in no part (``unassigned`` compartment) get ``cell_type = "unassigned"``; the
-    type level (``cell_type_broad``) and both confidences are copied too.
+    type level (``cell_type_broad``) and both confidences are copied too, and each non-empty
+    part's table of cluster calls to ``uns["milkcells"]["cell_types"][compartment]``.
     """
     label = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
     broad = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
@@ -177,3 +181,25 @@ def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
     adata.obs["cell_type_confidence"] = conf.to_numpy().astype(np.float32)
     adata.obs["cell_type_broad_confidence"] = broad_conf.to_numpy().astype(np.float32)
     adata.obs["leiden_compartment"] = pd.Categorical(sub.to_numpy())
+    adata.uns.setdefault("milkcells", {})["cell_types"] = {
+        str(p.obs["compartment"].iloc[0]): p.uns["milkcells"]["cell_type"]["clusters"] for p in parts if p.n_obs
+    }
+
+
+#: the columns of a sweep table without rows (no compartment swept)
+SWEEP_COLUMNS = ["compartment", "resolution"]
+
+
+def sweep_table(adata: ad.AnnData) -> pd.DataFrame:
+    """The resolution sweep of a compartment made by :func:`subcluster_compartment` (resolution ``"auto"``).
+
+    A table without rows (columns :data:`SWEEP_COLUMNS`) when the compartment was not swept.
+    """
+    sweep = adata.uns.get("milkcells", {}).get("subcluster", {}).get("sweep")
+    return pd.DataFrame(columns=SWEEP_COLUMNS) if sweep is None else sweep
+
+
+def concat_sweeps(sweeps: list[pd.DataFrame]) -> pd.DataFrame:
+    """The compartments' sweep tables (:func:`sweep_table`) in one: those with rows, in order."""
+    sweeps = [s for s in sweeps if len(s)]
+    return pd.concat(sweeps) if sweeps else pd.DataFrame(columns=SWEEP_COLUMNS)

@@ -5,8 +5,8 @@
 :mod:`milkcells.composition_model` to every share (replicates pooled, donor
 fixed effects, overdispersion, within-donor permutation tests, q-values) with
 the papers' naive Spearman beside it; :func:`composition_by_stage` gives the
-shares per lactation stage (:mod:`milkcells.lactation`). The simulator of a
-cohort with known effects, :func:`simulate_cohort`, is re-exported here.
+shares per lactation stage (:mod:`milkcells.lactation`, which also simulates
+a cohort with known effects: :func:`milkcells.lactation.simulate_cohort`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 
 from ._utils import InputError
 from .composition_model import time_effects
-from .lactation import lactation_stage, simulate_cohort, stage_shares
+from .lactation import stage_shares
 from .samplesheet import DAYS_PER_UNIT
 
 __all__ = [
@@ -29,10 +29,6 @@ __all__ = [
     "time_correlations",
     "composition_over_time",
     "composition_by_stage",
-    "time_effects",
-    "lactation_stage",
-    "stage_shares",
-    "simulate_cohort",
     "author_label_map",
 ]
 

@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "williams_fit",
     "time_covariate",
     "pool_units",
     "fit_share_trend",
@@ -181,8 +182,13 @@ def _slope(y, n, w, x, blocks, nb, start=0.0):
     return beta, info, mu
 
 
-def _williams(y, n, blocks, nb, x=None, offset=None, max_iter: int = 50):
-    """Williams' model II: slope (or None), its information, mu, phi and weights."""
+def williams_fit(y, n, blocks, nb, x=None, offset=None, max_iter: int = 50):
+    """Williams' model II fit of counts ``y`` of ``n`` in blocks (donor intercepts), with a slope on ``x`` if given.
+
+    Returns
+    -------
+    ``(slope or None, its information, mu, phi, weights)``.
+    """
     offset = np.zeros(len(y)) if offset is None else offset
     df = len(y) - nb - (x is not None)
     phi, beta, info = 0.0, None, np.nan
@@ -356,14 +362,14 @@ def fit_share_trend(
     if out["note"]:
         return out
     yy, nn, xx = use["y"].to_numpy(), use["n"].to_numpy(), use["x"].to_numpy()
-    beta, info, _, phi, _ = _williams(yy, nn, blocks, nb, x=xx)
+    beta, info, _, phi, _ = williams_fit(yy, nn, blocks, nb, x=xx)
     if not np.isfinite(beta) or not info > 0 or abs(beta) > 20 or info < 1 / 400:
         out["note"] = "not estimable: separation (the label is absent at some times)"
         return out
     se = 1.0 / np.sqrt(info)
     perms = _permutations(blocks, n_perm, np.random.default_rng(seed))
     # the test's weights come from the model without time, which permuting times leaves unchanged
-    test = _PermTest(yy, nn, xx, blocks, nb, _williams(yy, nn, blocks, nb)[4], perms)
+    test = _PermTest(yy, nn, xx, blocks, nb, williams_fit(yy, nn, blocks, nb)[4], perms)
     out.update(estimate=float(beta), se=float(se), df=int(df), dispersion=float(phi), n_perm=int(len(perms)),
                pvalue=test.pvalue(0.0))
     if ci:

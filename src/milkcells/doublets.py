@@ -31,8 +31,9 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
-from ._utils import record_params, timed
+from ._utils import record_params
 from .cluster import knn_indices
+from .logs import timed
 
 __all__ = ["remove_doublets"]
 
@@ -226,6 +227,7 @@ def _heterotypic(
 def remove_doublets(
     adata: ad.AnnData,
     *,
+    enabled: bool = True,
     scrublet: bool = True,
     heterotypic: bool = True,
     expected_rate: float = 0.05,
@@ -243,6 +245,8 @@ def remove_doublets(
     ----------
     adata
         QC-passed cells of one sample, raw counts in ``X``.
+    enabled
+        Detect doublets; ``False`` keeps every cell (and records that detection was off).
     scrublet, heterotypic
         Run each detector (module docstring); a cell called by either is removed.
     expected_rate
@@ -273,6 +277,14 @@ def remove_doublets(
     detector called, with ``both``), ``n_clusters``, ``n_artificial`` and both scores of every
     input cell (``scores``, ``probabilities``).
     """
+    if not enabled:
+        log.info("doublet detection disabled: every cell kept")
+        adata = adata.copy()
+        record_params(adata, "doublets", {"enabled": False})
+        adata.uns["milkcells"]["doublets"].update(
+            {"n_doublets": 0, "n_kept": int(adata.n_obs), "by_detector": {"scrublet": 0, "heterotypic": 0, "both": 0}}
+        )
+        return adata
     if not 0 < expected_rate < 1:
         raise ValueError(f"expected_rate must be between 0 and 1, but {expected_rate!r} was passed.")
     if resolution <= 0:

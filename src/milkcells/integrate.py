@@ -8,7 +8,8 @@ from typing import Literal
 import anndata as ad
 import numpy as np
 
-from ._utils import record_params, timed
+from ._utils import record_params
+from .logs import timed
 
 __all__ = ["integrate"]
 

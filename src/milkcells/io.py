@@ -26,6 +26,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from ._utils import InputError, MilkcellsWarning
+from .genes import flag_genes
 
 __all__ = [
     "read_counts",
@@ -33,10 +34,8 @@ __all__ = [
     "find_10x_mtx_files",
     "classify_10x_files",
     "check_integer_counts",
-    "flag_genes",
     "not_counts",
     "write_10x_mtx",
-    "MilkcellsWarning",
 ]
 
 log = logging.getLogger(__name__)
@@ -536,14 +535,6 @@ def _rounded_log_normalised(X) -> str | None:
                 "raw counts follow sequencing depth"
             )
     return None
-
-
-def flag_genes(var: pd.DataFrame) -> None:
-    """Flag mitochondrial (``var["mt"]``: symbols starting ``MT-``) and ribosomal genes
-    (``var["ribo"]``: ``RPS``/``RPL``) in place; the symbols are ``var``'s index, in any case."""
-    sym = var.index.astype(str).str.upper()
-    var["mt"] = np.asarray(sym.str.startswith("MT-"))
-    var["ribo"] = np.asarray(sym.str.startswith(("RPS", "RPL")))
 
 
 def read_sample(

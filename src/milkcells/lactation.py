@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
-from .composition_model import _expit, _williams, bh_qvalues, time_effects
+from .composition_model import bh_qvalues, time_effects, williams_fit
 
 __all__ = ["STAGES", "lactation_stage", "stage_shares", "simulate_cohort", "simulation_error_rates"]
 
@@ -91,7 +92,7 @@ def stage_shares(
     if fitted and len(fu) > len(fitted):
         blocks = pd.Categorical(fu["stage"], categories=fitted).codes.astype(int)
         yy, nn = fu["y"].to_numpy(), fu["n"].to_numpy()
-        _, _, mu, _, w = _williams(yy, nn, blocks, len(fitted))
+        _, _, mu, _, w = williams_fit(yy, nn, blocks, len(fitted))
         a = np.log(mu / (1 - mu))
         info = np.bincount(blocks, w * nn * mu * (1 - mu), len(fitted))
         params = {s: float(a[blocks == k][0]) for k, s in enumerate(fitted)}
@@ -104,9 +105,9 @@ def stage_shares(
                "pooled_share": d["y"].sum() / d["n"].sum(), "share": np.nan, "ci_low": np.nan, "ci_high": np.nan}
         if s in params:
             b, se = float(params[s]), float(bse[s])
-            row["share"] = float(_expit(b))
+            row["share"] = float(expit(b))
             if row["n_donors"] >= 2 and np.isfinite(se):
-                row["ci_low"], row["ci_high"] = float(_expit(b - tq * se)), float(_expit(b + tq * se))
+                row["ci_low"], row["ci_high"] = float(expit(b - tq * se)), float(expit(b + tq * se))
         else:
             row["share"] = row["pooled_share"]
         rows.append(row)
@@ -172,7 +173,7 @@ def simulate_cohort(
         start = int(rng.integers(0, len(visits) - k + 1))
         for lo, hi in visits[start:start + k]:
             day = float(rng.integers(lo, hi + 1))
-            p = _expit(base + u + beta * np.log2(day / 14.0))
+            p = expit(base + u + beta * np.log2(day / 14.0))
             # keep the reference >= 2 %: without touching the types without effect over time
             # (their cap depends on the donor only), so that they stay exactly constant
             if p[~moving].sum() > 0.9:

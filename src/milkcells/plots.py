@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import scanpy as sc  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .annotate import load_marker_table, marker_sets  # noqa: E402
+from .markertable import COMPARTMENTS, load_marker_table, marker_sets  # noqa: E402
 
 __all__ = [
     "umap",
@@ -44,7 +44,7 @@ def marker_dotplot(adata: ad.AnnData, *, groupby: str = "cell_type", markers=Non
     present = set(adata.obs[groupby].astype(str))
     genes: dict[str, list[str]] = {}
     parents = [None, *sorted(set(table.loc[table["parent"] != "", "parent"]))]
-    for comp in ("epithelial", "immune", "stromal"):
+    for comp in COMPARTMENTS:
         for parent in parents:  # cell types, then subtypes
             sets = marker_sets(adata, table=table, level="cell_type", compartment=comp, parent=parent, min_genes=1)
             for label, gs in sets.items():

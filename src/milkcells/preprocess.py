@@ -10,13 +10,15 @@ from collections.abc import Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import scanpy as sc
+import scipy.sparse as sp
 
-from ._utils import record_params, timed
-from .io import MilkcellsWarning
+from ._utils import record_params
+from .genes import is_mitochondrial, is_ribosomal
+from ._utils import MilkcellsWarning
+from .logs import timed
 
-__all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "preprocess"]
+__all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "preprocess", "signal_components"]
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +150,7 @@ def highly_variable_genes(
     adata.uns["hvg"] = lean.uns["hvg"]
     del lean
     if exclude_mito_ribo:
-        sym = adata.var_names.str.upper()
-        bad = sym.str.startswith(("MT-", "RPS", "RPL"))
+        bad = is_mitochondrial(adata.var_names) | is_ribosomal(adata.var_names)
         adata.var.loc[bad, "highly_variable"] = False
     record_params(adata, "hvg", {"n_top_genes": n_top_genes, "batch_key": key or "", "exclude_mito_ribo": exclude_mito_ribo})
     _release()

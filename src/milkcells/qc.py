@@ -24,6 +24,7 @@ import pandas as pd
 import scanpy as sc
 
 from ._utils import record_params
+from .genes import is_mitochondrial, is_ribosomal
 
 __all__ = ["QC_FILTERS", "mad_bounds", "compute_qc_metrics", "qc_thresholds", "filter_cells", "qc_summary_table"]
 
@@ -43,10 +44,9 @@ def mad_bounds(values: np.ndarray, nmads: float) -> tuple[float, float]:
 
 def compute_qc_metrics(adata: ad.AnnData) -> None:
     """Add ``total_counts``, ``n_genes_by_counts``, ``pct_counts_mt`` and ``pct_counts_ribo`` to ``obs``."""
-    for flag in ("mt", "ribo"):
+    for flag, is_flagged in (("mt", is_mitochondrial), ("ribo", is_ribosomal)):
         if flag not in adata.var:
-            prefix = ("MT-",) if flag == "mt" else ("RPS", "RPL")
-            adata.var[flag] = adata.var_names.str.upper().str.startswith(prefix)
+            adata.var[flag] = is_flagged(adata.var_names)
     sc.pp.calculate_qc_metrics(
         adata, qc_vars=["mt", "ribo"], percent_top=None, log1p=False, inplace=True
     )
@@ -167,10 +167,10 @@ def filter_cells(
         fail |= flags[name].to_numpy()
     metrics = obs[["total_counts", "n_genes_by_counts", "pct_counts_mt"]].copy()
     metrics["kept"] = ~fail
-    from .cellcalling import _sample_name, check_losses
+    from .cellcalling import check_losses, sample_name
 
     flag = check_losses(adata.n_obs, int((~fail).sum()), step="QC", max_removed_fraction=max_removed_fraction,
-                        error=error_on_excess_loss, sample=_sample_name(adata), field="qc")  # fmt: skip
+                        error=error_on_excess_loss, sample=sample_name(adata), field="qc")  # fmt: skip
     out = adata[~fail].copy()
     record_params(out, "qc", {**params, "max_removed_fraction": max_removed_fraction,
                               "error_on_excess_loss": error_on_excess_loss})  # fmt: skip

@@ -128,7 +128,7 @@ def read_sample_sheet(
         Tab-separated file with the columns ``sample`` and ``path``, and
         optionally ``donor``, ``batch``, ``source`` (``milk`` or ``tissue``),
         ``days_postpartum``, ``chemistry`` and ``accession``; further columns
-        are kept (with a :class:`~milkcells.io.MilkcellsWarning`).
+        are kept (with a :class:`~milkcells.MilkcellsWarning`).
     check_paths
         Also check that every ``path`` exists (the workflow does, before it runs).
     made_later
@@ -151,7 +151,7 @@ def read_sample_sheet(
         differing only in letter case) or, with ``check_paths``, a missing
         input. Only whole lines starting with ``#`` are comments; a ``#``
         inside a field is kept. Two samples pointing at one input give a
-        :class:`~milkcells.io.MilkcellsWarning`.
+        :class:`~milkcells.MilkcellsWarning`.
     """
     path = Path(path)
     if not path.is_file():

@@ -14,6 +14,6 @@ rule ambient:
     log:
         out("logs", "ambient.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/ambient.py"

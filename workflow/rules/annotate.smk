@@ -7,7 +7,7 @@ rule annotate_compartments:
         adata=temp(out("intermediate", "compartments_called.h5ad")),
         clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
     params:
-        cfg=config["annotation"],
+        config=stage_config("call_compartments", config),
     # the compartment calls lead to the longest chain of the run (ambient, gene_scale, subcluster): they
     # go before the markers and the atlas's UMAP, which nothing waits for
     priority: 3
@@ -18,7 +18,7 @@ rule annotate_compartments:
     log:
         out("logs", "annotate_compartments.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/annotate_compartments.py"
 
@@ -31,8 +31,7 @@ rule annotated:
         umap=out("intermediate", "umap.h5ad"),
         parts=expand(out("intermediate", "compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
     output:
-        adata=out("annotated.h5ad"),
-        sweep=report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),
+        out("annotated.h5ad"),
     threads: sized_threads("annotated")
     resources:
         mem_mb=sized_mem_mb("annotated"),
@@ -40,6 +39,6 @@ rule annotated:
     log:
         out("logs", "annotated.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/annotated.py"

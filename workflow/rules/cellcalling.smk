@@ -12,8 +12,7 @@ rule call_cells:
         temp(out("samples", "{sample}", "called.h5ad")),
     params:
         metadata=sample_metadata,
-        cfg=config["cell_calling"],
-        seed=config["seed"],
+        config=stage_config("call_cells", config),
     threads: sized_threads("call_cells")
     resources:
         mem_mb=sized_mem_mb("call_cells"),
@@ -21,6 +20,6 @@ rule call_cells:
     log:
         out("logs", "call_cells", "{sample}.log"),
     conda:
-        "../envs/cells.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/call_cells.py"

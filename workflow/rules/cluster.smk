@@ -5,9 +5,7 @@ rule cluster:
     output:
         temp(out("intermediate", "clustered.h5ad")),
     params:
-        n_neighbors=config["clustering"]["n_neighbors"],
-        resolution=config["clustering"]["resolution"],
-        seed=config["seed"],
+        config=stage_config("cluster", config),
     threads: sized_threads("cluster")
     resources:
         mem_mb=sized_mem_mb("cluster"),
@@ -15,7 +13,7 @@ rule cluster:
     log:
         out("logs", "cluster.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/cluster.py"
 
@@ -27,7 +25,7 @@ rule umap:
     output:
         temp(out("intermediate", "umap.h5ad")),
     params:
-        seed=config["seed"],
+        config=stage_config("embed", config),
     threads: sized_threads("umap")
     resources:
         mem_mb=sized_mem_mb("umap"),
@@ -35,6 +33,6 @@ rule umap:
     log:
         out("logs", "umap.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/umap.py"

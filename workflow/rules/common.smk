@@ -6,15 +6,17 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from milkcells import archives
+from milkcells.markertable import COMPARTMENTS
+from milkcells.recipe import check_renamed_keys, stage_config
 from milkcells.samplesheet import SAMPLE_NAME, read_sample_sheet
 
 SCHEMAS = files("milkcells") / "schemas"
 
+check_renamed_keys(config)
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"), set_default=True)
 
 OUTDIR = Path(config["outdir"])
 DEMO_DIR = "resources/demo"
-COMPARTMENTS = ["epithelial", "immune", "stromal"]
 
 # Where the samples come from: the sample sheet (`samples`, the default), or a public
 # dataset pulled by the checkpoint `prepare_dataset` (dataset.archive: a module of
@@ -138,7 +140,8 @@ RULE_SIZING = {
     "ambient": (1, 1500, 2, 15, 5),  # 3.7 GB (the counts), 4.6 GB, 51 s
     "gene_scale": (1, 1000, 0.5, 10, 3),  # 5.5 GB (one layer, the graph), 2.3 GB, 4 s
     "subcluster": (4, 1500, 2, 20, 5),  # 5.5 GB (its rows), 6.8 GB, 118 s (epithelial, 89k cells)
-    "compartment_umap": (1, 1500, 0.3, 20, 5),  # 5.0 GB (the graph; copies the file), 0.7 GB, 84 s
+    "compartment_umap": (1, 1500, 0.3, 20, 5),
+    "resolution_sweep": (1, 1000, 0, 10, 0),  # 5.0 GB (the graph; copies the file), 0.7 GB, 84 s
     "annotated": (1, 1000, 0.1, 15, 3),  # 10.9 GB (obs, uns; copies the atlas's file), 0.4 GB, 28 s
     "composition": (1, 1000, 0.1, 15, 3),  # 5.5 GB (obs), 0.2 GB, 6 s
     "agreement": (1, 1000, 1.5, 10, 3),

@@ -5,7 +5,7 @@ rule gene_scale:
     output:
         out("tables", "gene_scale.tsv"),
     params:
-        annotation=config["annotation"],
+        config=stage_config("gene_scale", config),
     priority: 3
     threads: sized_threads("gene_scale")
     resources:
@@ -14,7 +14,7 @@ rule gene_scale:
     log:
         out("logs", "gene_scale.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/gene_scale.py"
 
@@ -26,13 +26,10 @@ rule subcluster:
         matrices=out("intermediate", "preprocessed.h5ad"),
         scale=out("tables", "gene_scale.tsv"),
     output:
-        temp(out("intermediate", "compartments", "{compartment}.h5ad")),
+        adata=temp(out("intermediate", "compartments", "{compartment}.h5ad")),
+        sweep=temp(out("intermediate", "compartments", "{compartment}_sweep.tsv")),
     params:
-        pre=config["preprocess"],
-        integration=config["integration"],
-        clustering=config["clustering"],
-        annotation=config["annotation"],
-        seed=config["seed"],
+        config=stage_config("subcluster", config),
     # the largest compartment first (milk is mostly epithelial): it is the longest job of the run, and
     # its UMAP follows it; the others fit beside it
     priority: lambda wildcards: 2 if wildcards.compartment == "epithelial" else 0
@@ -43,7 +40,7 @@ rule subcluster:
     log:
         out("logs", "subcluster", "{compartment}.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/subcluster.py"
 
@@ -56,7 +53,7 @@ rule compartment_umap:
     output:
         out("compartments", "{compartment}.h5ad"),
     params:
-        seed=config["seed"],
+        config=stage_config("embed", config),
     priority: lambda wildcards: 1 if wildcards.compartment == "epithelial" else 0
     threads: sized_threads("compartment_umap")
     resources:
@@ -65,6 +62,24 @@ rule compartment_umap:
     log:
         out("logs", "compartment_umap", "{compartment}.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/compartment_umap.py"
+
+
+rule resolution_sweep:
+    """The resolution sweeps of the compartments re-clustered at resolution auto, in one table."""
+    input:
+        expand(out("intermediate", "compartments", "{compartment}_sweep.tsv"), compartment=COMPARTMENTS),
+    output:
+        report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),
+    threads: sized_threads("resolution_sweep")
+    resources:
+        mem_mb=sized_mem_mb("resolution_sweep"),
+        runtime=sized_runtime("resolution_sweep"),
+    log:
+        out("logs", "resolution_sweep.log"),
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/resolution_sweep.py"

@@ -7,6 +7,8 @@ rule composition:
         table=report(out("tables", "composition.tsv"), caption="../report/composition.rst", category="Composition"),
         time=report(out("tables", "composition_time.tsv"), caption="../report/composition_model.rst", category="Composition"),
         stage=report(out("tables", "composition_stage.tsv"), caption="../report/composition_stage.rst", category="Composition"),
+    params:
+        config=stage_config("composition", config),
     threads: sized_threads("composition")
     resources:
         mem_mb=sized_mem_mb("composition"),
@@ -14,7 +16,7 @@ rule composition:
     log:
         out("logs", "composition.log"),
     conda:
-        "../envs/report.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/composition.py"
 
@@ -28,6 +30,8 @@ rule agreement:
         figure=report(out("figures", "author_confusion.png"), caption="../report/author_agreement.rst", category="Atlas"),
     params:
         author_key=AUTHOR_KEY,
+        # the table the cells were called with
+        markers=config["annotation"]["markers"],
     threads: sized_threads("agreement")
     resources:
         mem_mb=sized_mem_mb("agreement"),
@@ -35,6 +39,6 @@ rule agreement:
     log:
         out("logs", "agreement.log"),
     conda:
-        "../envs/report.yaml"
+        "../envs/figures.yaml"
     script:
         "../scripts/agreement.py"

@@ -13,6 +13,6 @@ rule simulate_demo:
     log:
         "logs/simulate_demo/{demo}.log",
     conda:
-        "../envs/cells.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/simulate_demo.py"

@@ -5,8 +5,7 @@ rule integrate:
     output:
         temp(out("intermediate", "integrated.h5ad")),
     params:
-        cfg=config["integration"],
-        seed=config["seed"],
+        config=stage_config("integrate", config),
     threads: sized_threads("integrate")
     resources:
         mem_mb=sized_mem_mb("integrate"),
@@ -14,6 +13,6 @@ rule integrate:
     log:
         out("logs", "integrate.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/integrate.py"

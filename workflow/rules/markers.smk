@@ -6,7 +6,7 @@ rule markers:
     output:
         report(out("tables", "markers.tsv"), caption="../report/markers.rst", category="Clusters"),
     params:
-        cfg=config["markers"],
+        config=stage_config("markers", config),
     threads: sized_threads("markers")
     resources:
         mem_mb=sized_mem_mb("markers"),
@@ -14,6 +14,6 @@ rule markers:
     log:
         out("logs", "markers.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/markers.py"

@@ -13,7 +13,7 @@ rule plot_umap:
     log:
         out("logs", "plots", "umap_{key}.log"),
     conda:
-        "../envs/report.yaml"
+        "../envs/figures.yaml"
     script:
         "../scripts/plot_umap.py"
 
@@ -25,7 +25,7 @@ rule plot_markers:
     output:
         report(out("figures", "marker_dotplot.png"), caption="../report/marker_dotplot.rst", category="Atlas"),
     params:
-        marker_table=config["annotation"]["marker_table"],
+        markers=config["annotation"]["markers"],
     threads: sized_threads("plot_markers")
     resources:
         mem_mb=sized_mem_mb("plot_markers"),
@@ -33,7 +33,7 @@ rule plot_markers:
     log:
         out("logs", "plots", "marker_dotplot.log"),
     conda:
-        "../envs/report.yaml"
+        "../envs/figures.yaml"
     script:
         "../scripts/plot_markers.py"
 
@@ -53,7 +53,7 @@ rule plot_composition:
     log:
         out("logs", "plots", "composition_{level}.log"),
     conda:
-        "../envs/report.yaml"
+        "../envs/figures.yaml"
     script:
         "../scripts/plot_composition.py"
 
@@ -64,6 +64,8 @@ rule plot_composition_time:
         out("tables", "composition.tsv"),
     output:
         report(out("figures", "composition_time.png"), caption="../report/composition_time.rst", category="Composition"),
+    params:
+        config=stage_config("composition", config),
     threads: sized_threads("plot_composition_time")
     resources:
         mem_mb=sized_mem_mb("plot_composition_time"),
@@ -71,6 +73,6 @@ rule plot_composition_time:
     log:
         out("logs", "plots", "composition_time.log"),
     conda:
-        "../envs/report.yaml"
+        "../envs/figures.yaml"
     script:
         "../scripts/plot_composition_time.py"

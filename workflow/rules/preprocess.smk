@@ -5,8 +5,7 @@ rule preprocess:
     output:
         temp(out("intermediate", "preprocessed.h5ad")),
     params:
-        cfg=config["preprocess"],
-        seed=config["seed"],
+        config=stage_config("preprocess", config),
     threads: sized_threads("preprocess")
     resources:
         mem_mb=sized_mem_mb("preprocess"),
@@ -14,6 +13,6 @@ rule preprocess:
     log:
         out("logs", "preprocess.log"),
     conda:
-        "../envs/atlas.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/preprocess.py"

@@ -5,9 +5,7 @@ rule qc:
     output:
         out("samples", "{sample}", "singlets.h5ad"),
     params:
-        qc=config["qc"],
-        doublets=config["doublets"],
-        seed=config["seed"],
+        config=stage_config("qc", config),
     threads: sized_threads("qc")
     resources:
         mem_mb=sized_mem_mb("qc"),
@@ -15,7 +13,7 @@ rule qc:
     log:
         out("logs", "qc", "{sample}.log"),
     conda:
-        "../envs/cells.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/qc.py"
 
@@ -27,6 +25,9 @@ rule qc_summary:
     output:
         table=report(out("tables", "qc_summary.tsv"), caption="../report/qc_summary.rst", category="Quality control"),
         figure=report(out("figures", "qc_distributions.png"), caption="../report/qc_distributions.rst", category="Quality control"),
+    params:
+        # the samples, in the order of the input files
+        samples=lambda wildcards: list(sample_table().index),
     threads: sized_threads("qc_summary")
     resources:
         mem_mb=sized_mem_mb("qc_summary"),
@@ -34,6 +35,6 @@ rule qc_summary:
     log:
         out("logs", "qc_summary.log"),
     conda:
-        "../envs/cells.yaml"
+        "../envs/figures.yaml"
     script:
         "../scripts/qc_summary.py"

@@ -1,14 +1,13 @@
 import anndata as ad
 
 from milkcells import agreement, plots
-from milkcells._script import setup
-from milkcells._utils import save_figure, write_table
+from milkcells.logs import setup_rule
+from milkcells.storage import save_figure, write_table
 
-log = setup(snakemake)
+log = setup_rule(snakemake)
 adata = ad.read_h5ad(snakemake.input[0])
-markers = (snakemake.config.get("annotation") or {}).get("marker_table")  # the table the cells were called with
 summary, per_label, confusion = agreement.label_agreement(adata, author_key=snakemake.params.author_key,
-                                                          markers=markers)
+                                                          markers=snakemake.params.markers)
 log.info("agreement with %s: %s", snakemake.params.author_key, summary)
 lead = ["author_label", "recall", "precision", "f1"]
 per_label = per_label[lead + [c for c in per_label.columns if c not in lead]]

@@ -1,13 +1,11 @@
-from milkcells import ambient
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_annotations, write_table
+from milkcells import recipe
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_annotations, write_table
 
-setup(snakemake)
+setup_rule(snakemake)
 # the annotations, and the counts of preprocessed.h5ad
 adata = read_h5ad_part(snakemake.input.annotations, varm=False,
                        matrices={"counts": (snakemake.input.matrices, "layers/counts")})
-table = ambient.estimate_contamination(adata)
-ambient.correct_ambient(adata)
-write_table(table, snakemake.output.table)
+write_table(recipe.correct_ambient(adata, config={}), snakemake.output.table)
 # the annotations and the one new matrix: the corrected counts
 write_annotations(adata, snakemake.output.adata, layers=("ambient_corrected",))

@@ -1,8 +1,7 @@
-from milkcells import cellcalling, io
-from milkcells._script import setup
-from milkcells._utils import write_h5ad
+from milkcells import io, recipe
+from milkcells.logs import setup_rule
+from milkcells.storage import write_h5ad
 
-setup(snakemake)
+setup_rule(snakemake)
 adata = io.read_sample(snakemake.input[0], sample=snakemake.wildcards.sample, metadata=snakemake.params.metadata)
-called = cellcalling.call_cells(adata, seed=snakemake.params.seed, **snakemake.params.cfg)
-write_h5ad(called, snakemake.output[0])
+write_h5ad(recipe.call_cells(adata, config=snakemake.params.config), snakemake.output[0])

@@ -1,9 +1,9 @@
-from milkcells import integrate
-from milkcells._script import setup
-from milkcells._utils import read_h5ad_part, write_annotations
+from milkcells import recipe
+from milkcells.logs import setup_rule
+from milkcells.storage import read_h5ad_part, write_annotations
 
-setup(snakemake)
+setup_rule(snakemake)
 # the cells' annotations and embedding; the matrices stay in preprocessed.h5ad
 adata = read_h5ad_part(snakemake.input[0], X=False, layers=(), varm=False)
-integrate.integrate(adata, seed=snakemake.params.seed, **snakemake.params.cfg)
+recipe.integrate(adata, config=snakemake.params.config)
 write_annotations(adata, snakemake.output[0])

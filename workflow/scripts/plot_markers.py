@@ -1,9 +1,9 @@
 import anndata as ad
 
 from milkcells import plots
-from milkcells._script import setup
-from milkcells._utils import save_figure
+from milkcells.logs import setup_rule
+from milkcells.storage import save_figure
 
-setup(snakemake)
+setup_rule(snakemake)
 adata = ad.read_h5ad(snakemake.input[0])
-save_figure(plots.marker_dotplot(adata, markers=snakemake.params.marker_table), snakemake.output[0])
+save_figure(plots.marker_dotplot(adata, markers=snakemake.params.markers), snakemake.output[0])

@@ -1,7 +1,7 @@
 from milkcells import archives
-from milkcells._script import setup
+from milkcells.logs import setup_rule
 
-log = setup(snakemake)
+log = setup_rule(snakemake)
 d = snakemake.params.dataset
 out_dir = snakemake.output.sheet.rsplit("/", 1)[0]
 archive = archives.get(d["archive"])

@@ -1,12 +1,10 @@
 import anndata as ad
 
-from milkcells import preprocess
-from milkcells._script import setup
-from milkcells._utils import timed, write_h5ad
+from milkcells import recipe
+from milkcells.logs import setup_rule, timed
+from milkcells.storage import write_h5ad
 
-setup(snakemake)
-cfg = dict(snakemake.params.cfg)
-with timed("read and merge the samples"):
-    merged = preprocess.merge_samples([ad.read_h5ad(p) for p in snakemake.input], min_cells=cfg.pop("min_cells"))
-preprocess.preprocess(merged, seed=snakemake.params.seed, **cfg)
-write_h5ad(merged, snakemake.output[0])
+setup_rule(snakemake)
+with timed("read the samples"):
+    samples = [ad.read_h5ad(p) for p in snakemake.input]
+write_h5ad(recipe.preprocess(samples, config=snakemake.params.config), snakemake.output[0])

@@ -1,14 +1,13 @@
 import anndata as ad
 
 from milkcells import plots, qc
-from milkcells._script import setup
-from milkcells._utils import save_figure, write_table
+from milkcells.logs import setup_rule
+from milkcells.storage import save_figure, write_table
 
-log = setup(snakemake)
-records = {}
-for path in snakemake.input:
-    a = ad.read_h5ad(path, backed="r")
-    records[a.uns["milkcells"]["ingest"]["params"]["sample"]] = a.uns["milkcells"]
+log = setup_rule(snakemake)
+# each sample's records of cell calling, QC and doublets (its uns)
+records = {name: ad.read_h5ad(path, backed="r").uns["milkcells"] for name, path in zip(snakemake.params.samples,
+                                                                                         snakemake.input, strict=True)}
 table = qc.qc_summary_table(records)
 for _, row in table[table["flags"] != ""].iterrows():
     log.warning("sample %s: %s", row["sample"], row["flags"])

@@ -1,8 +1,8 @@
 from milkcells import datasets
-from milkcells._script import setup
-from milkcells._utils import write_h5ad
+from milkcells.logs import setup_rule
+from milkcells.storage import write_h5ad
 
-log = setup(snakemake)
+log = setup_rule(snakemake)
 row, demo = snakemake.params.row, snakemake.params.demo
 adata = datasets.simulate_milk_sample(
     row["sample"], donor=row["donor"], days_postpartum=row["days_postpartum"],

@@ -21,8 +21,9 @@ import anndata as ad
 import pandas as pd
 
 from .. import download
-from .._utils import InputError, write_h5ad, write_table
-from ..io import flag_genes
+from .._utils import InputError
+from ..storage import write_h5ad, write_table
+from ..genes import flag_genes
 from ..manifest import write_manifest
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def split_samples(adata: ad.AnnData, out_dir: Path, *, source: str) -> pd.DataFr
 
 def counts_anndata(X, obs: pd.DataFrame, symbols, gene_ids, *, file) -> ad.AnnData:
     """AnnData of raw counts with unique gene symbols (duplicates made unique, as :mod:`milkcells.io` does),
-    ``var["gene_ids"]``, ``var["mt"]`` and ``var["ribo"]`` (:func:`milkcells.io.flag_genes`)."""
+    ``var["gene_ids"]``, ``var["mt"]`` and ``var["ribo"]`` (:func:`milkcells.genes.flag_genes`)."""
     index = pd.Index(symbols)
     var = pd.DataFrame({"gene_ids": gene_ids}, index=index)
     with warnings.catch_warnings():

@@ -200,7 +200,7 @@ def sample_sheet_from_sdrf(
     -------
     Columns ``sample``, ``path``, ``donor``, ``batch``, ``source``,
     ``days_postpartum``, ``chemistry``, ``accession``, in input order; write
-    it with :func:`milkcells._utils.write_table` and read it back with
+    it with :func:`milkcells.storage.write_table` and read it back with
     :func:`milkcells.samplesheet.read_sample_sheet`.
 
     Raises

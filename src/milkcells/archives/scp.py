@@ -276,7 +276,7 @@ def read_scp(
 
     **Cells** present in one file but not the other: when they are at most
     ``max_unmatched`` of all cells named in either file, they are dropped
-    with a :class:`~milkcells.io.MilkcellsWarning`; more is an error.
+    with a :class:`~milkcells.MilkcellsWarning`; more is an error.
 
     Parameters
     ----------

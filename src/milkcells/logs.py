@@ -1,12 +1,17 @@
-"""Entry-point helper for the workflow's scripts (logging to the rule's log file)."""
+"""Logging: where a step's time goes (:func:`timed`), and the set-up of the workflow's rule scripts (:func:`setup_rule`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import time
+from collections.abc import Iterator
+
+__all__ = ["setup_rule", "timed"]
 
 
-def setup(snakemake) -> logging.Logger:
+def setup_rule(snakemake) -> logging.Logger:
     """Send log records and warnings to the rule's log file (and stderr); set thread counts."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
@@ -31,3 +36,13 @@ def setup(snakemake) -> logging.Logger:
 
     sys.excepthook = hook
     return log
+
+
+@contextlib.contextmanager
+def timed(what: str, logger: logging.Logger | None = None) -> Iterator[None]:
+    """Log how long the block took (``<what>: <seconds> s``, level INFO): where a rule's time goes."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        (logger or logging.getLogger("milkcells")).info("%s: %.1f s", what, time.perf_counter() - t0)
