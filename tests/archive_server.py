@@ -19,9 +19,7 @@ Usage::
         ...  # base_url is "http://127.0.0.1:PORT/"
         assert server.count("E-MTAB-/841/E-MTAB-9841/Files/matrix.mtx.gz") == 2
 
-or the pytest fixtures (import them into a test module or a conftest)::
-
-    from tests.archive_server import archive, no_network  # noqa: F401
+or the pytest fixtures (``tests/conftest.py`` registers this module as a plugin)::
 
     def test_x(archive, no_network, tmp_path):
         base_url, server = archive(folder, faults={...})
@@ -186,8 +184,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(head=True)
 
-    def _send(self, status: int, payload: bytes, headers: Mapping[str, str], *, head: bool,
-              drop_after: int | None = None) -> None:
+    def _send(
+        self, status: int, payload: bytes, headers: Mapping[str, str], *, head: bool, drop_after: int | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(payload)))
@@ -238,8 +237,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     status, payload = 206, data[start : end + 1]
                     extra["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
             record.status = status
-            self._send(status, payload, extra, head=head,
-                       drop_after=fault.drop_after if fault is not None else None)
+            self._send(status, payload, extra, head=head, drop_after=fault.drop_after if fault is not None else None)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
@@ -296,9 +294,12 @@ class ArchiveServer:
     def start(self) -> ArchiveServer:
         """Start serving in a background thread."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
-                                            name=f"archive-server-{self.port}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"archive-server-{self.port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -362,8 +363,9 @@ class ArchiveServer:
         """Number of requests (for ``path``, or all; ``method=None``: any method)."""
         rel = None if path is None else _normalise(path)
         with self._lock:
-            return sum(1 for r in self.requests
-                       if (rel is None or r.path == rel) and (method is None or r.method == method))
+            return sum(
+                1 for r in self.requests if (rel is None or r.path == rel) and (method is None or r.method == method)
+            )
 
     def requests_for(self, path: str) -> list[RequestRecord]:
         """The requests for ``path``, in order."""

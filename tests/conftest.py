@@ -13,6 +13,9 @@ from milkcells import datasets
 from milkcells.genes import is_mitochondrial
 
 REPO = Path(__file__).resolve().parents[1]
+
+# the local archive's fixtures (`archive`, `no_network`) for every test module
+pytest_plugins = ["tests.archive_server"]
 # the project's shared reference data sit beside the clone; MILKCELLS_SHARED_DATA overrides
 SHARED = Path(os.environ.get("MILKCELLS_SHARED_DATA", REPO.parent / "shared" / "data"))
 TUMOUR = SHARED / "breast_tumour_copykat_302"
@@ -21,8 +24,7 @@ TUMOUR = SHARED / "breast_tumour_copykat_302"
 @pytest.fixture(scope="session")
 def raw_sample():
     """One simulated raw-droplet sample (seeded)."""
-    a = datasets.simulate_milk_sample("T1_d005", donor="D1", days_postpartum=5, n_cells=400,
-                                      n_empty=2000, n_genes=800)
+    a = datasets.simulate_milk_sample("T1_d005", donor="D1", days_postpartum=5, n_cells=400, n_empty=2000, n_genes=800)
     a.var["mt"] = is_mitochondrial(a.var_names)
     a.obs["sample"] = "T1_d005"
     return a
@@ -62,6 +64,14 @@ def tiny_run(tmp_path_factory):
     """The workflow run end to end on the tiny simulated demo (.test/)."""
     wd = tmp_path_factory.mktemp("tiny_run")
     shutil.copy(REPO / ".test" / "samples.tsv", wd / "samples.tsv")
-    proc = run_snakemake(wd, "--cores", "2", "--configfile", str(REPO / ".test" / "config.yaml"),
-                         "--config", "samples=samples.tsv", "outdir=out")
+    proc = run_snakemake(
+        wd,
+        "--cores",
+        "2",
+        "--configfile",
+        str(REPO / ".test" / "config.yaml"),
+        "--config",
+        "samples=samples.tsv",
+        "outdir=out",
+    )
     return wd, proc

@@ -8,27 +8,37 @@ from milkcells.markertable import load_marker_table
 
 # A small marker table with a three-level hierarchy, independent of the shipped table's revisions.
 _ROWS = [
-    ("compartment", "epithelial", "", ""), ("compartment", "immune", "", ""), ("compartment", "stromal", "", ""),
-    ("cell_type", "epithelial", "LC1", ""), ("cell_type", "epithelial", "LC2", ""),
-    ("cell_type", "immune", "T cell", ""), ("cell_type", "immune", "CD4 T cell", "T cell"),
-    ("cell_type", "immune", "CD8 T cell", "T cell"), ("cell_type", "immune", "B cell", ""),
-    ("cell_type", "immune", "neutrophil", ""), ("cell_type", "immune", "macrophage", ""),
+    ("compartment", "epithelial", "", ""),
+    ("compartment", "immune", "", ""),
+    ("compartment", "stromal", "", ""),
+    ("cell_type", "epithelial", "LC1", ""),
+    ("cell_type", "epithelial", "LC2", ""),
+    ("cell_type", "immune", "T cell", ""),
+    ("cell_type", "immune", "CD4 T cell", "T cell"),
+    ("cell_type", "immune", "CD8 T cell", "T cell"),
+    ("cell_type", "immune", "B cell", ""),
+    ("cell_type", "immune", "neutrophil", ""),
+    ("cell_type", "immune", "macrophage", ""),
     ("cell_type", "immune", "GPNMB macrophage", "macrophage"),
-    ("cell_type", "immune", "CSN1S1 macrophage", "macrophage"), ("cell_type", "stromal", "fibroblast", ""),
+    ("cell_type", "immune", "CSN1S1 macrophage", "macrophage"),
+    ("cell_type", "stromal", "fibroblast", ""),
 ]
 
 
 @pytest.fixture
 def table(tmp_path):
     path = tmp_path / "markers.tsv"
-    pd.DataFrame([(lv, comp, ct, "GENE1", par) for lv, comp, ct, par in _ROWS],
-                 columns=["level", "compartment", "cell_type", "positive", "parent"]).to_csv(path, sep="\t", index=False)
+    pd.DataFrame(
+        [(lv, comp, ct, "GENE1", par) for lv, comp, ct, par in _ROWS],
+        columns=["level", "compartment", "cell_type", "positive", "parent"],
+    ).to_csv(path, sep="\t", index=False)
     return load_marker_table(path)
 
 
 def _adata(author, calls):
-    return ad.AnnData(obs=pd.DataFrame({"author_label": author, "cell_type": calls},
-                                       index=[f"c{i}" for i in range(len(calls))]))
+    return ad.AnnData(
+        obs=pd.DataFrame({"author_label": author, "cell_type": calls}, index=[f"c{i}" for i in range(len(calls))])
+    )
 
 
 def test_label_lineage(table, tmp_path):
@@ -42,8 +52,9 @@ def test_label_lineage(table, tmp_path):
 
 def test_shipped_table_lineages_end_in_their_compartment():
     shipped = load_marker_table()
-    for ct, comp, parent in shipped.loc[shipped["level"] == "cell_type", ["cell_type", "compartment", "parent"]].itertuples(
-            index=False):
+    for ct, comp, parent in shipped.loc[
+        shipped["level"] == "cell_type", ["cell_type", "compartment", "parent"]
+    ].itertuples(index=False):
         lin = agreement.label_lineage(ct)
         assert lin[0] == ct and lin[-1] == comp
         assert len(lin) == (3 if parent else 2)
@@ -69,8 +80,7 @@ def test_shipped_table_calls_are_mapped_up_to_the_author_level():
 def test_nyquist_t_cells_match_cd4_and_cd8_calls(table):
     author = ["T cells"] * 4 + ["B cells"] * 2
     calls = ["CD4 T cell", "CD8 T cell", "CD4 T cell", "T cell", "B cell", "B cell"]
-    summary, per_label, confusion = agreement.label_agreement(_adata(author, calls), study="nyquist2022",
-                                                              markers=table)
+    summary, per_label, confusion = agreement.label_agreement(_adata(author, calls), study="nyquist2022", markers=table)
     per = per_label.set_index("author_label")
     assert per.loc["T cell", "recall"] == 1.0 and per.loc["T cell", "precision"] == 1.0
     assert per.loc["T cell", "f1"] == 1.0 and per.loc["T cell", "level"] == "cell_type"
@@ -168,14 +178,39 @@ def test_case_insensitive_match_and_errors(table):
 def test_truth_agreement_maps_up_and_reports_absent_types(table):
     truth = ["CD4 T cell"] * 4 + ["T cell"] * 2 + ["LC1"] * 2 + ["mast cell"] * 2 + ["LC2"] * 2
     comp = ["immune"] * 6 + ["epithelial"] * 2 + ["immune"] * 2 + ["epithelial"] * 2
-    calls = ["CD4 T cell", "CD4 T cell", "T cell", "unassigned", "CD8 T cell", "CD4 T cell", "LC1", "LC1",
-             "unassigned", "B cell", "LC1", "LC1"]
-    called_comp = ["immune"] * 3 + ["unassigned"] + ["immune"] * 2 + ["epithelial"] * 2 + ["unassigned", "immune"] \
+    calls = [
+        "CD4 T cell",
+        "CD4 T cell",
+        "T cell",
+        "unassigned",
+        "CD8 T cell",
+        "CD4 T cell",
+        "LC1",
+        "LC1",
+        "unassigned",
+        "B cell",
+        "LC1",
+        "LC1",
+    ]
+    called_comp = (
+        ["immune"] * 3
+        + ["unassigned"]
+        + ["immune"] * 2
         + ["epithelial"] * 2
+        + ["unassigned", "immune"]
+        + ["epithelial"] * 2
+    )
     status = ["cell"] * 12 + ["doublet"]
-    obs = pd.DataFrame({"sim_status": status, "sim_cell_type": truth + ["LC1"], "sim_compartment": comp + ["epithelial"],
-                        "cell_type": calls + ["LC1"], "compartment": called_comp + ["epithelial"]},
-                       index=[f"c{i}" for i in range(13)])
+    obs = pd.DataFrame(
+        {
+            "sim_status": status,
+            "sim_cell_type": truth + ["LC1"],
+            "sim_compartment": comp + ["epithelial"],
+            "cell_type": calls + ["LC1"],
+            "compartment": called_comp + ["epithelial"],
+        },
+        index=[f"c{i}" for i in range(13)],
+    )
     res = datasets.truth_agreement(ad.AnnData(obs=obs), markers=table)
     assert res["n_kept"] == 13 and res["n_singlets"] == 12
     assert res["non_singlet_share"] == pytest.approx(1 / 13)
@@ -192,6 +227,12 @@ def test_truth_agreement_maps_up_and_reports_absent_types(table):
     f1 = {"CD4 T cell": 2 * (2 / 3) * 0.5 / (2 / 3 + 0.5), "T cell": 1.0, "LC1": 2 * 0.5 / 1.5, "LC2": 0.0}
     assert res["cell_type_macro_f1"] == pytest.approx(np.mean(list(f1.values())))
     assert list(res)[-1] == "cell_type_ari"
-    for k in ("n_kept", "n_singlets", "non_singlet_share", "compartment_accuracy", "cell_type_ari",
-              "cell_type_macro_f1"):
+    for k in (
+        "n_kept",
+        "n_singlets",
+        "non_singlet_share",
+        "compartment_accuracy",
+        "cell_type_ari",
+        "cell_type_macro_f1",
+    ):
         assert k in res

@@ -8,8 +8,9 @@ from milkcells import ambient, annotate, cellcalling, cluster, datasets, preproc
 def annotated():
     parts = []
     for name, amb in (("LOW", 60.0), ("HIGH", 300.0)):
-        raw = datasets.simulate_milk_sample(name, donor="D1", days_postpartum=4, n_cells=400, n_empty=2000,
-                                            n_genes=800, ambient_umis=amb)
+        raw = datasets.simulate_milk_sample(
+            name, donor="D1", days_postpartum=4, n_cells=400, n_empty=2000, n_genes=800, ambient_umis=amb
+        )
         raw.obs_names = [f"{name}_{b}" for b in raw.obs_names]
         raw.obs["sample"] = name
         parts.append(qc.filter_cells(cellcalling.call_cells(raw)))
@@ -41,8 +42,11 @@ def test_correction_removes_casein_from_immune_cells(annotated):
     m = annotated.copy()
     ambient.estimate_contamination(m)
     ambient.correct_ambient(m)
-    imm = ((m.obs["compartment"] == "immune") & (m.obs["sim_cell_type"] != "CSN1S1 macrophage")
-           & (m.obs["sim_status"] == "cell")).to_numpy()  # doublets with a lactocyte hold real casein
+    imm = (
+        (m.obs["compartment"] == "immune")
+        & (m.obs["sim_cell_type"] != "CSN1S1 macrophage")
+        & (m.obs["sim_status"] == "cell")
+    ).to_numpy()  # doublets with a lactocyte hold real casein
     j = m.var_names.get_loc("CSN2")
     before = m.layers["counts"][imm][:, j].mean()
     after = m.layers["ambient_corrected"][imm][:, j].mean()

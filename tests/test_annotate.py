@@ -5,8 +5,9 @@ from milkcells import annotate, cellcalling, cluster, datasets, markertable, pre
 
 
 def _cluster_sample(ambient_umis):
-    raw = datasets.simulate_milk_sample("AMB", donor="D9", days_postpartum=3, n_cells=500, n_empty=2000,
-                                        n_genes=800, ambient_umis=ambient_umis)
+    raw = datasets.simulate_milk_sample(
+        "AMB", donor="D9", days_postpartum=3, n_cells=500, n_empty=2000, n_genes=800, ambient_umis=ambient_umis
+    )
     raw.obs["sample"] = "AMB"
     a = qc.filter_cells(cellcalling.call_cells(raw))
     m = preprocess.merge_samples([a])
@@ -59,8 +60,13 @@ def test_one_cluster_of_mixed_immune_types_gets_no_single_label():
 
 def test_scores_do_not_depend_on_the_partition():
     m = _cluster_sample(ambient_umis=120)
-    sets = markertable.marker_sets(m, table=markertable.load_marker_table(), level="cell_type", compartment="immune",
-                                exclude=markertable.ambient_prone_genes(m))
+    sets = markertable.marker_sets(
+        m,
+        table=markertable.load_marker_table(),
+        level="cell_type",
+        compartment="immune",
+        exclude=markertable.ambient_prone_genes(m),
+    )
     a = scoring.score_cells(m, sets)
     m.obs["one"] = "0"
     b = scoring.score_cells(m, sets)
@@ -83,14 +89,43 @@ def _lymphoid(seed=0):
     """CD4 T, CD8 T and NK cells, each in its own region of a 2-D embedding. CD8 T cells show the T genes,
     CD8 genes and NKG7 (an NK gene too), and, like NK cells of T genes, a third of the NK genes' level."""
     rng = np.random.default_rng(seed)
-    genes = ["CD3D", "CD3E", "TRAC", "BCL11B", "CD4", "IL7R", "CD8A", "CD8B", "GZMK", "NKG7", "GNLY", "KLRD1",
-             "KLRF1", "NCAM1", "XCL1", "GZMB"] + [f"G{i}" for i in range(40)]
+    genes = [
+        "CD3D",
+        "CD3E",
+        "TRAC",
+        "BCL11B",
+        "CD4",
+        "IL7R",
+        "CD8A",
+        "CD8B",
+        "GZMK",
+        "NKG7",
+        "GNLY",
+        "KLRD1",
+        "KLRF1",
+        "NCAM1",
+        "XCL1",
+        "GZMB",
+    ] + [f"G{i}" for i in range(40)]
     prof = {
         "CD4 T cell": {"CD3D": 20, "CD3E": 20, "TRAC": 20, "BCL11B": 20, "CD4": 20, "IL7R": 20},
-        "CD8 T cell": {"CD3D": 12, "CD3E": 12, "TRAC": 12, "BCL11B": 12, "CD8A": 20, "CD8B": 20, "GZMK": 20,
-                       "NKG7": 20, "GNLY": 7, "KLRD1": 7, "KLRF1": 7, "NCAM1": 7, "XCL1": 7, "GZMB": 7},
-        "NK cell": {"NKG7": 7, "GNLY": 20, "KLRD1": 20, "KLRF1": 20, "NCAM1": 20, "XCL1": 20, "GZMB": 20,
-                    "CD3D": 4},
+        "CD8 T cell": {
+            "CD3D": 12,
+            "CD3E": 12,
+            "TRAC": 12,
+            "BCL11B": 12,
+            "CD8A": 20,
+            "CD8B": 20,
+            "GZMK": 20,
+            "NKG7": 20,
+            "GNLY": 7,
+            "KLRD1": 7,
+            "KLRF1": 7,
+            "NCAM1": 7,
+            "XCL1": 7,
+            "GZMB": 7,
+        },
+        "NK cell": {"NKG7": 7, "GNLY": 20, "KLRD1": 20, "KLRF1": 20, "NCAM1": 20, "XCL1": 20, "GZMB": 20, "CD3D": 4},
     }
     return _populations(prof, genes, n=40, background=0.02, depth=2000, rng=rng, groupby="leiden_compartment")
 
@@ -108,8 +143,11 @@ def _populations(prof, genes, *, n, background, depth, rng, groupby, keep=None):
         X.append(rng.poisson(mu, (n, len(genes))))
         lab += [t] * n
         emb.append(rng.normal(0, 0.3, (n, 2)) + [4 * k, 0])
-    a = ad.AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"truth": lab},
-                   index=[f"c{i}" for i in range(len(lab))]), var=pd.DataFrame(index=genes))
+    a = ad.AnnData(
+        np.vstack(X).astype(np.float32),
+        obs=pd.DataFrame({"truth": lab}, index=[f"c{i}" for i in range(len(lab))]),
+        var=pd.DataFrame(index=genes),
+    )
     if keep is not None:
         a = a[:, keep].copy()
     a.layers["counts"] = a.X.copy()
@@ -142,10 +180,27 @@ def test_subtype_called_when_its_sibling_set_is_silent(tmp_path):
         "cell_type\timmune\tmacrophage\tCD68,C1QA,C1QB,CD14,CD163,CSF1R\t\n"
         "cell_type\timmune\tGPNMB macrophage\tGPNMB,EMILIN2,LRP1,APOE\tmacrophage\n"
         "cell_type\timmune\tCTSL macrophage\tCTSL,CD9,FABP4\tmacrophage\n"
-        "cell_type\timmune\tT cell\tCD3D,CD3E,TRAC\t\n")
+        "cell_type\timmune\tT cell\tCD3D,CD3E,TRAC\t\n"
+    )
     rng = np.random.default_rng(1)
-    genes = ["CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "CTSL", "CD9", "FABP4", "GPNMB", "EMILIN2", "LRP1",
-             "APOE", "CD3D", "CD3E", "TRAC"] + [f"G{i}" for i in range(40)]
+    genes = [
+        "CD68",
+        "C1QA",
+        "C1QB",
+        "CD14",
+        "CD163",
+        "CSF1R",
+        "CTSL",
+        "CD9",
+        "FABP4",
+        "GPNMB",
+        "EMILIN2",
+        "LRP1",
+        "APOE",
+        "CD3D",
+        "CD3E",
+        "TRAC",
+    ] + [f"G{i}" for i in range(40)]
     n = 40
     mac = {"CD68": 20, "C1QA": 20, "C1QB": 20, "CD14": 20, "CD163": 20, "CSF1R": 20}
     X, lab, emb = [], [], []
@@ -156,8 +211,9 @@ def test_subtype_called_when_its_sibling_set_is_silent(tmp_path):
         emb.append(rng.normal(0, 0.3, (n, 2)) + [4 * k, 0])
     X = np.vstack(X).astype(np.float32)
     X[:, [genes.index(g) for g in ("GPNMB", "EMILIN2", "LRP1", "APOE")]] = 0
-    a = ad.AnnData(X, obs=pd.DataFrame({"truth": lab}, index=[f"c{i}" for i in range(2 * n)]),
-                   var=pd.DataFrame(index=genes))
+    a = ad.AnnData(
+        X, obs=pd.DataFrame({"truth": lab}, index=[f"c{i}" for i in range(2 * n)]), var=pd.DataFrame(index=genes)
+    )
     a.X = np.log1p(a.X / a.X.sum(1, keepdims=True) * 1e4)
     a.obsm["X"] = np.vstack(emb)
     a.obs["leiden_compartment"] = pd.Categorical(["0"] * n + ["1"] * n)
@@ -183,12 +239,11 @@ def test_signal_components_follow_the_marchenko_pastur_edge():
     # three groups, each with its own 20 genes up: two components of structure
     X = noise.copy()
     for k in range(3):
-        X[30 * k:30 * (k + 1), 20 * k:20 * (k + 1)] += rng.poisson(6.0, (30, 20))
+        X[30 * k : 30 * (k + 1), 20 * k : 20 * (k + 1)] += rng.poisson(6.0, (30, 20))
     b = ad.AnnData(np.log1p(X))
     b.var["highly_variable"] = True
     preprocess.pca(b, n_comps=30)
     assert preprocess.signal_components(b, min_comps=0) == 2
-
 
 
 # ------------------------------------------------------------- compartments from real-data situations
@@ -209,8 +264,9 @@ def _compartment_cells(*, drop_epithelial_core=False, seed=0):
     mast = ["TPSAB1", "CPA3", "KIT", "HDC"]
     lum = ["KRT15", "KIT", "ALDH1A3", "ESR1", "PGR", "FOXA1", "AGR2", "XBP1"]
     fib = ["DCN", "LUM", "COL1A1", "COL1A2", "PDGFRA", "SPARC", "COL4A1", "IGFBP7", "MMP2", "THY1"]
-    genes = list(dict.fromkeys(_EPI_CORE + _IMM_CORE + t_genes + mt + plasma + mast + lum + fib)) + \
-        [f"G{i}" for i in range(60)]
+    genes = list(dict.fromkeys(_EPI_CORE + _IMM_CORE + t_genes + mt + plasma + mast + lum + fib)) + [
+        f"G{i}" for i in range(60)
+    ]
     prof = {
         "T cell": {**{g: 20 for g in _IMM_CORE + t_genes}, **{g: 15 for g in mt}},
         "plasma cell": {**{g: 40 for g in plasma}, **{f"G{i}": 20 for i in range(20)}},

@@ -22,8 +22,9 @@ POINTS = {(0.7, 0.1): 0.9, (0.5, 0.3): 0.8}
 
 @pytest.fixture(scope="module", params=sorted(POINTS), ids=lambda p: f"markers{p[0]:.0%}-sharing{p[1]:.0%}")
 def grid_point(request):
-    spec = importlib.util.spec_from_file_location("annotation_robustness",
-                                                  REPO / "benchmarks" / "annotation_robustness.py")
+    spec = importlib.util.spec_from_file_location(
+        "annotation_robustness", REPO / "benchmarks" / "annotation_robustness.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     m, parts = bench.run_pipeline(bench.simulate_dataset(*request.param))

@@ -21,10 +21,13 @@ def test_registry_lists_the_archive_modules():
         params = inspect.signature(module.prepare).parameters
         assert list(params)[0] == "out_dir"
         assert {"mirror": None, "retries": 5, "backoff": 0.5} == {
-            k: params[k].default for k in ("mirror", "retries", "backoff")}
+            k: params[k].default for k in ("mirror", "retries", "backoff")
+        }
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(params.values())[1:])
     assert [n for n in ("biostudies", "cellxgene", "scp", "urls") if archives.get(n).CARRIES_AUTHOR_LABELS] == [
-        "cellxgene", "scp"]
+        "cellxgene",
+        "scp",
+    ]
 
 
 def test_unknown_archive_names_the_known_ones():
@@ -71,8 +74,7 @@ def test_url_join():
     base = "https://ftp.ebi.ac.uk/biostudies/fire/"
     want = "https://ftp.ebi.ac.uk/biostudies/fire/E-MTAB-/841/E-MTAB-9841/Files/matrix.mtx.gz"
     assert url_join(base, "E-MTAB-/841/E-MTAB-9841", "Files", "matrix.mtx.gz") == want
-    assert url_join(base.rstrip("/"), "/E-MTAB-/841/E-MTAB-9841/", "/Files/matrix.mtx.gz") \
-        == want
+    assert url_join(base.rstrip("/"), "/E-MTAB-/841/E-MTAB-9841/", "/Files/matrix.mtx.gz") == want
     assert url_join("http://127.0.0.1:8000", "a//", "", "b/") == "http://127.0.0.1:8000/a/b/"
     assert url_join("http://h:8000/x/", "my file.txt") == "http://h:8000/x/my%20file.txt"
     assert url_join("http://h/x", "a%20b") == "http://h/x/a%20b"

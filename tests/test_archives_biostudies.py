@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from milkcells import InputError, io
-from milkcells.storage import write_table
+from milkcells import InputError, MilkcellsWarning, io
 from milkcells.archives import biostudies
-from milkcells import MilkcellsWarning
 from milkcells.samplesheet import read_sample_sheet
+from milkcells.storage import write_table
 
 DATA = Path(__file__).parent / "data" / "sources"
 B1 = DATA / "twigger_batch1_like.sdrf.txt"
@@ -31,6 +30,7 @@ def write_sdrf(path: Path, header: list[str], rows: list[list[str]], *, bom: boo
     path.write_text(text, encoding="utf-8-sig" if bom else "utf-8")
     return path
 
+
 # --------------------------------------------------------------------------- BioStudies URLs
 
 
@@ -38,10 +38,12 @@ def write_sdrf(path: Path, header: list[str], rows: list[list[str]], *, bom: boo
     ("base", "acc", "expected"),
     [
         (BASE, "E-MTAB-9841", FILES_9841),
-        ("https://ftp.ebi.ac.uk/biostudies/fire", "E-MTAB-10855",
-         BASE + "E-MTAB-/855/E-MTAB-10855/Files/"),
-        ("https://mirror.example.org/fire///", " e-mtab-10885 ",
-         "https://mirror.example.org/fire/E-MTAB-/885/E-MTAB-10885/Files/"),
+        ("https://ftp.ebi.ac.uk/biostudies/fire", "E-MTAB-10855", BASE + "E-MTAB-/855/E-MTAB-10855/Files/"),
+        (
+            "https://mirror.example.org/fire///",
+            " e-mtab-10885 ",
+            "https://mirror.example.org/fire/E-MTAB-/885/E-MTAB-10885/Files/",
+        ),
         (BASE, "E-MTAB-12", BASE + "E-MTAB-/012/E-MTAB-12/Files/"),
     ],
 )
@@ -53,9 +55,7 @@ def test_sdrf_url():
     assert biostudies.sdrf_url("E-MTAB-9841") == FILES_9841 + "E-MTAB-9841.sdrf.txt"
 
 
-@pytest.mark.parametrize(
-    "acc", ["MTAB-9841", "E-MTAB-", "E-MTA-9841", "GSE123456", "E-MTAB-98a1", ""]
-)
+@pytest.mark.parametrize("acc", ["MTAB-9841", "E-MTAB-", "E-MTA-9841", "GSE123456", "E-MTAB-98a1", ""])
 def test_bad_accession(acc):
     with pytest.raises(InputError, match="accession") as e:
         biostudies.biostudies_files_url(acc)
@@ -96,11 +96,12 @@ def test_dict_reader_would_lose_the_repeated_columns():
 
 def test_read_sdrf_pads_short_rows_and_trailing_tabs(tmp_path):
     f = tmp_path / "x.sdrf.txt"
-    f.write_text("Source Name\tCharacteristics[individual]\tDerived Array Data File\t\n"
-                 "S1\tD1\n\nS2\tD2\tS2.h5\t\t\n", encoding="utf-8")
+    f.write_text(
+        "Source Name\tCharacteristics[individual]\tDerived Array Data File\t\nS1\tD1\n\nS2\tD2\tS2.h5\t\t\n",
+        encoding="utf-8",
+    )
     df = biostudies.read_sdrf(f)
-    assert list(df.columns) == ["Source Name", "Characteristics[individual]",
-                                "Derived Array Data File"]
+    assert list(df.columns) == ["Source Name", "Characteristics[individual]", "Derived Array Data File"]
     assert df.loc[2].tolist() == ["S1", "D1", ""]
     assert df.loc[4].tolist() == ["S2", "D2", "S2.h5"]
 
@@ -114,8 +115,7 @@ def test_read_sdrf_errors(tmp_path):
     with pytest.raises(InputError, match="no 'Source Name' column") as e:
         biostudies.read_sdrf(html)
     assert e.value.file == str(html) and e.value.field == "Source Name"
-    wide = write_sdrf(tmp_path / "wide.sdrf.txt", ["Source Name", "Assay Name"],
-                      [["S1", "A1", "oops"]])
+    wide = write_sdrf(tmp_path / "wide.sdrf.txt", ["Source Name", "Assay Name"], [["S1", "A1", "oops"]])
     with pytest.raises(InputError, match="line 2 has 3 cells but the header 2"):
         biostudies.read_sdrf(wide)
     header_only = write_sdrf(tmp_path / "h.sdrf.txt", ["Source Name"], [])
@@ -140,15 +140,13 @@ def test_sdrf_samples_milk_default_dedup_and_legacy_rewrite():
     assert set(s["chemistry"]) == {"10xV3"}
     assert s["days_postpartum"].tolist() == [28.0, 10.0]  # "4" week, "10" day
     files = s.loc["LMC1", "files"]
-    assert [f["name"] for f in files] == [
-        "LMC1_matrix.mtx", "LMC1_features.tsv", "LMC1_barcodes.tsv"]
+    assert [f["name"] for f in files] == ["LMC1_matrix.mtx", "LMC1_features.tsv", "LMC1_barcodes.tsv"]
     assert [f["url"] for f in files] == [FILES_9841 + f["name"] for f in files]
     assert {f["url_origin"] for f in files} == {"legacy"}
 
 
 def test_sdrf_samples_legacy_rewrite_follows_base_url():
-    s = biostudies.sdrf_samples(B1, accession="E-MTAB-9841",
-                             base_url="https://mirror.example.org/fire")
+    s = biostudies.sdrf_samples(B1, accession="E-MTAB-9841", base_url="https://mirror.example.org/fire")
     url = s.loc["LMC2", "files"][0]["url"]
     assert url == "https://mirror.example.org/fire/E-MTAB-/841/E-MTAB-9841/Files/LMC2_matrix.mtx"
 
@@ -169,8 +167,7 @@ def test_sdrf_samples_loose_headers_and_biostudies_urls():
     assert s["days_postpartum"].isna().all()
     # AD4's second row has empty file cells: the files come from its first row, once
     files = s.loc["AD4", "files"]
-    assert [f["name"] for f in files] == [
-        "AD4_matrix.mtx.gz", "AD4_features.tsv.gz", "AD4_barcodes.tsv.gz"]
+    assert [f["name"] for f in files] == ["AD4_matrix.mtx.gz", "AD4_features.tsv.gz", "AD4_barcodes.tsv.gz"]
     # ftp:// in the SDRF -> https:// under the base URL
     assert files[0]["url"] == BASE + "E-MTAB-/855/E-MTAB-10855/Files/AD4_matrix.mtx.gz"
     assert files[0]["url_origin"] == "biostudies"
@@ -182,8 +179,7 @@ def test_sdrf_samples_fallback_urls_without_url_column():
     s = biostudies.sdrf_samples(B3, accession="E-MTAB-10885", include_tissue=True)
     folder = BASE + "E-MTAB-/885/E-MTAB-10885/Files/"
     assert s.loc["LMC9", "files"] == [
-        {"name": "LMC9_molecule_info.h5", "url": folder + "LMC9_molecule_info.h5",
-         "url_origin": "fallback"}
+        {"name": "LMC9_molecule_info.h5", "url": folder + "LMC9_molecule_info.h5", "url_origin": "fallback"}
     ]
     assert [f["url"] for f in s.loc["NMC1B", "files"]] == [
         folder + n for n in ("NMC1B_matrix.mtx", "NMC1B_genes.tsv", "NMC1B_barcodes.tsv")
@@ -194,10 +190,17 @@ def test_sdrf_samples_fallback_urls_without_url_column():
 def test_sdrf_samples_other_urls_kept_and_names_sanitised(tmp_path):
     f = write_sdrf(
         tmp_path / "x.sdrf.txt",
-        ["Source Name", "Characteristics[organism part]", "Characteristics[days postpartum]",
-         "Derived Array Data File", "Comment [Derived ArrayExpress FTP file]"],
-        [["milk sample 1", "milk", "3 weeks", "m1.h5", "https://example.org/m1.h5"],
-         ["milk sample 2", "milk", "12", "m2.h5", ""]],
+        [
+            "Source Name",
+            "Characteristics[organism part]",
+            "Characteristics[days postpartum]",
+            "Derived Array Data File",
+            "Comment [Derived ArrayExpress FTP file]",
+        ],
+        [
+            ["milk sample 1", "milk", "3 weeks", "m1.h5", "https://example.org/m1.h5"],
+            ["milk sample 2", "milk", "12", "m2.h5", ""],
+        ],
     )
     s = biostudies.sdrf_samples(f, accession="E-MTAB-1234")
     assert s["sample"].tolist() == ["milk_sample_1", "milk_sample_2"]
@@ -205,7 +208,10 @@ def test_sdrf_samples_other_urls_kept_and_names_sanitised(tmp_path):
     assert s["donor"].tolist() == s["sample"].tolist()  # no individual column
     assert s["days_postpartum"].tolist() == [21.0, 12.0]
     assert s.loc["milk_sample_1", "files"][0] == {
-        "name": "m1.h5", "url": "https://example.org/m1.h5", "url_origin": "sdrf"}
+        "name": "m1.h5",
+        "url": "https://example.org/m1.h5",
+        "url_origin": "sdrf",
+    }
     assert s.loc["milk_sample_2", "files"][0]["url_origin"] == "fallback"
 
 
@@ -213,8 +219,12 @@ def test_sdrf_samples_legacy_zip_bundle_maps_to_the_file(tmp_path):
     legacy = "ftp://ftp.ebi.ac.uk/pub/databases/microarray/data/experiment/MTAB/E-MTAB-5338/"
     f = write_sdrf(
         tmp_path / "x.sdrf.txt",
-        ["Source Name", "Characteristics[organism part]", "Derived Array Data File",
-         "Comment [Derived ArrayExpress FTP file]"],
+        [
+            "Source Name",
+            "Characteristics[organism part]",
+            "Derived Array Data File",
+            "Comment [Derived ArrayExpress FTP file]",
+        ],
         [["LMC1", "breast milk", "counts.txt", legacy + "E-MTAB-5338.processed.1.zip"]],
     )
     url = biostudies.sdrf_samples(f, accession="E-MTAB-5338").loc["LMC1", "files"][0]["url"]
@@ -222,10 +232,12 @@ def test_sdrf_samples_legacy_zip_bundle_maps_to_the_file(tmp_path):
 
 
 def test_sdrf_samples_conflicting_rows(tmp_path):
-    f = write_sdrf(tmp_path / "x.sdrf.txt",
-                   ["Source Name", "Characteristics [Individual]",
-                    "Characteristics[organism part]"],
-                   [["LMC1", "D1", "breast milk"], ["LMC1", "D2", "breast milk"]], bom=True)
+    f = write_sdrf(
+        tmp_path / "x.sdrf.txt",
+        ["Source Name", "Characteristics [Individual]", "Characteristics[organism part]"],
+        [["LMC1", "D1", "breast milk"], ["LMC1", "D2", "breast milk"]],
+        bom=True,
+    )
     with pytest.raises(InputError, match="rows disagree") as e:
         biostudies.sdrf_samples(f, accession="E-MTAB-9841")
     assert e.value.sample == "LMC1" and e.value.field == "Characteristics [Individual]"
@@ -233,23 +245,22 @@ def test_sdrf_samples_conflicting_rows(tmp_path):
 
 
 def test_sdrf_samples_unknown_source_and_bad_days(tmp_path):
-    f = write_sdrf(tmp_path / "x.sdrf.txt", ["Source Name", "Characteristics[organism part]"],
-                   [["S1", "blood"]])
+    f = write_sdrf(tmp_path / "x.sdrf.txt", ["Source Name", "Characteristics[organism part]"], [["S1", "blood"]])
     with pytest.raises(InputError, match="cannot tell milk from tissue") as e:
         biostudies.sdrf_samples(f, accession="E-MTAB-9841")
     assert e.value.sample == "S1" and e.value.field == "Characteristics[organism part]"
-    g = write_sdrf(tmp_path / "y.sdrf.txt",
-                   ["Source Name", "Characteristics[organism part]",
-                    "Characteristics[time post partum]"],
-                   [["LMC1", "milk", "early"]])
+    g = write_sdrf(
+        tmp_path / "y.sdrf.txt",
+        ["Source Name", "Characteristics[organism part]", "Characteristics[time post partum]"],
+        [["LMC1", "milk", "early"]],
+    )
     with pytest.raises(InputError, match="not a number of days") as e:
         biostudies.sdrf_samples(g, accession="E-MTAB-9841")
     assert e.value.field == "Characteristics[time post partum]" and e.value.sample == "LMC1"
 
 
 def test_sdrf_samples_no_milk_and_no_source_name(tmp_path):
-    f = write_sdrf(tmp_path / "x.sdrf.txt", ["Source Name", "Characteristics[organism part]"],
-                   [["NMC1", "breast"]])
+    f = write_sdrf(tmp_path / "x.sdrf.txt", ["Source Name", "Characteristics[organism part]"], [["NMC1", "breast"]])
     msg = r"no milk sample left \(1 tissue sample\(s\) skipped\)"
     with pytest.raises(InputError, match=msg) as e:
         biostudies.sdrf_samples(f, accession="E-MTAB-9841")
@@ -266,16 +277,23 @@ def test_sdrf_samples_no_milk_and_no_source_name(tmp_path):
 def test_sample_sheet_from_sdrf_reads_back(tmp_path):
     s = biostudies.sdrf_samples(B1, accession="E-MTAB-9841", include_tissue=True)
     sheet = biostudies.sample_sheet_from_sdrf(s, tmp_path / "raw")
-    assert list(sheet.columns) == ["sample", "path", "donor", "batch", "source", "days_postpartum",
-                                   "chemistry", "accession"]
+    assert list(sheet.columns) == [
+        "sample",
+        "path",
+        "donor",
+        "batch",
+        "source",
+        "days_postpartum",
+        "chemistry",
+        "accession",
+    ]
     assert sheet["path"].tolist() == [str(tmp_path / "raw" / n) for n in ("LMC1", "LMC2", "NMC1")]
     write_table(sheet, tmp_path / "samples.tsv")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         back = read_sample_sheet(tmp_path / "samples.tsv")
     # io may flag the extra columns (chemistry, accession) as carried into obs as they are
-    assert all(issubclass(w.category, MilkcellsWarning) and "chemistry" in str(w.message)
-               for w in caught)
+    assert all(issubclass(w.category, MilkcellsWarning) and "chemistry" in str(w.message) for w in caught)
     assert back["source"].tolist() == ["milk", "milk", "tissue"]
     assert back["donor"].tolist() == ["MD1", "MD2", "TD1"]
     assert back["days_postpartum"].iloc[:2].tolist() == [28.0, 10.0]
@@ -295,8 +313,9 @@ def test_downloads_land_where_io_reads_them(tmp_path, rng):
     # stand-in for the downloader: write a small MTX set under the planned names
     counts = sp.random(20, 5, density=0.4, format="csr", random_state=0, dtype=np.float32)
     counts.data = np.ceil(counts.data * 9)
-    var = pd.DataFrame({"gene_ids": [f"ENSG{i}" for i in range(5)]},
-                       index=["CSN2", "LALBA", "EPCAM", "PTPRC", "MT-CO1"])
+    var = pd.DataFrame(
+        {"gene_ids": [f"ENSG{i}" for i in range(5)]}, index=["CSN2", "LALBA", "EPCAM", "PTPRC", "MT-CO1"]
+    )
     sample = ad.AnnData(counts, var=var)
     io.write_10x_mtx(sample, root / "AD4", prefix="AD4_", gzip=True)
     assert sorted(p.name for p in (root / "AD4").iterdir()) == sorted(plan["name"][:3])
@@ -314,7 +333,10 @@ def test_sample_sheet_unusable_samples(tmp_path):
     sheet = biostudies.sample_sheet_from_sdrf(s, tmp_path, skip_unusable=True)
     assert sheet["sample"].tolist() == ["NMC1B"] and sheet.loc[0, "source"] == "tissue"
     assert biostudies.sdrf_downloads(s, tmp_path, skip_unusable=True)["name"].tolist() == [
-        "NMC1B_matrix.mtx", "NMC1B_genes.tsv", "NMC1B_barcodes.tsv"]
+        "NMC1B_matrix.mtx",
+        "NMC1B_genes.tsv",
+        "NMC1B_barcodes.tsv",
+    ]
     milk_only = biostudies.sdrf_samples(B3, accession="E-MTAB-10885")
     with pytest.raises(InputError, match="no sample has usable 10x files"):
         biostudies.sample_sheet_from_sdrf(milk_only, tmp_path, skip_unusable=True)
@@ -323,11 +345,18 @@ def test_sample_sheet_unusable_samples(tmp_path):
 
 
 def test_sample_sheet_h5_path(tmp_path):
-    s = pd.DataFrame({
-        "sample": ["LMC5"], "files": [[{"name": "LMC5_raw_feature_bc_matrix.h5", "url": "u"}]],
-        "donor": ["D5"], "source": ["milk"], "accession": ["E-MTAB-10855"],
-        "batch": ["E-MTAB-10855"], "days_postpartum": [np.nan], "chemistry": ["10xV3"],
-    })
+    s = pd.DataFrame(
+        {
+            "sample": ["LMC5"],
+            "files": [[{"name": "LMC5_raw_feature_bc_matrix.h5", "url": "u"}]],
+            "donor": ["D5"],
+            "source": ["milk"],
+            "accession": ["E-MTAB-10855"],
+            "batch": ["E-MTAB-10855"],
+            "days_postpartum": [np.nan],
+            "chemistry": ["10xV3"],
+        }
+    )
     sheet = biostudies.sample_sheet_from_sdrf(s, tmp_path)
     assert sheet.loc[0, "path"] == str(tmp_path / "LMC5" / "LMC5_raw_feature_bc_matrix.h5")
     plan = biostudies.sdrf_downloads(s, tmp_path)

@@ -26,10 +26,11 @@ CID = "fedcba98-7654-3210-fedc-ba9876543210"
 
 def test_cellxgene_dataset_url():
     assert cellxgene.cellxgene_dataset_url(DID) == (
-        f"https://api.cellxgene.cziscience.com/curation/v1/datasets/{DID}/versions")
-    assert cellxgene.cellxgene_dataset_url(DID.upper(), api_url="https://api.example.org/curation/",
-                                          collection_id=CID) == (
-        f"https://api.example.org/curation/v1/collections/{CID}/datasets/{DID}")
+        f"https://api.cellxgene.cziscience.com/curation/v1/datasets/{DID}/versions"
+    )
+    assert cellxgene.cellxgene_dataset_url(
+        DID.upper(), api_url="https://api.example.org/curation/", collection_id=CID
+    ) == (f"https://api.example.org/curation/v1/collections/{CID}/datasets/{DID}")
     with pytest.raises(InputError, match="not a UUID") as e:
         cellxgene.cellxgene_dataset_url("lactocytes")
     assert e.value.field == "dataset_id"
@@ -43,15 +44,16 @@ def _asset(filetype, url):
 
 def test_cellxgene_h5ad_url_shapes():
     h5ad = f"https://datasets.cellxgene.cziscience.com/{DID}.h5ad"
-    dataset = {"dataset_id": DID,
-               "assets": [_asset("RDS", h5ad[:-4] + "rds"), _asset("H5AD", h5ad)]}
+    dataset = {"dataset_id": DID, "assets": [_asset("RDS", h5ad[:-4] + "rds"), _asset("H5AD", h5ad)]}
     assert cellxgene.cellxgene_h5ad_url(dataset) == h5ad
     older = {"dataset_id": DID, "assets": [_asset("H5AD", "https://old/x.h5ad")]}
     versions = [dict(dataset), older]
     assert cellxgene.cellxgene_h5ad_url(versions) == h5ad  # newest first
     other = "11111111-2222-3333-4444-555555555555"
-    collection = {"collection_id": CID, "datasets": [
-        {"dataset_id": other, "assets": [_asset("H5AD", "https://x/other.h5ad")]}, dataset]}
+    collection = {
+        "collection_id": CID,
+        "datasets": [{"dataset_id": other, "assets": [_asset("H5AD", "https://x/other.h5ad")]}, dataset],
+    }
     assert cellxgene.cellxgene_h5ad_url(collection, dataset_id=DID) == h5ad
     with pytest.raises(InputError, match="2 datasets in the document") as e:
         cellxgene.cellxgene_h5ad_url(collection)
@@ -70,32 +72,49 @@ def test_cellxgene_h5ad_url_shapes():
 
 @pytest.fixture
 def cxg_h5ad(tmp_path):
+    """:func:`write_cxg_h5ad` in the test's folder."""
+    return write_cxg_h5ad(tmp_path)
+
+
+def write_cxg_h5ad(folder: Path) -> tuple[Path, np.ndarray, pd.DataFrame]:
     """A tiny CELLxGENE-schema h5ad: raw counts in raw.X, normalised X, Ensembl var index."""
     rng = np.random.default_rng(7)
     n_cells = 16
     counts = rng.poisson(2.0, size=(n_cells, 6)).astype(np.float32)
     counts[:, 0] += 1  # no empty cell
     var = pd.DataFrame(
-        {"feature_name": pd.Categorical(["CSN2", "LALBA", "PTPRC", "MT-CO1", "CSN2",
-                                         "ERCC-00002 (spike-in control)"]),
-         "feature_biotype": pd.Categorical(["gene"] * 5 + ["spike-in"])},
-        index=["ENSG00000135222", "ENSG00000167531", "ENSG00000081237", "ENSG00000198804",
-               "ENSG99999999999", "ERCC-00002"],
+        {
+            "feature_name": pd.Categorical(
+                ["CSN2", "LALBA", "PTPRC", "MT-CO1", "CSN2", "ERCC-00002 (spike-in control)"]
+            ),
+            "feature_biotype": pd.Categorical(["gene"] * 5 + ["spike-in"]),
+        },
+        index=[
+            "ENSG00000135222",
+            "ENSG00000167531",
+            "ENSG00000081237",
+            "ENSG00000198804",
+            "ENSG99999999999",
+            "ERCC-00002",
+        ],
     )
     obs = pd.DataFrame(
-        {"tissue": pd.Categorical(["milk", "breast"] * 8),
-         "cell_type": pd.Categorical(["luminal epithelial cell of mammary gland", "macrophage",
-                                      "T cell", "fibroblast"] * 4),
-         "author_cell_type": pd.Categorical(["LC2", "Macro", "T", "FB"] * 4),
-         "donor_id": pd.Categorical([f"D{i % 3}" for i in range(n_cells)]),
-         "sample_id": pd.Categorical([f"S{i % 4}" for i in range(n_cells)])},
+        {
+            "tissue": pd.Categorical(["milk", "breast"] * 8),
+            "cell_type": pd.Categorical(
+                ["luminal epithelial cell of mammary gland", "macrophage", "T cell", "fibroblast"] * 4
+            ),
+            "author_cell_type": pd.Categorical(["LC2", "Macro", "T", "FB"] * 4),
+            "donor_id": pd.Categorical([f"D{i % 3}" for i in range(n_cells)]),
+            "sample_id": pd.Categorical([f"S{i % 4}" for i in range(n_cells)]),
+        },
         index=[f"cell{i}" for i in range(n_cells)],
     )
     a = ad.AnnData(sp.csr_matrix(counts), obs=obs, var=var)
     a.raw = a.copy()
     norm = counts / counts.sum(axis=1, keepdims=True) * 1e4
     a.X = sp.csr_matrix(np.log1p(norm).astype(np.float32))
-    path = tmp_path / "cxg.h5ad"
+    path = folder / "cxg.h5ad"
     a.write_h5ad(path)
     return path, counts, obs
 
@@ -123,8 +142,10 @@ def test_read_cellxgene_filter_raw_and_labels(cxg_h5ad):
 def test_read_cellxgene_list_filter_label_and_sample_columns(cxg_h5ad):
     path, counts, obs = cxg_h5ad
     a = cellxgene.read_cellxgene(
-        path, obs_filter={"tissue": ["milk", "breast milk"], "donor_id": ["D0", "D1"]},
-        label_column="author_cell_type", sample_column="sample_id",
+        path,
+        obs_filter={"tissue": ["milk", "breast milk"], "donor_id": ["D0", "D1"]},
+        label_column="author_cell_type",
+        sample_column="sample_id",
     )
     keep = ((obs["tissue"] == "milk") & obs["donor_id"].isin(["D0", "D1"])).to_numpy()
     assert a.n_obs == keep.sum()
@@ -175,11 +196,17 @@ def serve_curation_api(site, h5ad, base):
     shutil.copy(h5ad, site / "assets" / f"{DID}.h5ad")
     doc = site / "curation" / "v1" / "datasets" / DID / "versions"
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(json.dumps([
-        {"dataset_id": DID, "assets": [_asset("RDS", f"{base}assets/{DID}.rds"),
-                                       _asset("H5AD", f"{base}assets/{DID}.h5ad")]},
-        {"dataset_id": DID, "assets": [_asset("H5AD", f"{base}assets/older.h5ad")]},
-    ]))
+    doc.write_text(
+        json.dumps(
+            [
+                {
+                    "dataset_id": DID,
+                    "assets": [_asset("RDS", f"{base}assets/{DID}.rds"), _asset("H5AD", f"{base}assets/{DID}.h5ad")],
+                },
+                {"dataset_id": DID, "assets": [_asset("H5AD", f"{base}assets/older.h5ad")]},
+            ]
+        )
+    )
     return base + "curation"
 
 
@@ -189,8 +216,14 @@ def test_prepare_end_to_end_through_a_local_curation_api(cxg_h5ad, tmp_path):
     site.mkdir()
     with serve(site) as (base, server):
         api_url = serve_curation_api(site, path, base)
-        kw = {"dataset_id": DID, "api_url": api_url, "obs_filter": {"tissue": "milk"},
-              "label_column": "author_cell_type", "sample_column": "sample_id", "backoff": 0.01}
+        kw = {
+            "dataset_id": DID,
+            "api_url": api_url,
+            "obs_filter": {"tissue": "milk"},
+            "label_column": "author_cell_type",
+            "sample_column": "sample_id",
+            "backoff": 0.01,
+        }
         sheet = cellxgene.prepare(ds, **kw)
         assert server.count(f"curation/v1/datasets/{DID}/versions") == 1
         assert server.count(f"assets/{DID}.h5ad") == 1 and server.count() == 2

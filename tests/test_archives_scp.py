@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from milkcells import InputError, io
+from milkcells import InputError, MilkcellsWarning, io
 from milkcells.archives import scp
-from milkcells import MilkcellsWarning
 from milkcells.samplesheet import read_sample_sheet
 
 DATA = Path(__file__).parent / "data" / "sources"
@@ -58,10 +57,12 @@ def test_read_scp_plain_comma_r_style_and_chunks(tmp_path):
     ref = scp.read_scp(SCP_COUNTS, SCP_META)
     # comma-separated, not gzipped, no header cell above the gene names (R's write.table)
     csv_counts = tmp_path / "counts.csv"
-    csv_counts.write_text(",".join(counts.columns) + "\n" + "\n".join(
-        f"{g}," + ",".join(map(str, row))
-        for g, row in zip(counts.index, counts.to_numpy(), strict=True)
-    ) + "\n")
+    csv_counts.write_text(
+        ",".join(counts.columns)
+        + "\n"
+        + "\n".join(f"{g}," + ",".join(map(str, row)) for g, row in zip(counts.index, counts.to_numpy(), strict=True))
+        + "\n"
+    )
     tab_meta = tmp_path / "meta.txt.gz"
     with gzip.open(tab_meta, "wt") as fh:
         fh.write(SCP_META.read_text().replace(",", "\t"))
@@ -83,13 +84,13 @@ def test_read_scp_type_row_errors(tmp_path):
     with pytest.raises(InputError, match="second row") as e:
         scp.read_scp(SCP_COUNTS, no_type)
     assert e.value.field == "TYPE" and "TYPE" in e.value.expected
-    bad_type = _edit_meta(tmp_path, lambda ls: [
-        ls[0], ls[1].replace("group,group,numeric", "group,text,numeric"), *ls[2:]])
+    bad_type = _edit_meta(
+        tmp_path, lambda ls: [ls[0], ls[1].replace("group,group,numeric", "group,text,numeric"), *ls[2:]]
+    )
     with pytest.raises(InputError, match="column type 'text'") as e:
         scp.read_scp(SCP_COUNTS, bad_type)
     assert e.value.field == "donor_id"
-    text_in_numeric = _edit_meta(
-        tmp_path, lambda ls: [*ls[:2], ls[2].replace(",5,", ",five,"), *ls[3:]])
+    text_in_numeric = _edit_meta(tmp_path, lambda ls: [*ls[:2], ls[2].replace(",5,", ",five,"), *ls[3:]])
     msg = "'five' of cell 'BM01_5dpp_r1_AAACCTGA' is not a number"
     with pytest.raises(InputError, match=msg) as e:
         scp.read_scp(SCP_COUNTS, text_in_numeric)

@@ -41,7 +41,8 @@ def test_prepare_url_list_checksum_mismatch_leaves_nothing(tmp_path):
     (site / "x.h5ad").write_bytes(b"not what the list promised")
     with serve(site) as (base, _server):
         pd.DataFrame([{"url": f"{base}x.h5ad", "sample": "X", "sha256": "0" * 64}]).to_csv(
-            tmp_path / "urls.tsv", sep="\t", index=False)
+            tmp_path / "urls.tsv", sep="\t", index=False
+        )
         with pytest.raises(DownloadError, match="sha256"):
             urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01, retries=0)
     assert not (tmp_path / "ds" / "raw" / "X" / "x.h5ad").exists()

@@ -156,8 +156,12 @@ def test_report_text_states_the_method_actually_used():
 
     text = (REPO / "workflow" / "report" / "workflow.rst").read_text()
     base = {"samples": "s.tsv", "integration": {"method": "harmony", "key": "batch"}}
-    for method, expected in [("auto", "EmptyDrops"), ("emptydrops", "EmptyDrops"), ("inflection", "inflection"),
-                             ("none", "kept whole")]:
+    for method, expected in [
+        ("auto", "EmptyDrops"),
+        ("emptydrops", "EmptyDrops"),
+        ("inflection", "inflection"),
+        ("none", "kept whole"),
+    ]:
         cfg = type("S", (), {"config": {**base, "cell_calling": {"method": method}}})
         out = jinja2.Environment().from_string(text).render(snakemake=cfg)
         assert expected in out and "qc_summary.tsv" in out

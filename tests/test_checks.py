@@ -26,16 +26,14 @@ def test_check_mtx_accepts_valid_files(tmp_path, gz):
     path = tmp_path / ("m.mtx.gz" if gz else "m.mtx")
     text = MTX + "\n"  # a trailing blank line is allowed
     path.write_bytes(_gz(text) if gz else text.encode())
-    assert ck.check_mtx(path) == {"rows": 3, "cols": 2, "nnz": 3, "field": "integer",
-                                  "symmetry": "general"}
+    assert ck.check_mtx(path) == {"rows": 3, "cols": 2, "nnz": 3, "field": "integer", "symmetry": "general"}
     assert ck.check_mtx(TINY / "matrix.mtx.gz")["nnz"] == 6
 
 
 def test_check_mtx_counts_large_files_across_blocks(tmp_path):
     n = 300_000  # > 1 MiB of text: counted over several blocks
     rng = np.random.default_rng(0)
-    body = "".join(f"{i} {j} 1\n" for i, j in zip(rng.integers(1, 1000, n), rng.integers(1, 500, n),
-                                                     strict=True))
+    body = "".join(f"{i} {j} 1\n" for i, j in zip(rng.integers(1, 1000, n), rng.integers(1, 500, n), strict=True))
     path = tmp_path / "big.mtx"
     path.write_text(f"%%MatrixMarket matrix coordinate integer general\n1000 500 {n}\n{body[:-1]}")
     assert ck.check_mtx(path)["nnz"] == n  # no final newline: the last line still counts

@@ -13,8 +13,16 @@ NYQUIST = SHARED / "nyquist2022" / "nyquist2022_sample_celltype_counts.csv"
 
 @pytest.mark.parametrize(
     ("name", "days"),
-    [("BM01_5dpp_r1", 5), ("BM01_7wkpp_r1", 49), ("BM01_23wk_r1", 161), ("X_3mo_r2", 3 * 30.4375),
-     ("BM05_26wk_r1_", 182), ("BM04_t1_r2", np.nan), ("B2_", np.nan), ("SIM1_d004", np.nan)],
+    [
+        ("BM01_5dpp_r1", 5),
+        ("BM01_7wkpp_r1", 49),
+        ("BM01_23wk_r1", 161),
+        ("X_3mo_r2", 3 * 30.4375),
+        ("BM05_26wk_r1_", 182),
+        ("BM04_t1_r2", np.nan),
+        ("B2_", np.nan),
+        ("SIM1_d004", np.nan),
+    ],
 )
 def test_parse_days(name, days):
     got = composition.parse_days_postpartum(name)
@@ -45,6 +53,7 @@ def test_author_label_map_covers_nyquist_columns():
 
 # ---- the model on workflow-shaped tables (no ../shared needed) ----
 
+
 def _cohort_adata(design, seed=0, n=300):
     """Cells of samples (sample, donor, days): epithelial LC1/LC2 and immune macrophage/T cell."""
     rng = np.random.default_rng(seed)
@@ -54,8 +63,16 @@ def _cohort_adata(design, seed=0, n=300):
         p = np.array([lc1, 0.8 - lc1, 0.1, 0.1])
         for t, c in zip(rng.choice(4, size=n, p=p), rng.random(n), strict=True):
             ct = ["LC1", "LC2", "macrophage", "T cell"][t]
-            obs.append({"sample": sample, "donor": donor, "days_postpartum": days,
-                        "compartment": "epithelial" if t < 2 else "immune", "cell_type": ct, "_": c})
+            obs.append(
+                {
+                    "sample": sample,
+                    "donor": donor,
+                    "days_postpartum": days,
+                    "compartment": "epithelial" if t < 2 else "immune",
+                    "cell_type": ct,
+                    "_": c,
+                }
+            )
     obs = pd.DataFrame(obs)
     obs.index = obs.index.astype(str)
     return ad.AnnData(obs=obs.drop(columns="_"))
@@ -87,8 +104,10 @@ def test_demo_shaped_cohort_is_not_estimable_but_runs():
 
 @pytest.mark.parametrize(
     ("design", "note"),
-    [([("A_1", "A", np.nan), ("A_2", "A", np.nan), ("B_1", "B", np.nan)], "no sample with a donor and days"),
-     ([(f"A_{d}", "A", float(d)) for d in (3, 10, 40, 90, 200)], "fewer than two donors")],
+    [
+        ([("A_1", "A", np.nan), ("A_2", "A", np.nan), ("B_1", "B", np.nan)], "no sample with a donor and days"),
+        ([(f"A_{d}", "A", float(d)) for d in (3, 10, 40, 90, 200)], "fewer than two donors"),
+    ],
     ids=["no_days", "single_donor"],
 )
 def test_cohorts_without_an_estimable_effect(design, note):
@@ -120,17 +139,26 @@ def test_cross_sectional_cohort_is_analysed_between_donors():
 
 def test_composition_over_time_names_a_missing_column():
     with pytest.raises(InputError, match="n_cells"):
-        composition.composition_over_time(pd.DataFrame({"sample": [], "level": [], "label": [],
-                                                        "compartment": []}))
+        composition.composition_over_time(pd.DataFrame({"sample": [], "level": [], "label": [], "compartment": []}))
 
 
 # ---- SCP1671 reader ----
 
+
 def _scp_file(tmp_path, **change):
-    df = pd.DataFrame({"biosample_id": ["S1", "S2"], "donor_id": ["D1", "D1"],
-                       "time_post_partum_days_inferred": [5, 50], "milk_stage_inferred": ["early", "late_1"],
-                       "n_cells": [30, 40], "LC1": [10, 20], "LC2": [15, 15], "T cells": [5, 5],
-                       "frac_immune": [0.17, 0.125]})
+    df = pd.DataFrame(
+        {
+            "biosample_id": ["S1", "S2"],
+            "donor_id": ["D1", "D1"],
+            "time_post_partum_days_inferred": [5, 50],
+            "milk_stage_inferred": ["early", "late_1"],
+            "n_cells": [30, 40],
+            "LC1": [10, 20],
+            "LC2": [15, 15],
+            "T cells": [5, 5],
+            "frac_immune": [0.17, 0.125],
+        }
+    )
     for k, v in change.items():
         df[k] = v
     path = tmp_path / "scp.tsv"
@@ -148,9 +176,11 @@ def test_read_scp1671(tmp_path):
 
 @pytest.mark.parametrize(
     ("change", "match"),
-    [({"n_cells": [30, 41]}, "sample 'S2'.*field 'n_cells'"),
-     ({"mystery cells": [1, 1]}, "field 'mystery cells'"),
-     ({"LC1": [10, -1], "n_cells": [30, 19]}, "sample 'S2'")],
+    [
+        ({"n_cells": [30, 41]}, "sample 'S2'.*field 'n_cells'"),
+        ({"mystery cells": [1, 1]}, "field 'mystery cells'"),
+        ({"LC1": [10, -1], "n_cells": [30, 19]}, "sample 'S2'"),
+    ],
     ids=["n_cells", "unknown_label", "negative"],
 )
 def test_read_scp1671_names_the_problem(tmp_path, change, match):
@@ -160,6 +190,7 @@ def test_read_scp1671_names_the_problem(tmp_path, change, match):
 
 
 # ---- the reproduction on the real SCP1671 counts ----
+
 
 @pytest.fixture(scope="module")
 def scp():
@@ -223,8 +254,15 @@ def test_immune_subtypes_per_donor(scp):
     assert d[["donor", "days_postpartum"]].drop_duplicates().shape[0] == 44
     sums = d[d["n_immune"] > 0].groupby(["donor", "days_postpartum"])["share_of_immune"].sum()
     assert np.allclose(sums, 1.0)
-    assert set(d["label"]) == {"GPNMB macrophage", "CSN1S1 macrophage", "neutrophil", "T cell", "B cell",
-                               "dendritic cell", "eosinophil"}
+    assert set(d["label"]) == {
+        "GPNMB macrophage",
+        "CSN1S1 macrophage",
+        "neutrophil",
+        "T cell",
+        "B cell",
+        "dendritic cell",
+        "eosinophil",
+    }
 
 
 @needs_shared(NYQUIST)

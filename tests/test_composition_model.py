@@ -36,8 +36,15 @@ def test_fit_matches_statsmodels_glm():
 
 
 def test_dispersion_is_recovered_roughly():
-    phis = [williams_fit(*_fe_data(seed=s, donors=20, phi=0.05)[:2], _fe_data(seed=s, donors=20)[3], 20,
-                      x=_fe_data(seed=s, donors=20)[2])[3] for s in range(10)]
+    phis = [
+        williams_fit(
+            *_fe_data(seed=s, donors=20, phi=0.05)[:2],
+            _fe_data(seed=s, donors=20)[3],
+            20,
+            x=_fe_data(seed=s, donors=20)[2],
+        )[3]
+        for s in range(10)
+    ]
     assert 0.02 < np.median(phis) < 0.08
 
 
@@ -76,8 +83,9 @@ def test_fit_share_trend_reports_why_not():
 
 def test_pool_units_sums_replicates():
     counts = pd.DataFrame({"a": [1, 2, 3]}, index=["s1_r1", "s1_r2", "s2"])
-    pooled, units = composition_model.pool_units(counts, pd.Series({"s1_r1": "D", "s1_r2": "D", "s2": "D"}),
-                                                 pd.Series({"s1_r1": 5, "s1_r2": 5, "s2": 40}))
+    pooled, units = composition_model.pool_units(
+        counts, pd.Series({"s1_r1": "D", "s1_r2": "D", "s2": "D"}), pd.Series({"s1_r1": 5, "s1_r2": 5, "s2": 40})
+    )
     assert list(pooled["a"]) == [3, 3] and list(units["n_samples"]) == [2, 1]
     assert units.loc[0, "samples"] == "s1_r1,s1_r2"
 

@@ -66,8 +66,11 @@ MIRRORS = {
     ("annotation", "milk_alpha"): (annotate.annotate_cell_types, "milk_alpha"),
     ("annotation", "shared_level"): (annotate.annotate_cell_types, "shared_level"),
     ("annotation", "min_relative"): (annotate.annotate_cell_types, "min_relative"),
-    **{("dataset", k): (archives.get(name).prepare, k) for name in archives.names()
-       for k in ("mirror", "retries", "backoff")},
+    **{
+        ("dataset", k): (archives.get(name).prepare, k)
+        for name in archives.names()
+        for k in ("mirror", "retries", "backoff")
+    },
     ("demo", "n_cells"): (datasets.simulate_milk_sample, "n_cells"),
     ("demo", "n_empty"): (datasets.simulate_milk_sample, "n_empty"),
     ("demo", "n_genes"): (datasets.simulate_milk_sample, "n_genes"),
@@ -101,18 +104,25 @@ def test_each_archive_has_its_block_of_prepare_keywords(name):
 
 def test_every_schema_key_is_mirrored_or_workflow_only():
     workflow_only = {("annotation", "author_label_column")} | {
-        ("dataset", k) for k in ("archive", "name", "download_dir", *archives.names())  # blocks: tested above
+        ("dataset", k)
+        for k in ("archive", "name", "download_dir", *archives.names())  # blocks: tested above
     }
     for section, spec in SCHEMA["properties"].items():
         for key in spec.get("properties", {}):
             assert (section, key) in MIRRORS or (section, key) in workflow_only, (section, key)
 
 
-@pytest.mark.parametrize("param", ["min_score", "min_margin", "min_purity", "expr_floor", "ambient_threshold",
-                                   "shared_level", "min_relative"])
+@pytest.mark.parametrize(
+    "param",
+    ["min_score", "min_margin", "min_purity", "expr_floor", "ambient_threshold", "shared_level", "min_relative"],
+)
 def test_same_thresholds_for_cell_types_and_compartment_split(param):
     funcs = [annotate.annotate_cell_types, compartments.subcluster_compartment]
-    if param not in ("min_score", "shared_level", "min_relative"):  # compartments have their own, lower no-call baseline
+    if param not in (
+        "min_score",
+        "shared_level",
+        "min_relative",
+    ):  # compartments have their own, lower no-call baseline
         funcs.append(annotate.annotate_compartments)
     defaults = {inspect.signature(f).parameters[param].default for f in funcs}
     assert len(defaults) == 1, (param, defaults)
@@ -149,16 +159,23 @@ def test_schema_rejects_unknown_and_bad_values():
     with pytest.raises(WorkflowError):
         validate({"samples": "s.tsv", "outdir": "o", "typo_key": 1}, schema=schema)
     with pytest.raises(WorkflowError, match="accession"):  # an archive's block is checked like the rest
-        validate({"samples": "s.tsv", "outdir": "o", "dataset": {"biostudies": {"accession": ["E-MTAB-1"]}}},
-                 schema=schema)
+        validate(
+            {"samples": "s.tsv", "outdir": "o", "dataset": {"biostudies": {"accession": ["E-MTAB-1"]}}}, schema=schema
+        )
 
 
 def test_nested_archive_defaults_are_filled():
-    cfg = {"samples": "s.tsv", "outdir": "o", "dataset": {"archive": "biostudies",
-                                                           "biostudies": {"accessions": ["E-MTAB-9841"]}}}
+    cfg = {
+        "samples": "s.tsv",
+        "outdir": "o",
+        "dataset": {"archive": "biostudies", "biostudies": {"accessions": ["E-MTAB-9841"]}},
+    }
     validate(cfg, schema=str(files("milkcells") / "schemas" / "config.schema.yaml"), set_default=True)
-    assert cfg["dataset"]["biostudies"] == {"accessions": ["E-MTAB-9841"], "include_tissue": False,
-                                            "base_url": "https://ftp.ebi.ac.uk/biostudies/fire/"}
+    assert cfg["dataset"]["biostudies"] == {
+        "accessions": ["E-MTAB-9841"],
+        "include_tissue": False,
+        "base_url": "https://ftp.ebi.ac.uk/biostudies/fire/",
+    }
     assert cfg["dataset"]["cellxgene"]["label_column"] == "cell_type" and cfg["dataset"]["retries"] == 5
 
 
@@ -168,7 +185,10 @@ def test_renamed_keys_name_the_new_key(old, new):
 
     with pytest.raises(InputError, match=rf"{old[0]}\.{old[1]}.*renamed.*{new[0]}\.{new[1]}"):
         recipe.default_config({old[0]: {old[1]: 1}})
-    assert new[1] in SCHEMA["properties"][new[0]]["properties"] and old[1] not in SCHEMA["properties"][old[0]]["properties"]
+    assert (
+        new[1] in SCHEMA["properties"][new[0]]["properties"]
+        and old[1] not in SCHEMA["properties"][old[0]]["properties"]
+    )
 
 
 def test_recipe_default_config_is_the_validated_schema_defaults():

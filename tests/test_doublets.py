@@ -6,8 +6,9 @@ from milkcells import cellcalling, datasets, doublets, qc, simulation
 
 @pytest.fixture(scope="module")
 def qc_sample():
-    raw = datasets.simulate_milk_sample("DBL_d005", donor="D1", days_postpartum=5, n_cells=800, n_empty=3000,
-                                        n_genes=1000, doublet_rate=0.08)
+    raw = datasets.simulate_milk_sample(
+        "DBL_d005", donor="D1", days_postpartum=5, n_cells=800, n_empty=3000, n_genes=1000, doublet_rate=0.08
+    )
     return qc.filter_cells(cellcalling.call_cells(raw, niters=2000))
 
 
@@ -18,9 +19,18 @@ def heterotypic_samples():
     (5 % immune cells: nearly as many doublets as immune singlets), through cell calling and QC."""
     out = []
     for name, donor, days in (("HET_early", "D1", 10), ("HET_late", "D2", 90)):
-        raw = simulation.simulate_raw_sample(name, donor=donor, days_postpartum=days, n_cells=1500, n_empty=4000,
-                                             marker_fraction=0.7, sharing=0.1, doublet_rate=0.04,
-                                             doublet_kind="heterotypic", seed=0)
+        raw = simulation.simulate_raw_sample(
+            name,
+            donor=donor,
+            days_postpartum=days,
+            n_cells=1500,
+            n_empty=4000,
+            marker_fraction=0.7,
+            sharing=0.1,
+            doublet_rate=0.04,
+            doublet_kind="heterotypic",
+            seed=0,
+        )
         out.append(qc.filter_cells(cellcalling.call_cells(raw, niters=2000)))
     return out
 
@@ -85,8 +95,9 @@ def test_fixed_threshold(qc_sample):
 
 
 def test_one_cluster_has_no_heterotypic_doublets():
-    raw = simulation.simulate_raw_sample("ONE", donor="D1", composition={"LC2": 1.0}, n_cells=300, n_empty=2000,
-                                         doublet_rate=0.04)
+    raw = simulation.simulate_raw_sample(
+        "ONE", donor="D1", composition={"LC2": 1.0}, n_cells=300, n_empty=2000, doublet_rate=0.04
+    )
     a = qc.filter_cells(cellcalling.call_cells(raw, niters=1000))
     out = doublets.remove_doublets(a, scrublet=False, resolution=1e-3)
     rec = out.uns["milkcells"]["doublets"]
@@ -98,7 +109,6 @@ def test_bad_parameters(qc_sample):
         doublets.remove_doublets(qc_sample, expected_rate=2)
     with pytest.raises(ValueError, match="resolution"):
         doublets.remove_doublets(qc_sample, resolution=0)
-
 
 
 def test_disabled_keeps_every_cell_and_says_so(qc_sample):

@@ -20,7 +20,7 @@ from milkcells import InputError
 from milkcells import download as dl
 from milkcells import manifest as mf
 from milkcells.archives import urls
-from tests.archive_server import Fault, archive, no_network, serve  # noqa: F401
+from tests.archive_server import Fault, serve
 
 DATA = Path(__file__).parent / "data" / "archive"
 TINY = DATA / "tiny10x"
@@ -63,8 +63,7 @@ def _leftovers(dest: Path) -> list[Path]:
 
 
 def test_user_agent_is_fixed_and_sent(archive, site, tmp_path):
-    assert re.fullmatch(r"milkcells/\S+ \(\+https://github\.com/milkcells/milkcells\)",
-                        dl.USER_AGENT)
+    assert re.fullmatch(r"milkcells/\S+ \(\+https://github\.com/milkcells/milkcells\)", dl.USER_AGENT)
     base, server = archive(site)
     dl.fetch(base + "data/blob.bin", tmp_path / "out" / "blob.bin", **FAST)
     (req,) = server.requests_for("data/blob.bin")
@@ -76,14 +75,19 @@ def test_plain_download_and_manifest(archive, site, tmp_path):
     base, server = archive(site)
     data = (site / "data" / "blob.bin").read_bytes()
     dest = tmp_path / "out" / "blob.bin"
-    rec = dl.fetch(base + "data/blob.bin", dest, sha256=_sha(data).upper(),
-                   md5=hashlib.md5(data).hexdigest(), size=len(data), **FAST)
+    rec = dl.fetch(
+        base + "data/blob.bin",
+        dest,
+        sha256=_sha(data).upper(),
+        md5=hashlib.md5(data).hexdigest(),
+        size=len(data),
+        **FAST,
+    )
     assert dest.read_bytes() == data
     assert not dest.with_name("blob.bin.part").exists()
     assert rec["downloaded"] is True and rec["source"] == "network"
     assert rec["url"] == base + "data/blob.bin" and rec["path"] == str(dest)
-    assert (rec["size"], rec["sha256"], rec["md5"]) == \
-        (len(data), _sha(data), hashlib.md5(data).hexdigest())
+    assert (rec["size"], rec["sha256"], rec["md5"]) == (len(data), _sha(data), hashlib.md5(data).hexdigest())
     assert datetime.fromisoformat(rec["time"]).utcoffset().total_seconds() == 0
     assert server.count("data/blob.bin") == 1
 
@@ -97,8 +101,11 @@ def test_plain_download_and_manifest(archive, site, tmp_path):
 
 def test_second_fetch_and_fetch_all_download_nothing(archive, site, tmp_path):
     base, server = archive(site)
-    items = [{"url": base + "data/blob.bin"}, {"url": base + "data/table.tsv.gz"},
-             {"url": base + "tiny10x/matrix.mtx.gz", "filename": "E-MTAB-9841/matrix.mtx.gz"}]
+    items = [
+        {"url": base + "data/blob.bin"},
+        {"url": base + "data/table.tsv.gz"},
+        {"url": base + "tiny10x/matrix.mtx.gz", "filename": "E-MTAB-9841/matrix.mtx.gz"},
+    ]
     out, manifest = tmp_path / "out", tmp_path / "out" / "manifest.tsv"
     first = dl.fetch_all(items, out, manifest=manifest, **FAST)
     assert [r["downloaded"] for r in first] == [True] * 3
@@ -348,8 +355,9 @@ def test_fetch_all_from_url_list_with_manifest(archive, site, tmp_path):
     records = dl.fetch_all(items, out, manifest=out / "manifest.tsv", **FAST)
     assert (out / "blob.bin").read_bytes() == blob
     assert (out / "m" / "matrix.mtx.gz").is_file()
-    assert [(m["path"], m["size"]) for m in mf.read_manifest(out / "manifest.tsv")] == \
-        [(r["path"], r["size"]) for r in records]
+    assert [(m["path"], m["size"]) for m in mf.read_manifest(out / "manifest.tsv")] == [
+        (r["path"], r["size"]) for r in records
+    ]
     assert server.count() == 2
 
 
@@ -357,9 +365,14 @@ def test_mirror_is_used_without_network(archive, site, tmp_path):
     base, server = archive(site)
     mirror = tmp_path / "mirror"
     shutil.copytree(site, mirror)
-    items = [{"url": base + "data/blob.bin", "filename": "data/blob.bin",
-              "sha256": _sha((site / "data" / "blob.bin").read_bytes())},
-             {"url": base + "tiny10x/matrix.mtx.gz", "filename": "tiny10x/matrix.mtx.gz"}]
+    items = [
+        {
+            "url": base + "data/blob.bin",
+            "filename": "data/blob.bin",
+            "sha256": _sha((site / "data" / "blob.bin").read_bytes()),
+        },
+        {"url": base + "tiny10x/matrix.mtx.gz", "filename": "tiny10x/matrix.mtx.gz"},
+    ]
     out = tmp_path / "out"
     records = dl.fetch_all(items, out, mirror=mirror, manifest=out / "manifest.tsv", **FAST)
     assert [(r["source"], r["downloaded"]) for r in records] == [("mirror", True)] * 2
@@ -374,12 +387,10 @@ def test_mirror_falls_back_to_network_and_rejects_bad_copies(archive, site, tmp_
     (mirror / "data").mkdir(parents=True)
     (mirror / "data" / "table.tsv.gz").write_bytes(b"\x1f\x8b not really gzip")
     out = tmp_path / "out"
-    rec = dl.fetch_all([{"url": base + "data/blob.bin", "filename": "data/blob.bin"}], out,
-                       mirror=mirror, **FAST)
+    rec = dl.fetch_all([{"url": base + "data/blob.bin", "filename": "data/blob.bin"}], out, mirror=mirror, **FAST)
     assert rec[0]["source"] == "network" and server.count("data/blob.bin") == 1
     with pytest.raises(dl.DownloadError, match="corrupt gzip") as err:
-        dl.fetch_all([{"url": base + "data/table.tsv.gz", "filename": "data/table.tsv.gz"}], out,
-                     mirror=mirror, **FAST)
+        dl.fetch_all([{"url": base + "data/table.tsv.gz", "filename": "data/table.tsv.gz"}], out, mirror=mirror, **FAST)
     assert str(mirror / "data" / "table.tsv.gz") in str(err.value)
     assert _leftovers(out / "data" / "table.tsv.gz") == []
     assert server.count("data/table.tsv.gz") == 0

@@ -138,9 +138,7 @@ def test_log_prob_is_the_dirichlet_multinomial_density(raw, ed_raw):
     for i in np.flatnonzero(totals > 100)[:5]:
         c, t = x[i][expressed], totals[i]
         ap = a * prop[expressed]
-        want = gammaln(t + 1) + gammaln(a) - gammaln(t + a) + np.sum(
-            gammaln(c + ap) - gammaln(ap) - gammaln(c + 1)
-        )
+        want = gammaln(t + 1) + gammaln(a) - gammaln(t + a) + np.sum(gammaln(c + ap) - gammaln(ap) - gammaln(c + 1))
         assert ed_raw["log_prob"].iloc[i] == pytest.approx(want, rel=1e-9)
 
 
@@ -176,10 +174,7 @@ def test_pvalues_uniform_for_ambient_droplets():
     pv = df["pvalue"].dropna().to_numpy()
     ks = kstest(pv, "uniform")
     hist = np.histogram(pv, bins=5, range=(0, 1))[0] / pv.size
-    print(
-        f"\nambient-only droplets (multinomial null): KS p {ks.pvalue:.3f}, "
-        f"quintiles {np.round(hist, 3)}"
-    )
+    print(f"\nambient-only droplets (multinomial null): KS p {ks.pvalue:.3f}, quintiles {np.round(hist, 3)}")
     assert pv.size == 1500
     assert ks.pvalue > 0.001
     assert np.all(np.abs(hist - 0.2) < 0.05)

@@ -36,7 +36,7 @@ def rule_blocks() -> dict[str, tuple[Path, str]]:
         text = smk.read_text()
         heads = list(RULE_HEAD.finditer(text))
         for head, nxt in zip(heads, [*heads[1:], None], strict=False):
-            blocks[head.group(1)] = (smk, text[head.start(): nxt.start() if nxt else len(text)])
+            blocks[head.group(1)] = (smk, text[head.start() : nxt.start() if nxt else len(text)])
     return blocks
 
 

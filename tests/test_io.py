@@ -211,8 +211,7 @@ def _rounded_lognorm(X, target=1e4, base=None, rounding=np.rint):
 
 @pytest.mark.parametrize(
     ("target", "base", "rounding"),
-    [(1e4, None, np.rint), (1e6, None, np.rint), (1e4, None, np.floor), (1e4, 2, np.rint),
-     (None, None, np.rint)],
+    [(1e4, None, np.rint), (1e6, None, np.rint), (1e4, None, np.floor), (1e4, 2, np.rint), (None, None, np.rint)],
 )
 def test_rounded_log_normalised_h5ad_rejected(tmp_path, called_sample, target, base, rounding):
     sub = called_sample.copy()
@@ -240,9 +239,7 @@ def test_rounded_log_normalised_counts_layer_names_the_layer(tmp_path, raw_sampl
 
 @pytest.mark.parametrize("fraction", [1.0, 0.1, 0.02, 0.005, 0.002])
 @pytest.mark.parametrize("which", ["called", "raw"])
-def test_low_depth_counts_are_not_mistaken_for_log_data(
-    tmp_path, called_sample, raw_sample, fraction, which
-):
+def test_low_depth_counts_are_not_mistaken_for_log_data(tmp_path, called_sample, raw_sample, fraction, which):
     """Genuine counts thinned to 7-20 UMIs per cell still read as counts."""
     sub = (called_sample if which == "called" else raw_sample).copy()
     sub.X = _thin(sub.X, fraction)
@@ -256,9 +253,7 @@ def test_low_depth_counts_are_not_mistaken_for_log_data(
     assert a.shape == sub.shape
 
 
-@pytest.mark.parametrize(
-    ("lam", "shape"), [(1.0, (100, 2000)), (0.3, (100, 2000)), (2.0, (20, 30)), (5.0, (50, 200))]
-)
+@pytest.mark.parametrize(("lam", "shape"), [(1.0, (100, 2000)), (0.3, (100, 2000)), (2.0, (20, 30)), (5.0, (50, 200))])
 def test_counts_without_depth_variation_are_not_mistaken_for_log_data(tmp_path, lam, shape):
     """Synthetic Poisson counts: every value small, every cell alike."""
     X = np.random.default_rng(0).poisson(lam, shape).astype(np.float32)
@@ -275,31 +270,63 @@ def test_counts_without_depth_variation_are_not_mistaken_for_log_data(tmp_path, 
 @pytest.mark.parametrize(
     ("names", "expected"),
     [
-        (["LMC1_matrix.mtx", "LMC1_features.tsv", "LMC1_barcodes.tsv"],
-         {"format": "mtx", "matrix": "LMC1_matrix.mtx", "features": "LMC1_features.tsv",
-          "barcodes": "LMC1_barcodes.tsv"}),
-        (["barcodes.tsv.gz", "features.tsv.gz", "matrix.mtx.gz", "web_summary.html"],
-         {"format": "mtx", "matrix": "matrix.mtx.gz", "features": "features.tsv.gz",
-          "barcodes": "barcodes.tsv.gz"}),
-        (["NMC1B_matrix.mtx", "NMC1B_genes.tsv", "NMC1B_barcodes.tsv"],
-         {"format": "mtx", "matrix": "NMC1B_matrix.mtx", "features": "NMC1B_genes.tsv",
-          "barcodes": "NMC1B_barcodes.tsv"}),
-        (["AA4_matrix.mtx.gz", "AA4_genes.tsv.gz", "barcodes.tsv.gz"],  # prefixes may differ
-         {"format": "mtx", "matrix": "AA4_matrix.mtx.gz", "features": "AA4_genes.tsv.gz",
-          "barcodes": "barcodes.tsv.gz"}),
-        (["S_filtered_matrix.mtx.gz", "S_filtered_features.tsv.gz", "S_filtered_barcodes.tsv.gz",
-          "S_raw_matrix.mtx.gz", "S_raw_features.tsv.gz", "S_raw_barcodes.tsv.gz"],
-         {"format": "mtx", "matrix": "S_raw_matrix.mtx.gz", "features": "S_raw_features.tsv.gz",
-          "barcodes": "S_raw_barcodes.tsv.gz"}),
-        (["LMC1_filtered_feature_bc_matrix.h5", "LMC1_raw_feature_bc_matrix.h5"],
-         {"format": "h5", "h5": "LMC1_raw_feature_bc_matrix.h5"}),
-        (["LMC9_molecule_info.h5"],
-         {"format": "molecule_info", "molecule_info": "LMC9_molecule_info.h5"}),
+        (
+            ["LMC1_matrix.mtx", "LMC1_features.tsv", "LMC1_barcodes.tsv"],
+            {
+                "format": "mtx",
+                "matrix": "LMC1_matrix.mtx",
+                "features": "LMC1_features.tsv",
+                "barcodes": "LMC1_barcodes.tsv",
+            },
+        ),
+        (
+            ["barcodes.tsv.gz", "features.tsv.gz", "matrix.mtx.gz", "web_summary.html"],
+            {"format": "mtx", "matrix": "matrix.mtx.gz", "features": "features.tsv.gz", "barcodes": "barcodes.tsv.gz"},
+        ),
+        (
+            ["NMC1B_matrix.mtx", "NMC1B_genes.tsv", "NMC1B_barcodes.tsv"],
+            {
+                "format": "mtx",
+                "matrix": "NMC1B_matrix.mtx",
+                "features": "NMC1B_genes.tsv",
+                "barcodes": "NMC1B_barcodes.tsv",
+            },
+        ),
+        (
+            ["AA4_matrix.mtx.gz", "AA4_genes.tsv.gz", "barcodes.tsv.gz"],  # prefixes may differ
+            {
+                "format": "mtx",
+                "matrix": "AA4_matrix.mtx.gz",
+                "features": "AA4_genes.tsv.gz",
+                "barcodes": "barcodes.tsv.gz",
+            },
+        ),
+        (
+            [
+                "S_filtered_matrix.mtx.gz",
+                "S_filtered_features.tsv.gz",
+                "S_filtered_barcodes.tsv.gz",
+                "S_raw_matrix.mtx.gz",
+                "S_raw_features.tsv.gz",
+                "S_raw_barcodes.tsv.gz",
+            ],
+            {
+                "format": "mtx",
+                "matrix": "S_raw_matrix.mtx.gz",
+                "features": "S_raw_features.tsv.gz",
+                "barcodes": "S_raw_barcodes.tsv.gz",
+            },
+        ),
+        (
+            ["LMC1_filtered_feature_bc_matrix.h5", "LMC1_raw_feature_bc_matrix.h5"],
+            {"format": "h5", "h5": "LMC1_raw_feature_bc_matrix.h5"},
+        ),
+        (["LMC9_molecule_info.h5"], {"format": "molecule_info", "molecule_info": "LMC9_molecule_info.h5"}),
         (["LMC9_molecule_info.h5", "LMC9.h5"], {"format": "h5", "h5": "LMC9.h5"}),
-        ([{"name": "x_matrix.mtx", "url": "u1"}, {"name": "x_features.tsv"},
-          "/some/dir/x_barcodes.tsv"],
-         {"format": "mtx", "matrix": "x_matrix.mtx", "features": "x_features.tsv",
-          "barcodes": "x_barcodes.tsv"}),
+        (
+            [{"name": "x_matrix.mtx", "url": "u1"}, {"name": "x_features.tsv"}, "/some/dir/x_barcodes.tsv"],
+            {"format": "mtx", "matrix": "x_matrix.mtx", "features": "x_features.tsv", "barcodes": "x_barcodes.tsv"},
+        ),
     ],
 )
 def test_classify_10x_files(names, expected):
@@ -311,10 +338,11 @@ def test_classify_10x_files(names, expected):
     [
         ([], "no processed data file"),
         (["LMC1_matrix.mtx", "LMC1_barcodes.tsv"], r"incomplete 10x MTX set: no features"),
-        (["a_matrix.mtx", "a_features.tsv", "a_barcodes.tsv", "b_matrix.mtx", "b_features.tsv",
-          "b_barcodes.tsv"], "several 10x MTX sets"),
-        (["a_matrix.mtx", "a_matrix.mtx.gz", "a_features.tsv", "a_barcodes.tsv"],
-         "several matrix files"),
+        (
+            ["a_matrix.mtx", "a_features.tsv", "a_barcodes.tsv", "b_matrix.mtx", "b_features.tsv", "b_barcodes.tsv"],
+            "several 10x MTX sets",
+        ),
+        (["a_matrix.mtx", "a_matrix.mtx.gz", "a_features.tsv", "a_barcodes.tsv"], "several matrix files"),
         (["a_filtered.h5", "b_filtered.h5"], "several 10x .h5"),
         (["README.txt", "counts.csv"], "no 10x count files"),
     ],

@@ -101,11 +101,13 @@ def test_import_umap_caches_numba_functions(tmp_path):
     import subprocess
     import sys
 
-    code = ("from milkcells import cluster; cluster.import_umap(); import numpy as np, umap.umap_ as u; "
-            "import pynndescent.distances as d; "
-            "u.smooth_knn_dist(np.random.default_rng(0).random((200, 10)).astype('float32'), 10.0); "
-            "f = [u.smooth_knn_dist, d.squared_euclidean]; "
-            "print(sum(sum(x.stats.cache_hits.values()) for x in f), sum(sum(x.stats.cache_misses.values()) for x in f))")
+    code = (
+        "from milkcells import cluster; cluster.import_umap(); import numpy as np, umap.umap_ as u; "
+        "import pynndescent.distances as d; "
+        "u.smooth_knn_dist(np.random.default_rng(0).random((200, 10)).astype('float32'), 10.0); "
+        "f = [u.smooth_knn_dist, d.squared_euclidean]; "
+        "print(sum(sum(x.stats.cache_hits.values()) for x in f), sum(sum(x.stats.cache_misses.values()) for x in f))"
+    )
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
 
     def run():

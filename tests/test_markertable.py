@@ -12,8 +12,19 @@ def test_shipped_marker_table():
     ambient = set(markertable.curated_ambient_genes())
     comp_genes = {g for row in t.loc[t["level"] == "compartment", "positive"] for e in row for g in e.split("|")}
     assert not comp_genes & ambient, "ambient milk transcripts must not be compartment markers"
-    expected = {"LC1", "LC2", "luminal progenitor", "basal", "macrophage", "T cell", "B cell",
-                "neutrophil", "dendritic cell", "fibroblast", "endothelial"}
+    expected = {
+        "LC1",
+        "LC2",
+        "luminal progenitor",
+        "basal",
+        "macrophage",
+        "T cell",
+        "B cell",
+        "neutrophil",
+        "dendritic cell",
+        "fibroblast",
+        "endothelial",
+    }
     assert expected <= set(t["cell_type"])
 
 

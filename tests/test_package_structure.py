@@ -30,10 +30,15 @@ def test_all_lists_exactly_the_functions_and_classes_a_module_defines():
     for mod in MODULES:
         if mod is milkcells:
             continue
-        defined = {n for n, o in vars(mod).items() if (inspect.isfunction(o) or inspect.isclass(o))
-                   and not n.startswith("_") and o.__module__ == mod.__name__}
+        defined = {
+            n
+            for n, o in vars(mod).items()
+            if (inspect.isfunction(o) or inspect.isclass(o)) and not n.startswith("_") and o.__module__ == mod.__name__
+        }
         listed = {n for n in mod.__all__ if inspect.isfunction(getattr(mod, n)) or inspect.isclass(getattr(mod, n))}
-        assert listed == defined, f"{mod.__name__}: not listed {sorted(defined - listed)}, not its own {sorted(listed - defined)}"
+        assert listed == defined, (
+            f"{mod.__name__}: not listed {sorted(defined - listed)}, not its own {sorted(listed - defined)}"
+        )
 
 
 def test_every_module_of_the_package_is_listed():
@@ -96,7 +101,7 @@ def test_no_import_cycle_among_modules():
         state[mod] = 1
         for dep in sorted(graph.get(mod, ())):
             if state.get(dep) == 1:
-                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(dep):], dep]))
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(dep) :], dep]))
             if dep not in state:
                 visit(dep, [*path, dep])
         state[mod] = 2
@@ -159,5 +164,7 @@ def test_modules_import_no_private_name_of_another_module():
     for path in SRC.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and node.module != "_utils":
-                bad += [f"{path.stem}: from .{node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+                bad += [
+                    f"{path.stem}: from .{node.module} import {a.name}" for a in node.names if a.name.startswith("_")
+                ]
     assert not bad, bad

@@ -16,16 +16,18 @@ from milkcells import (
 )
 
 # the workflow's settings, a few changed for small data
-CONFIG = recipe.default_config({"preprocess": {"n_top_genes": 600, "n_pcs": 20},
-                                "markers": {"method": "t-test", "n_genes": 5}})
+CONFIG = recipe.default_config(
+    {"preprocess": {"n_top_genes": 600, "n_pcs": 20}, "markers": {"method": "t-test", "n_genes": 5}}
+)
 
 
 @pytest.fixture(scope="module")
 def processed():
     parts = []
     for name, donor, days in (("A_d003", "A", 3), ("B_d150", "B", 150), ("C_d020", "C", 20)):
-        raw = datasets.simulate_milk_sample(name, donor=donor, days_postpartum=days, n_cells=300,
-                                            n_empty=1500, n_genes=800)
+        raw = datasets.simulate_milk_sample(
+            name, donor=donor, days_postpartum=days, n_cells=300, n_empty=1500, n_genes=800
+        )
         raw.obs_names = [f"{name}_{b}" for b in raw.obs_names]
         raw.obs["sample"], raw.obs["donor"], raw.obs["batch"] = name, donor, donor
         raw.obs["days_postpartum"] = float(days)
@@ -97,8 +99,13 @@ def test_resolution_sweep_prefers_stable_pure_partitions(processed):
     preprocess.highly_variable_genes(epi, n_top_genes=500)
     preprocess.pca(epi, n_comps=15)
     cluster.cluster(epi, use_rep="X_pca", umap=False)
-    sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
-                                exclude=markertable.ambient_prone_genes(epi))
+    sets = markertable.marker_sets(
+        epi,
+        table=markertable.load_marker_table(),
+        level="cell_type",
+        compartment="epithelial",
+        exclude=markertable.ambient_prone_genes(epi),
+    )
     scores = scoring.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.2, 1.0, 4.0), scores=scores)
     assert list(sweep["resolution"]) == [0.2, 1.0, 4.0]
@@ -128,8 +135,13 @@ def test_sweep_never_rates_one_cluster_of_a_heterogeneous_compartment_stable(pro
     rows = np.repeat(np.arange(n), 3)
     g = sp.csr_matrix((np.full(n * 3, 0.05), (rows, rng.integers(0, n, n * 3))), shape=(n, n))
     epi.obsp["connectivities"] = (epi.obsp["connectivities"] + g + g.T).tocsr()
-    sets = markertable.marker_sets(epi, table=markertable.load_marker_table(), level="cell_type", compartment="epithelial",
-                                exclude=markertable.ambient_prone_genes(epi))
+    sets = markertable.marker_sets(
+        epi,
+        table=markertable.load_marker_table(),
+        level="cell_type",
+        compartment="epithelial",
+        exclude=markertable.ambient_prone_genes(epi),
+    )
     scores = scoring.score_cells(epi, sets)
     sweep = cluster.resolution_sweep(epi, resolutions=(0.001, 1.0), scores=scores)
     assert sweep.loc[0, "n_clusters"] == 1

@@ -26,14 +26,18 @@ from milkcells.samplesheet import read_sample_sheet
 
 from .archive_server import Fault, serve
 from .conftest import REPO, run_snakemake
-from .test_archives_cellxgene import DID, cxg_h5ad, serve_curation_api  # noqa: F401 (a fixture)
+from .test_archives_cellxgene import DID, serve_curation_api, write_cxg_h5ad
 
 pytestmark = pytest.mark.workflow
 
 FIXTURES = Path(__file__).parent / "data" / "sources"
 TEST_DIR = REPO / ".test" / "archive"
-MILK = {"LMC1": ("E-MTAB-9841", False, 28), "LMC2": ("E-MTAB-9841", False, 10),
-        "AD4": ("E-MTAB-10855", True, 30), "AE4": ("E-MTAB-10855", True, 120)}
+MILK = {
+    "LMC1": ("E-MTAB-9841", False, 28),
+    "LMC2": ("E-MTAB-9841", False, 10),
+    "AD4": ("E-MTAB-10855", True, 30),
+    "AE4": ("E-MTAB-10855", True, 120),
+}
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +148,17 @@ def test_download_failures_leave_nothing_finished(tmp_path, mirror, fault, needl
 
 
 def write_archive_config(wd: Path, archive: str, settings: dict) -> Path:
-    cfg = {"outdir": "out", "dataset": {"archive": archive, "name": archive, "download_dir": str(wd / "resources"),
-                                        "backoff": 0.01, "retries": 1, archive: settings}}
+    cfg = {
+        "outdir": "out",
+        "dataset": {
+            "archive": archive,
+            "name": archive,
+            "download_dir": str(wd / "resources"),
+            "backoff": 0.01,
+            "retries": 1,
+            archive: settings,
+        },
+    }
     path = wd / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -159,14 +172,15 @@ def prepare_through_the_workflow(wd: Path, cfg: Path, archive: str) -> tuple[pd.
     return read_sample_sheet(target), dry.stdout + dry.stderr
 
 
-def test_cellxgene_through_the_workflow(tmp_path, cxg_h5ad):
-    path, _counts, obs = cxg_h5ad
+def test_cellxgene_through_the_workflow(tmp_path):
+    path, _counts, obs = write_cxg_h5ad(tmp_path)
     site = tmp_path / "site"
     site.mkdir()
     with serve(site) as (base, server):
         api_url = serve_curation_api(site, path, base)
-        cfg = write_archive_config(tmp_path, "cellxgene", {"dataset_id": DID, "api_url": api_url,
-                                                           "obs_filter": {"tissue": "milk"}})
+        cfg = write_archive_config(
+            tmp_path, "cellxgene", {"dataset_id": DID, "api_url": api_url, "obs_filter": {"tissue": "milk"}}
+        )
         sheet, dry = prepare_through_the_workflow(tmp_path, cfg, "cellxgene")
         assert server.count() == 2
     milk = obs["tissue"] == "milk"
@@ -175,8 +189,11 @@ def test_cellxgene_through_the_workflow(tmp_path, cxg_h5ad):
 
 
 def test_scp_through_the_workflow(tmp_path):
-    cfg = write_archive_config(tmp_path, "scp", {"counts": str(FIXTURES / "scp_raw_counts.txt.gz"),
-                                                 "metadata": str(FIXTURES / "scp_metadata.csv")})
+    cfg = write_archive_config(
+        tmp_path,
+        "scp",
+        {"counts": str(FIXTURES / "scp_raw_counts.txt.gz"), "metadata": str(FIXTURES / "scp_metadata.csv")},
+    )
     sheet, dry = prepare_through_the_workflow(tmp_path, cfg, "scp")
     assert sheet.loc["BM02_6wkpp_r1", "days_postpartum"] == 42 and len(sheet) >= 2
     assert "agreement" in dry

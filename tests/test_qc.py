@@ -27,8 +27,13 @@ def test_filter_removes_dying_cells_and_reports(called_sample):
 
 
 def test_floors_apply():
-    obs = pd.DataFrame({"total_counts": np.full(100, 300.0), "n_genes_by_counts": np.full(100, 150.0),
-                        "pct_counts_mt": np.full(100, 1.0)})
+    obs = pd.DataFrame(
+        {
+            "total_counts": np.full(100, 300.0),
+            "n_genes_by_counts": np.full(100, 150.0),
+            "pct_counts_mt": np.full(100, 1.0),
+        }
+    )
     th = qc.qc_thresholds(obs, min_counts=500, min_genes=200, min_mito_threshold=10)
     assert th["min_counts"] == 500 and th["min_genes"] == 200 and th["max_pct_mito"] == 10
 

@@ -4,8 +4,7 @@ import warnings
 
 import pytest
 
-from milkcells import InputError
-from milkcells import MilkcellsWarning
+from milkcells import InputError, MilkcellsWarning
 from milkcells.samplesheet import read_sample_sheet
 
 
@@ -89,8 +88,7 @@ def test_two_samples_on_one_file_warn(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.h5ad").write_text("x")
     (tmp_path / "data" / "link.h5ad").symlink_to(tmp_path / "data" / "a.h5ad")
-    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\t./data/a.h5ad\n"
-               "C\tdata/link.h5ad\nD\tdata/d.h5ad\n")
+    p = _sheet(tmp_path, "sample\tpath\nA\tdata/a.h5ad\nB\t./data/a.h5ad\nC\tdata/link.h5ad\nD\tdata/d.h5ad\n")
     with pytest.warns(MilkcellsWarning, match="samples \\['A', 'B', 'C'\\] all point at") as rec:
         df = read_sample_sheet(p)
     assert len(df) == 4

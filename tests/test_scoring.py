@@ -17,9 +17,11 @@ def test_milk_transcripts_count_only_in_excess_of_ambient():
 
     ad_ = pytest.importorskip("anndata")
     X = sp.csr_matrix(np.array([[5, 100], [60, 100], [0, 100]], dtype=np.float32))
-    a = ad_.AnnData(X=X, obs=pd.DataFrame({"sample": ["s"] * 3, "ambient_contamination": [0.05, 0.05, 0.05]},
-                                          index=["a", "b", "c"]),
-                    var=pd.DataFrame({"ambient_fraction_s": [0.5, 0.5]}, index=["CSN1S1", "X"]))
+    a = ad_.AnnData(
+        X=X,
+        obs=pd.DataFrame({"sample": ["s"] * 3, "ambient_contamination": [0.05, 0.05, 0.05]}, index=["a", "b", "c"]),
+        var=pd.DataFrame({"ambient_fraction_s": [0.5, 0.5]}, index=["CSN1S1", "X"]),
+    )
     a.layers["counts"] = a.X.copy()
     ex = scoring.milk_excess(a, ["CSN1S1"])
     # expected ambient CSN1S1: 0.05 * n * 0.5 = 2.6 (cell a), 4 (cell b): 5 counts is no excess, 60 is
@@ -31,8 +33,9 @@ def test_milk_transcripts_count_only_in_excess_of_ambient():
 def test_a_cluster_sharing_a_related_programme_at_a_fraction_is_not_that_type():
     # a cluster showing the neutrophil programme at a third of the neutrophils' level (mast cells,
     # which the table does not know, share granulocyte genes): a clear lead, yet not a neutrophil
-    scores = pd.DataFrame({"neutrophil": [0.45] * 20 + [0.15] * 20, "eosinophil": [0.05] * 40},
-                          index=[f"c{i}" for i in range(40)])
+    scores = pd.DataFrame(
+        {"neutrophil": [0.45] * 20 + [0.15] * 20, "eosinophil": [0.05] * 40}, index=[f"c{i}" for i in range(40)]
+    )
     groups = pd.Series(["0"] * 20 + ["1"] * 20, index=scores.index)
     cells, table = scoring.call_groups(scores, groups, min_score=0.1, min_relative=0.5, override_ratio=None)
     assert list(table["label"]) == ["neutrophil", "unassigned"]

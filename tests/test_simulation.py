@@ -69,15 +69,17 @@ def test_composition_absent_types_and_small_samples():
 
 @needs_shared(SHARED / "nyquist2022" / "scp1671_label_profiles.json")
 def test_casein_levels_follow_real_milk():
-    """CSN2 in SCP1671: 55-73 % of immune cells at a mean of 1.0-1.5; LC2 99.8 % at 6.3; CSN1S1 macrophages 95 % at 4.4."""
+    """CSN2 in SCP1671: 55-73 % of immune cells at a mean of 1.0-1.5; LC2 99.8 % at 6.3; CSN1S1 macs 95 % at 4.4."""
     profiles = json.loads((SHARED / "nyquist2022" / "scp1671_label_profiles.json").read_text())
     assert profiles  # the calibration source is there
     a = _cells(simu.simulate_raw_sample("cal", donor="d", n_cells=1500))
     x = _lognorm(a, ["CSN2"])[:, 0]
     t = a.obs["sim_cell_type"].astype(str).to_numpy()
     imm = (a.obs["sim_compartment"].astype(str) == "immune").to_numpy() & (t != "CSN1S1 macrophage")
-    print(f"CSN2 immune {(x[imm] > 0).mean():.2f} at {x[imm].mean():.2f}; LC2 {x[t == 'LC2'].mean():.2f}; "
-          f"CSN1S1 macrophage {(x[t == 'CSN1S1 macrophage'] > 0).mean():.2f} at {x[t == 'CSN1S1 macrophage'].mean():.2f}")
+    print(
+        f"CSN2 immune {(x[imm] > 0).mean():.2f} at {x[imm].mean():.2f}; LC2 {x[t == 'LC2'].mean():.2f}; "
+        f"CSN1S1 macrophage {(x[t == 'CSN1S1 macrophage'] > 0).mean():.2f} at {x[t == 'CSN1S1 macrophage'].mean():.2f}"
+    )
     assert 0.5 <= (x[imm] > 0).mean() <= 0.78
     assert 0.9 <= x[imm].mean() <= 1.7
     assert 5.8 <= x[t == "LC2"].mean() <= 6.8

@@ -21,9 +21,14 @@ def test_read_h5ad_part_matches_subsetting_the_whole_file(tmp_path):
     rng = np.random.default_rng(0)
     n, g = 300, 40
     X = sp.random(n, g, density=0.2, format="csr", random_state=1, dtype=np.float32)
-    a = ad.AnnData(X=X, obs=pd.DataFrame({"group": pd.Categorical(rng.choice(["a", "b", "c"], n)),
-                                          "value": rng.normal(size=n)}, index=[f"c{i}" for i in range(n)]),
-                   var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
+    a = ad.AnnData(
+        X=X,
+        obs=pd.DataFrame(
+            {"group": pd.Categorical(rng.choice(["a", "b", "c"], n)), "value": rng.normal(size=n)},
+            index=[f"c{i}" for i in range(n)],
+        ),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(g)]),
+    )
     a.layers["counts"] = X * 3
     a.layers["dense"] = X.toarray() + 1
     a.obsm["X_pca"] = rng.normal(size=(n, 5))
@@ -63,8 +68,13 @@ def test_csr_rows_reads_the_selected_rows_in_blocks(tmp_path):
     path = tmp_path / "x.h5ad"
     write_h5ad(ad.AnnData(X=X), path)
     with h5py.File(path, "r") as f:
-        for idx in (np.arange(500), np.sort(rng.choice(500, 37, replace=False)), np.array([0]), np.array([499]),
-                    np.arange(5, 25)):
+        for idx in (
+            np.arange(500),
+            np.sort(rng.choice(500, 37, replace=False)),
+            np.array([0]),
+            np.array([499]),
+            np.arange(5, 25),
+        ):
             for block in (1, 7, 100, 1 << 24):
                 got = _csr_rows(f["X"], idx, block_nnz=block)
                 assert got.shape == (len(idx), 60) and got.dtype == X.dtype
@@ -77,9 +87,11 @@ def test_write_h5ad_from_copies_matrices_and_replaces_elements(tmp_path):
     from milkcells.storage import write_h5ad_from
 
     rng = np.random.default_rng(0)
-    a = ad.AnnData(sp.random(50, 20, density=0.3, format="csr", dtype=np.float32, random_state=0),
-                   obs=pd.DataFrame({"x": np.arange(50)}, index=[f"c{i}" for i in range(50)]),
-                   uns={"milkcells": {"a": 1}})
+    a = ad.AnnData(
+        sp.random(50, 20, density=0.3, format="csr", dtype=np.float32, random_state=0),
+        obs=pd.DataFrame({"x": np.arange(50)}, index=[f"c{i}" for i in range(50)]),
+        uns={"milkcells": {"a": 1}},
+    )
     a.layers["counts"] = a.X.copy()
     src = tmp_path / "src.h5ad"
     a.write_h5ad(src)

@@ -18,8 +18,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.shared, needs_shared()]
 def tumour_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("tumour")
     (wd / "samples.tsv").write_text(
-        "sample\tpath\tdonor\tbatch\tsource\tdays_postpartum\n"
-        f"tumour\t{TUMOUR}\tpatient1\tb1\ttissue\t\n"
+        f"sample\tpath\tdonor\tbatch\tsource\tdays_postpartum\ntumour\t{TUMOUR}\tpatient1\tb1\ttissue\t\n"
     )
     run_snakemake(wd, "--cores", "2", "--config", "samples=samples.tsv", "outdir=out")
     a = ad.read_h5ad(wd / "out" / "annotated.h5ad")
@@ -46,8 +45,10 @@ def test_diploid_cells_are_not_epithelial(tumour_run):
     obs = tumour_run.obs
     dip = obs[obs["copykat"] == "diploid"]
     share = (dip["compartment"] != "epithelial").mean()
-    print(f"diploid non-epithelial: {share:.3f} of {len(dip)}; compartments "
-          f"{dip['compartment'].value_counts().to_dict()}; types {dip['cell_type'].value_counts().to_dict()}")
+    print(
+        f"diploid non-epithelial: {share:.3f} of {len(dip)}; compartments "
+        f"{dip['compartment'].value_counts().to_dict()}; types {dip['cell_type'].value_counts().to_dict()}"
+    )
     assert share >= 0.95
     assert (dip["compartment"] == "immune").sum() >= 0.5 * len(dip)
 

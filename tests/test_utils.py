@@ -34,9 +34,7 @@ def umask():
     os.umask(old)
 
 
-@pytest.mark.parametrize(
-    ("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"]
-)
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"])
 def test_outputs_follow_the_umask(tmp_path, umask, mask, mode):
     umask(mask)
     write_table(pd.DataFrame({"a": [1]}), tmp_path / "results" / "t.tsv")

@@ -47,8 +47,18 @@ def test_outputs_exist(tiny_run):
 def test_annotated_atlas(tiny_run):
     wd, _ = tiny_run
     a = ad.read_h5ad(wd / "out" / "annotated.h5ad")
-    for col in ("sample", "donor", "compartment", "cell_type", "leiden", "total_counts", "pct_counts_mt",
-                "n_genes_by_counts", "doublet_score", "days_postpartum"):
+    for col in (
+        "sample",
+        "donor",
+        "compartment",
+        "cell_type",
+        "leiden",
+        "total_counts",
+        "pct_counts_mt",
+        "n_genes_by_counts",
+        "doublet_score",
+        "days_postpartum",
+    ):
         assert col in a.obs, col
     assert "X_umap" in a.obsm
     counts = a.layers["counts"]
@@ -84,8 +94,13 @@ def test_tables(tiny_run):
     assert (qcs["input_type"] == "raw").all()
     assert (qcs["barcodes_in"] > qcs["cells_called"]).all()
     assert (qcs["cells_called"] - qcs["removed_qc_total"] - qcs["doublets"] == qcs["kept"]).all()
-    for f in ("removed_low_counts", "removed_high_counts", "removed_low_genes", "removed_high_genes",
-              "removed_high_mito"):
+    for f in (
+        "removed_low_counts",
+        "removed_high_counts",
+        "removed_low_genes",
+        "removed_high_genes",
+        "removed_high_mito",
+    ):
         assert f in qcs
     comp = pd.read_csv(wd / "out" / "tables" / "composition.tsv", sep="\t")
     assert {"sample", "donor", "days_postpartum", "level", "label", "n_cells", "fraction"} <= set(comp.columns)
@@ -111,15 +126,24 @@ def test_issue4_tables(tiny_run):
 
 def test_rerun_does_nothing(tiny_run):
     wd, _ = tiny_run
-    proc = run_snakemake(wd, "-n", "--configfile", str(REPO / ".test" / "config.yaml"),
-                         "--config", "samples=samples.tsv", "outdir=out")
+    proc = run_snakemake(
+        wd, "-n", "--configfile", str(REPO / ".test" / "config.yaml"), "--config", "samples=samples.tsv", "outdir=out"
+    )
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_report(tiny_run):
     wd, _ = tiny_run
-    run_snakemake(wd, "--configfile", str(REPO / ".test" / "config.yaml"),
-                  "--config", "samples=samples.tsv", "outdir=out", "--report", "report.html")
+    run_snakemake(
+        wd,
+        "--configfile",
+        str(REPO / ".test" / "config.yaml"),
+        "--config",
+        "samples=samples.tsv",
+        "outdir=out",
+        "--report",
+        "report.html",
+    )
     html = (wd / "report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "qc_summary" in html
 
@@ -139,8 +163,7 @@ def test_bad_sample_sheet_fails_before_running(tmp_path):
 
 def test_bad_config_value_fails(tmp_path):
     (tmp_path / "s.tsv").write_text("sample\tpath\nA\tx.h5ad\n")
-    proc = run_snakemake(tmp_path, "--cores", "1", "--config", "samples=s.tsv", "qc={'nmads_mito': -2}",
-                         check=False)
+    proc = run_snakemake(tmp_path, "--cores", "1", "--config", "samples=s.tsv", "qc={'nmads_mito': -2}", check=False)
     assert proc.returncode != 0
     assert "nmads_mito" in proc.stdout + proc.stderr
 

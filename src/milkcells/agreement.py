@@ -118,9 +118,7 @@ def label_lineage(label: str, table: Markers = None) -> list[str]:
     return _lineage(str(label), label_hierarchy(table))
 
 
-def map_author_labels(
-    labels: pd.Series, *, study: str | None = None, markers: Markers = None
-) -> pd.Series:
+def map_author_labels(labels: pd.Series, *, study: str | None = None, markers: Markers = None) -> pd.Series:
     """Map author labels to milkcells labels.
 
     Parameters
@@ -220,15 +218,32 @@ def compare_labels(
         recall = tp / n if n else np.nan
         precision = tp_prec / called if called else np.nan
         f1 = 2 * precision * recall / (precision + recall) if tp and precision + recall > 0 else 0.0
-        per.append({
-            "label": label, "level": _level(label, parents), "n_cells": n, "recall": recall,
-            "precision": precision, "f1": f1, "n_correct": tp,
-            "unassigned_share": counts[i, unassigned].sum() / n if n else np.nan,
-            "coarser_share": counts[i, coarser].sum() / n if n else np.nan,
-            "most_called": cols[int(counts[i].argmax())],
-        })
-    columns = ["label", "level", "n_cells", "recall", "precision", "f1", "n_correct",
-               "unassigned_share", "coarser_share", "most_called"]
+        per.append(
+            {
+                "label": label,
+                "level": _level(label, parents),
+                "n_cells": n,
+                "recall": recall,
+                "precision": precision,
+                "f1": f1,
+                "n_correct": tp,
+                "unassigned_share": counts[i, unassigned].sum() / n if n else np.nan,
+                "coarser_share": counts[i, coarser].sum() / n if n else np.nan,
+                "most_called": cols[int(counts[i].argmax())],
+            }
+        )
+    columns = [
+        "label",
+        "level",
+        "n_cells",
+        "recall",
+        "precision",
+        "f1",
+        "n_correct",
+        "unassigned_share",
+        "coarser_share",
+        "most_called",
+    ]
     per_label = pd.DataFrame(per, columns=columns)
     known = per_label[per_label["level"] != "absent"]
     n_known = int(known["n_cells"].sum())

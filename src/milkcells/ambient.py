@@ -87,9 +87,9 @@ def estimate_contamination(
     10 %-trimmed mean over the usable cells of their milk counts over the milk
     share of the ambient profile), ``rho`` (median over the sample's cells of
     ``ambient_umis`` over their library size), ``rho_pooled`` (the usable
-    cells' milk counts over what their library sizes predict), ``n_cells_used``, ``ambient_milk_fraction`` (share of the milk genes in the
-    ambient profile) and ``top_ambient_genes``; NaN where a sample has no
-    ambient profile (filtered input) or no usable cell. Sets
+    cells' milk counts over what their library sizes predict), ``n_cells_used``,
+    ``ambient_milk_fraction`` (share of the milk genes in the ambient profile) and
+    ``top_ambient_genes``; NaN where a sample has no ambient profile (filtered input) or no usable cell. Sets
     ``obs["ambient_contamination"]``: each cell's expected ambient share,
     ``ambient_umis / library size``.
     """
@@ -106,8 +106,15 @@ def estimate_contamination(
     for s in pd.unique(samples):
         a = _profile(adata, s)
         in_s = samples == s
-        row = {"sample": s, "ambient_umis": np.nan, "rho": np.nan, "rho_pooled": np.nan, "n_cells_used": 0,
-               "ambient_milk_fraction": np.nan, "top_ambient_genes": ""}
+        row = {
+            "sample": s,
+            "ambient_umis": np.nan,
+            "rho": np.nan,
+            "rho_pooled": np.nan,
+            "n_cells_used": 0,
+            "ambient_milk_fraction": np.nan,
+            "top_ambient_genes": "",
+        }
         if a is not None and len(gi):
             a_milk = float(a[gi].sum())
             row["ambient_milk_fraction"] = a_milk
@@ -123,13 +130,20 @@ def estimate_contamination(
                 # a droplet encloses about the same volume of soup whatever its cell:
                 # the same ambient UMIs in every droplet of the sample
                 rho_cell[in_s & (n > 0)] = np.clip(umis / n[in_s & (n > 0)], 0, max_rho)
-                row.update(ambient_umis=umis, rho=float(np.median(rho_cell[in_s & (n > 0)])),
-                           rho_pooled=float(milk[use].sum() / (n[use] * a_milk).sum()), n_cells_used=int(use.sum()))
+                row.update(
+                    ambient_umis=umis,
+                    rho=float(np.median(rho_cell[in_s & (n > 0)])),
+                    rho_pooled=float(milk[use].sum() / (n[use] * a_milk).sum()),
+                    n_cells_used=int(use.sum()),
+                )
         rows.append(row)
     adata.obs["ambient_contamination"] = rho_cell.astype(np.float32)
     table = pd.DataFrame(rows)
-    record_params(adata, "ambient", {"genes": genes, "expressing": list(expressing), "max_rho": max_rho,
-                                     "outlier_factor": outlier_factor})
+    record_params(
+        adata,
+        "ambient",
+        {"genes": genes, "expressing": list(expressing), "max_rho": max_rho, "outlier_factor": outlier_factor},
+    )
     adata.uns["milkcells"]["ambient"]["per_sample"] = table
     log.info("ambient contamination per sample: %s", dict(zip(table["sample"], table["rho"].round(3), strict=True)))
     return table
@@ -168,7 +182,7 @@ def correct_ambient(
     for start in range(0, adata.n_obs, block):
         stop = min(start + block, adata.n_obs)
         lo, hi = out.indptr[start], out.indptr[stop]
-        row_of = np.repeat(np.arange(start, stop), np.diff(out.indptr[start:stop + 1]))
+        row_of = np.repeat(np.arange(start, stop), np.diff(out.indptr[start : stop + 1]))
         expected = rho[row_of] * n[row_of] * profiles[code[row_of], out.indices[lo:hi]]
         out.data[lo:hi] = np.maximum(out.data[lo:hi] - expected, 0)
     out.eliminate_zeros()

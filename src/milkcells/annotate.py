@@ -95,6 +95,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 def _store_scores(adata: ad.AnnData, key: str, scores: pd.DataFrame) -> None:
     for c in scores.columns:
         adata.obs[f"{key}_score_{c.replace(' ', '_')}"] = scores[c].to_numpy().astype(np.float32)
@@ -158,8 +159,13 @@ def annotate_compartments(
     scale = gene_scale(adata, genes, expr_floor=expr_floor) if genes else None
     core_scores = score_cells(adata, cores, scale=scale, expr_floor=expr_floor)
     type_scores = score_cells(adata, types, scale=scale, expr_floor=expr_floor)
-    comp_of = dict(zip(table.loc[table["level"] == "cell_type", "cell_type"],
-                       table.loc[table["level"] == "cell_type", "compartment"], strict=True))
+    comp_of = dict(
+        zip(
+            table.loc[table["level"] == "cell_type", "cell_type"],
+            table.loc[table["level"] == "cell_type", "compartment"],
+            strict=True,
+        )
+    )
     zero = np.zeros(adata.n_obs)
     core, best = {}, {}
     for comp in COMPARTMENTS:
@@ -187,22 +193,41 @@ def annotate_compartments(
             lift = np.where(own >= exclusive_ratio * others, own, 0.0)
             n_exclusive[c] = int((lift > scores[c].to_numpy()).sum())
             scores[c] = np.maximum(scores[c].to_numpy(), lift)
-    cells, res = call_groups(scores, adata.obs[groupby], smoothed=smooth_scores(adata, scores),
-                             min_score=min_score, min_margin=min_margin, min_purity=min_purity,
-                             split_ambiguous=True)
+    cells, res = call_groups(
+        scores,
+        adata.obs[groupby],
+        smoothed=smooth_scores(adata, scores),
+        min_score=min_score,
+        min_margin=min_margin,
+        min_purity=min_purity,
+        split_ambiguous=True,
+    )
     res.index.name = groupby
     adata.obs["compartment"] = pd.Categorical(cells["label"].to_numpy())
     adata.obs["compartment_confidence"] = cells["confidence"].to_numpy()
     _store_scores(adata, "compartment", scores)
-    record_params(adata, "compartment", dict(groupby=groupby, min_score=min_score, min_margin=min_margin,
-                                             min_purity=min_purity, expr_floor=expr_floor,
-                                             ambient_threshold=ambient_threshold, exclusive_ratio=exclusive_ratio))
+    record_params(
+        adata,
+        "compartment",
+        dict(
+            groupby=groupby,
+            min_score=min_score,
+            min_margin=min_margin,
+            min_purity=min_purity,
+            expr_floor=expr_floor,
+            ambient_threshold=ambient_threshold,
+            exclusive_ratio=exclusive_ratio,
+        ),
+    )
     adata.uns["milkcells"]["compartment"]["ambient_excluded"] = excluded
     adata.uns["milkcells"]["compartment"]["cells_by_exclusive_evidence"] = n_exclusive
     missing = [c for c in core if c not in core_scores]
     if missing:
-        log.warning("compartments: the core genes of %s are (nearly) absent from the data; these compartments "
-                    "are called only where their own evidence far exceeds every other's", missing)
+        log.warning(
+            "compartments: the core genes of %s are (nearly) absent from the data; these compartments "
+            "are called only where their own evidence far exceeds every other's",
+            missing,
+        )
     adata.uns["milkcells"]["compartment"]["cores_missing"] = missing
     adata.uns["milkcells"]["compartment"]["clusters"] = res.reset_index()
     log.info("compartments: %s", adata.obs["compartment"].value_counts().to_dict())
@@ -210,13 +235,19 @@ def annotate_compartments(
 
 
 def _evidence(
-    adata: ad.AnnData, sets: dict[str, list[str]], excluded: list[str], milk_alpha: float, layer: str | None,
+    adata: ad.AnnData,
+    sets: dict[str, list[str]],
+    excluded: list[str],
+    milk_alpha: float,
+    layer: str | None,
 ) -> dict[str, np.ndarray]:
     """Milk transcripts in the sets count only where they exceed the cell's ambient counts."""
     milk = sorted({g for s in sets.values() for g in s} & set(excluded))
     if not milk:
         return {}
-    excess = milk_excess(adata, milk, alpha=milk_alpha) if layer is not None else np.zeros((adata.n_obs, len(milk)), bool)
+    excess = (
+        milk_excess(adata, milk, alpha=milk_alpha) if layer is not None else np.zeros((adata.n_obs, len(milk)), bool)
+    )
     return {g: excess[:, j] for j, g in enumerate(milk)}
 
 
@@ -294,14 +325,23 @@ def annotate_cell_types(
     can_test = layer is not None and "ambient_contamination" in adata.obs
     drop = [] if can_test else excluded
     sets = marker_sets(adata, table=table, level="cell_type", compartment=compartment, exclude=drop)
-    children_of = {p: marker_sets(adata, table=table, level="cell_type", compartment=compartment, parent=p,
-                                  exclude=drop)
-                   for p in sorted(set(table.loc[table["parent"] != "", "parent"]))}
-    genes = sorted({g for s in (*sets.values(), *(v for c in children_of.values() for v in c.values()))
-                    for g in s})
+    children_of = {
+        p: marker_sets(adata, table=table, level="cell_type", compartment=compartment, parent=p, exclude=drop)
+        for p in sorted(set(table.loc[table["parent"] != "", "parent"]))
+    }
+    genes = sorted({g for s in (*sets.values(), *(v for c in children_of.values() for v in c.values())) for g in s})
     ref = adata if reference is None else reference
-    scale = gene_scale(ref, [g for g in genes if g in ref.var_names], layer=layer if layer in ref.layers else None,
-                       expr_floor=expr_floor, known=scale) if genes else None
+    scale = (
+        gene_scale(
+            ref,
+            [g for g in genes if g in ref.var_names],
+            layer=layer if layer in ref.layers else None,
+            expr_floor=expr_floor,
+            known=scale,
+        )
+        if genes
+        else None
+    )
     # a type with subtypes: its genes with each subtype's, the best of these (or its own alone)
     lineage_sets = dict(sets)
     for parent, children in children_of.items():
@@ -324,10 +364,19 @@ def annotate_cell_types(
     scores, group_scores = _local_and_group(adata, rel, adata.obs[groupby], typed)
     # the no-call baseline on the programme shown, undiscounted: shallow data show less of it
     base_c, base_g = _local_and_group(adata, rel, adata.obs[groupby], lambda v, i: typed(v, i, 0.0))
-    cells, res = call_groups(scores, adata.obs[groupby], smoothed=scores, group_scores=group_scores,
-                             levels=_levels(scores, adata.obs[groupby]), baseline=(base_g, base_c),
-                             min_score=min_score, min_margin=min_margin,
-                             min_purity=min_purity, override_ratio=None, min_relative=min_relative)
+    cells, res = call_groups(
+        scores,
+        adata.obs[groupby],
+        smoothed=scores,
+        group_scores=group_scores,
+        levels=_levels(scores, adata.obs[groupby]),
+        baseline=(base_g, base_c),
+        min_score=min_score,
+        min_margin=min_margin,
+        min_purity=min_purity,
+        override_ratio=None,
+        min_relative=min_relative,
+    )
     res.index.name = groupby
     broad = cells["label"].to_numpy().astype(object)
     adata.obs["cell_type_broad"] = pd.Categorical(broad)
@@ -346,16 +395,25 @@ def annotate_cell_types(
         crel = relative_expression(sub, child_genes, layer=layer, scale=scale, evidence_mask=cmask)
         # subtypes are called within the parent's own clusters, refined by Leiden where a graph exists
         groups = _refine_groups(adata, sel, groupby)
+
         def child_typed(v, idx, cg=child_genes, ch=children, shared=shared_level):
             return pd.DataFrame(set_means(v, cg, ch, shared), index=idx)
 
         cs, cgroup = _local_and_group(sub, crel, groups, child_typed)
         cbase_c, cbase_g = _local_and_group(sub, crel, groups, lambda v, i: child_typed(v, i, shared=0.0))
         # among sibling subtypes the margin decides (a type the table does not know is caught a level up)
-        c_cells, c_tab = call_groups(cs, groups, smoothed=cs, group_scores=cgroup, baseline=(cbase_g, cbase_c),
-                                     min_score=min_score,
-                                     min_margin=min_margin, min_purity=min_purity, override_ratio=None,
-                                     min_relative=None)
+        c_cells, c_tab = call_groups(
+            cs,
+            groups,
+            smoothed=cs,
+            group_scores=cgroup,
+            baseline=(cbase_g, cbase_c),
+            min_score=min_score,
+            min_margin=min_margin,
+            min_purity=min_purity,
+            override_ratio=None,
+            min_relative=None,
+        )
         lab = c_cells["label"].to_numpy().astype(object)
         keep_parent = lab == UNASSIGNED
         lab[keep_parent] = parent
@@ -365,10 +423,22 @@ def annotate_cell_types(
         log.info("%s subtypes: %s", parent, pd.Series(lab).value_counts().to_dict())
     adata.obs["cell_type"] = pd.Categorical(fine)
     adata.obs["cell_type_confidence"] = fine_conf.astype(np.float32)
-    record_params(adata, "cell_type", dict(compartment=compartment, groupby=groupby, min_score=min_score,
-                                           min_margin=min_margin, min_purity=min_purity, expr_floor=expr_floor,
-                                           ambient_threshold=ambient_threshold, milk_alpha=milk_alpha,
-                                           layer=layer, milk_evidence=can_test))
+    record_params(
+        adata,
+        "cell_type",
+        dict(
+            compartment=compartment,
+            groupby=groupby,
+            min_score=min_score,
+            min_margin=min_margin,
+            min_purity=min_purity,
+            expr_floor=expr_floor,
+            ambient_threshold=ambient_threshold,
+            milk_alpha=milk_alpha,
+            layer=layer,
+            milk_evidence=can_test,
+        ),
+    )
     adata.uns["milkcells"]["cell_type"]["clusters"] = res.reset_index()
     for parent, t in sub_tables.items():
         adata.uns["milkcells"]["cell_type"][f"subtypes_{parent.replace(' ', '_')}"] = t
@@ -404,11 +474,20 @@ def _refine_groups(adata: ad.AnnData, sel: np.ndarray, groupby: str) -> pd.Serie
     import scanpy as sc
 
     key = "_milkcells_refine"
-    tmp = ad.AnnData(obs=pd.DataFrame({groupby: pd.Categorical(np.where(sel, groups, "_other"))},
-                                      index=adata.obs_names))
+    tmp = ad.AnnData(
+        obs=pd.DataFrame({groupby: pd.Categorical(np.where(sel, groups, "_other"))}, index=adata.obs_names)
+    )
     tmp.obsp["connectivities"] = adata.obsp["connectivities"]
     tmp.uns["neighbors"] = {"connectivities_key": "connectivities", "params": {"method": "umap"}}
     clusters = sorted(set(groups[sel]))
-    sc.tl.leiden(tmp, resolution=1.0, restrict_to=(groupby, clusters), key_added=key, flavor="igraph",
-                 n_iterations=2, directed=False, random_state=0)
+    sc.tl.leiden(
+        tmp,
+        resolution=1.0,
+        restrict_to=(groupby, clusters),
+        key_added=key,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=0,
+    )
     return tmp.obs[key].astype(str)[sel].rename(groupby)

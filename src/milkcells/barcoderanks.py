@@ -81,11 +81,7 @@ def ambient_lower(totals: np.ndarray, lower: float = 100) -> float:
     totals = np.asarray(totals, dtype=float)
     shape = curve_shape(totals)
     n_pool = int(((totals > 0) & (totals <= lower)).sum())
-    if (
-        shape["n_tail"]
-        and n_pool < MIN_POOL_SHARE * shape["n_tail"]
-        and shape["tail_median"] > lower
-    ):
+    if shape["n_tail"] and n_pool < MIN_POOL_SHARE * shape["n_tail"] and shape["tail_median"] > lower:
         return float(np.floor(shape["tail_median"]))
     return float(lower)
 

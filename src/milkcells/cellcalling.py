@@ -149,8 +149,7 @@ def call_cells(
     """
     if method not in ("auto", "emptydrops", "inflection", "knee", "none"):
         raise ValueError(
-            "method must be one of 'auto', 'emptydrops', 'inflection', 'knee', 'none', "
-            f"but {method!r} was passed."
+            f"method must be one of 'auto', 'emptydrops', 'inflection', 'knee', 'none', but {method!r} was passed."
         )
     sample = sample_name(adata)
     if ambient_range is not None:
@@ -187,9 +186,7 @@ def call_cells(
                 "low-count tail); set cell_calling.ambient_range to choose",
                 f"sample {sample}: " if sample else "", n_pool, lower, lower_used,
             )  # fmt: skip
-            flags.append(
-                f"pre-trimmed matrix: lower raised from {lower:g} to {lower_used:.0f} UMIs"
-            )
+            flags.append(f"pre-trimmed matrix: lower raised from {lower:g} to {lower_used:.0f} UMIs")
     adata_fdr = None
     if used == "none":
         keep = totals > 0
@@ -199,14 +196,10 @@ def call_cells(
         res = emptydrops(adata[sub] if floor > 0 else adata, lower=lower_used, retain=retain,
                          niters=niters, fdr=fdr, seed=seed)  # fmt: skip
         keep = np.zeros(adata.n_obs, dtype=bool)
-        keep[np.flatnonzero(sub) if floor > 0 else slice(None)] = res["is_cell"].to_numpy(
-            dtype=bool
-        )
+        keep[np.flatnonzero(sub) if floor > 0 else slice(None)] = res["is_cell"].to_numpy(dtype=bool)
         keep &= totals >= min_umis
         adata_fdr = np.full(adata.n_obs, np.nan)
-        adata_fdr[np.flatnonzero(sub) if floor > 0 else slice(None)] = res["fdr"].to_numpy(
-            dtype=float
-        )
+        adata_fdr[np.flatnonzero(sub) if floor > 0 else slice(None)] = res["fdr"].to_numpy(dtype=float)
         threshold = float(totals[keep].min()) if keep.any() else float("nan")
         points = barcode_ranks(totals, lower=lower_used)
         knee_trusted = res.attrs["knee_trusted"]

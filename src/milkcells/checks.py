@@ -28,15 +28,17 @@ _READ_BLOCK = 1 << 20
 _MAX_LINE = 1 << 16
 
 
-
 def _open_text_source(path: Path, gzipped: bool):
     if not path.is_file():
         raise InputError("file not found", file=path)
     if gzipped:
         with open(path, "rb") as f:
             if f.read(2) != b"\x1f\x8b":
-                raise InputError("not a gzip file (no gzip magic bytes)", file=path,
-                                 expected="a gzip-compressed file, as its .gz name says")
+                raise InputError(
+                    "not a gzip file (no gzip magic bytes)",
+                    file=path,
+                    expected="a gzip-compressed file, as its .gz name says",
+                )
         return gzip.open(path, "rb")
     return open(path, "rb")
 
@@ -47,11 +49,9 @@ def _gzip_errors(path: Path):
     try:
         yield
     except EOFError as exc:
-        raise InputError(f"truncated gzip stream ({exc})", file=path,
-                         expected="a complete gzip stream") from None
+        raise InputError(f"truncated gzip stream ({exc})", file=path, expected="a complete gzip stream") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
-        raise InputError(f"corrupt gzip stream ({exc})", file=path,
-                         expected="a complete gzip stream") from None
+        raise InputError(f"corrupt gzip stream ({exc})", file=path, expected="a complete gzip stream") from None
 
 
 def check_gzip(path: str | os.PathLike) -> int:
@@ -85,8 +85,9 @@ def check_gzip(path: str | os.PathLike) -> int:
 
 _MTX_FIELDS = {"real": 3, "integer": 3, "complex": 4, "pattern": 2}
 _MTX_SYMMETRIES = ("general", "symmetric", "skew-symmetric", "hermitian")
-_MTX_HEADER = ("'%%MatrixMarket matrix coordinate <real|integer|complex|pattern> "
-               "<general|symmetric|skew-symmetric|hermitian>'")
+_MTX_HEADER = (
+    "'%%MatrixMarket matrix coordinate <real|integer|complex|pattern> <general|symmetric|skew-symmetric|hermitian>'"
+)
 _BLANK_AFTER_NEWLINE = re.compile(rb"\n[ \t\r\f\v]*(?=\n)")
 _BLANK_AT_START = re.compile(rb"[ \t\r\f\v]*\n")
 
@@ -110,8 +111,7 @@ def _count_lines(f, path: Path) -> tuple[int, bytes | None, bytes | None]:
         cut = buf.rfind(b"\n")
         if cut < 0:
             if len(buf) > _MAX_LINE:
-                raise InputError("a line is longer than 64 KiB", file=path,
-                                 expected="a text file with short lines")
+                raise InputError("a line is longer than 64 KiB", file=path, expected="a text file with short lines")
             rest = buf
             continue
         seg, rest = buf[: cut + 1], buf[cut + 1 :]
@@ -139,9 +139,12 @@ def _check_entry(line: bytes, *, rows: int, cols: int, field: str, path: Path, w
         ok = False
     if not ok:
         shown = line.decode("ascii", errors="replace").strip()[:80]
-        raise InputError(f"malformed {which} entry {shown!r}", file=path,
-                         expected=f"'row col{'' if field == 'pattern' else ' value'}' with "
-                                  f"1 <= row <= {rows} and 1 <= col <= {cols}")
+        raise InputError(
+            f"malformed {which} entry {shown!r}",
+            file=path,
+            expected=f"'row col{'' if field == 'pattern' else ' value'}' with "
+            f"1 <= row <= {rows} and 1 <= col <= {cols}",
+        )
 
 
 def _check_mtx(path: Path, *, gzipped: bool) -> dict[str, Any]:
@@ -151,15 +154,18 @@ def _check_mtx(path: Path, *, gzipped: bool) -> dict[str, Any]:
         banner = [t.lower() for t in tokens[:2]]
         if len(tokens) != 5 or banner != ["%%matrixmarket", "matrix"]:
             shown = header[:80].decode("ascii", errors="replace").strip()
-            raise InputError(f"not a Matrix Market header: {shown!r}", file=path,
-                             expected=_MTX_HEADER)
+            raise InputError(f"not a Matrix Market header: {shown!r}", file=path, expected=_MTX_HEADER)
         fmt, field, symmetry = (t.lower() for t in tokens[2:])
         if fmt != "coordinate":
-            raise InputError(f"Matrix Market format {fmt!r} is not supported", file=path,
-                             expected="'coordinate' (sparse), as written by Cell Ranger and scipy")
+            raise InputError(
+                f"Matrix Market format {fmt!r} is not supported",
+                file=path,
+                expected="'coordinate' (sparse), as written by Cell Ranger and scipy",
+            )
         if field not in _MTX_FIELDS or symmetry not in _MTX_SYMMETRIES:
-            raise InputError(f"unknown Matrix Market field/symmetry {field!r} {symmetry!r}",
-                             file=path, expected=_MTX_HEADER)
+            raise InputError(
+                f"unknown Matrix Market field/symmetry {field!r} {symmetry!r}", file=path, expected=_MTX_HEADER
+            )
         line = f.readline(_MAX_LINE)
         while line.startswith(b"%") or (line and not line.strip()):
             line = f.readline(_MAX_LINE)
@@ -169,14 +175,19 @@ def _check_mtx(path: Path, *, gzipped: bool) -> dict[str, Any]:
                 raise ValueError
         except ValueError:
             shown = line[:80].decode("ascii", errors="replace").strip()
-            raise InputError(f"bad size line {shown!r}", file=path,
-                             expected="'rows columns entries': three whole numbers, "
-                                      "entries <= rows * columns") from None
+            raise InputError(
+                f"bad size line {shown!r}",
+                file=path,
+                expected="'rows columns entries': three whole numbers, entries <= rows * columns",
+            ) from None
         n, first, last = _count_lines(f, path)
     if n != nnz:
         hint = "truncated, or lines missing?" if n < nnz else "extra lines?"
-        raise InputError(f"the header announces {nnz} entries but the file holds {n} ({hint})",
-                         file=path, expected=f"{nnz} entry lines")
+        raise InputError(
+            f"the header announces {nnz} entries but the file holds {n} ({hint})",
+            file=path,
+            expected=f"{nnz} entry lines",
+        )
     if nnz:
         for which, entry in (("first", first), ("last", last)):
             _check_entry(entry, rows=rows, cols=cols, field=field, path=path, which=which)
@@ -262,8 +273,9 @@ def check_10x_triplet(
     if problems:
         if (info["rows"], info["cols"]) == (n_barcodes, n_features):
             problems.append("the matrix looks transposed (barcodes x features)")
-        raise InputError("; ".join(problems), file=matrix,
-                         expected=f"{n_features} rows (features) x {n_barcodes} columns (barcodes)")
+        raise InputError(
+            "; ".join(problems), file=matrix, expected=f"{n_features} rows (features) x {n_barcodes} columns (barcodes)"
+        )
     return {"features": n_features, "barcodes": n_barcodes, "nnz": info["nnz"]}
 
 

@@ -19,8 +19,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from ._utils import record_params
 from .logs import timed
 
-__all__ = ["ExactKNNTransformer", "HNSWTransformer", "cluster", "embed", "has_graph", "import_umap", "knn_indices",
-           "neighbors", "resolution_sweep"]
+__all__ = [
+    "ExactKNNTransformer",
+    "HNSWTransformer",
+    "cluster",
+    "embed",
+    "has_graph",
+    "import_umap",
+    "knn_indices",
+    "neighbors",
+    "resolution_sweep",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +109,10 @@ class _FaissKNNTransformer(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[0] <= self.n_neighbors:
-            raise ValueError(f"{type(self).__name__} needs more than n_neighbors={self.n_neighbors} points, "
-                             f"got an array of shape {X.shape}")
+            raise ValueError(
+                f"{type(self).__name__} needs more than n_neighbors={self.n_neighbors} points, "
+                f"got an array of shape {X.shape}"
+            )
         self._index = self._index_for(X)
         self._fit_X = X
         self.n_samples_fit_ = X.shape[0]
@@ -122,10 +133,10 @@ class _FaissKNNTransformer(TransformerMixin, BaseEstimator):
         dist = np.full(idx.shape, np.inf)
         block = max(1, (1 << 22) // max(k * X.shape[1], 1))
         for start in range(0, len(X), block):
-            rows, found = X[start:start + block].astype(np.float64), idx[start:start + block]
+            rows, found = X[start : start + block].astype(np.float64), idx[start : start + block]
             ok = found >= 0
             diff = self._fit_X[np.where(ok, found, 0)].astype(np.float64) - rows[:, None, :]
-            dist[start:start + block] = np.where(ok, np.sqrt(np.einsum("ijk,ijk->ij", diff, diff)), np.inf)
+            dist[start : start + block] = np.where(ok, np.sqrt(np.einsum("ijk,ijk->ij", diff, diff)), np.inf)
         order = np.argsort(dist, axis=1, kind="stable")
         idx, dist = np.take_along_axis(idx, order, axis=1), np.take_along_axis(dist, order, axis=1)
         return idx, np.where(np.isfinite(dist), dist, 0)
@@ -212,8 +223,15 @@ class HNSWTransformer(_FaissKNNTransformer):
         Threads of the search (``None`` or <= 0: all cores).
     """
 
-    def __init__(self, n_neighbors: int = 15, *, m: int = 32, ef_construction: int = 200, ef_search: int = 128,
-                 n_jobs: int | None = None):
+    def __init__(
+        self,
+        n_neighbors: int = 15,
+        *,
+        m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        n_jobs: int | None = None,
+    ):
         self.n_neighbors = n_neighbors
         self.m = m
         self.ef_construction = ef_construction
@@ -231,7 +249,9 @@ class HNSWTransformer(_FaissKNNTransformer):
         self._index.hnsw.efSearch = int(max(self.ef_search, k))
 
 
-def knn_indices(Z: np.ndarray, k: int, *, exact_max: int = EXACT_NEIGHBORS_MAX_CELLS, n_jobs: int | None = None) -> np.ndarray:
+def knn_indices(
+    Z: np.ndarray, k: int, *, exact_max: int = EXACT_NEIGHBORS_MAX_CELLS, n_jobs: int | None = None
+) -> np.ndarray:
     """Each point's ``k`` nearest other points (Euclidean): exact up to ``exact_max`` points, else HNSW.
 
     Parameters
@@ -256,7 +276,11 @@ def knn_indices(Z: np.ndarray, k: int, *, exact_max: int = EXACT_NEIGHBORS_MAX_C
 
 
 def neighbors(
-    adata: ad.AnnData, *, n_neighbors: int = 15, use_rep: str = "X_pca", seed: int = 0,
+    adata: ad.AnnData,
+    *,
+    n_neighbors: int = 15,
+    use_rep: str = "X_pca",
+    seed: int = 0,
     exact_max_cells: int = EXACT_NEIGHBORS_MAX_CELLS,
 ) -> None:
     """``sc.pp.neighbors``: exact (brute force) up to ``exact_max_cells`` cells, else faiss's HNSW.
@@ -264,7 +288,8 @@ def neighbors(
     scanpy itself is exact below 8,192 cells and uses pynndescent above; here the exact search
     (:class:`ExactKNNTransformer`, faiss's brute force) runs up to ``exact_max_cells`` (better, and
     up to ~100,000 cells faster than pynndescent, whose numba compilation costs every new process
-    ~60 s), and above it :class:`HNSWTransformer` (compiled, no start-up cost, reproducible). On the 50,000-cell scale benchmark (the demo simulator, which
+    ~60 s), and above it :class:`HNSWTransformer` (compiled, no start-up cost, reproducible). On the
+    50,000-cell scale benchmark (the demo simulator, which
     plants the marker table's genes: a plumbing check, not evidence of accuracy) the exact global
     graph gave cell-type macro-F1 1.000 and an HNSW graph of recall 0.99 gave 0.914 (CSN1S1
     macrophages typed as GPNMB macrophages): even there the macrophage subtypes hang on the
@@ -295,8 +320,11 @@ def neighbors(
 def has_graph(adata: ad.AnnData, *, use_rep: str, n_neighbors: int) -> bool:
     """Whether ``adata`` holds a kNN graph built from ``use_rep`` with ``n_neighbors``."""
     params = adata.uns.get("neighbors", {}).get("params", {})
-    return ("connectivities" in adata.obsp and params.get("use_rep") == use_rep
-            and int(params.get("n_neighbors", -1)) == n_neighbors)
+    return (
+        "connectivities" in adata.obsp
+        and params.get("use_rep") == use_rep
+        and int(params.get("n_neighbors", -1)) == n_neighbors
+    )
 
 
 def cluster(
@@ -471,8 +499,15 @@ def resolution_sweep(
     for res in resolutions:
         parts = []
         for k in range(n_seeds):
-            sc.tl.leiden(tmp, resolution=res, key_added="_sweep", flavor="igraph", n_iterations=2,
-                         directed=False, random_state=seed + k)
+            sc.tl.leiden(
+                tmp,
+                resolution=res,
+                key_added="_sweep",
+                flavor="igraph",
+                n_iterations=2,
+                directed=False,
+                random_state=seed + k,
+            )
             parts.append(tmp.obs["_sweep"].to_numpy().copy())
         n_clusters = int(len(np.unique(parts[0])))
         if n_clusters == 1 and all(len(np.unique(p)) == 1 for p in parts):
@@ -488,10 +523,20 @@ def resolution_sweep(
                 purity = float(df.groupby("c")["b"].agg(lambda x: x.value_counts().iloc[0]).sum() / len(df))
         reason = ""
         if n_clusters == 1:
-            reason = ("one cluster of a heterogeneous compartment: not stable" if heterogeneous
-                      else "one cluster: the compartment looks homogeneous")
-        rows.append({"resolution": float(res), "n_clusters": n_clusters, "stability": stability,
-                     "purity": purity, "reason": reason})
+            reason = (
+                "one cluster of a heterogeneous compartment: not stable"
+                if heterogeneous
+                else "one cluster: the compartment looks homogeneous"
+            )
+        rows.append(
+            {
+                "resolution": float(res),
+                "n_clusters": n_clusters,
+                "stability": stability,
+                "purity": purity,
+                "reason": reason,
+            }
+        )
     table = pd.DataFrame(rows)
     table["score"] = table["stability"] * table["purity"]
     best = table.loc[table["score"] >= table["score"].max() - 0.01, "resolution"].min()

@@ -92,15 +92,37 @@ def subcluster_compartment(
     for k in list(sub.obsp.keys()):
         del sub.obsp[k]
     layer = "ambient_corrected" if "ambient_corrected" in sub.layers else None
-    params = dict(compartment=compartment, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, n_pcs=n_pcs,
-                  integration=integration, integration_key=integration_key, n_neighbors=n_neighbors,
-                  resolution=resolution, min_score=min_score, min_margin=min_margin, min_purity=min_purity,
-                  expr_floor=expr_floor, ambient_threshold=ambient_threshold, milk_alpha=milk_alpha,
-                  shared_level=shared_level, min_relative=min_relative, seed=seed,
-                  evidence_layer=layer or "X")
-    typing = dict(min_score=min_score, min_margin=min_margin, min_purity=min_purity, expr_floor=expr_floor,
-                  ambient_threshold=ambient_threshold, milk_alpha=milk_alpha, layer=layer,
-                  shared_level=shared_level, min_relative=min_relative)
+    params = dict(
+        compartment=compartment,
+        n_top_genes=n_top_genes,
+        hvg_batch_key=hvg_batch_key,
+        n_pcs=n_pcs,
+        integration=integration,
+        integration_key=integration_key,
+        n_neighbors=n_neighbors,
+        resolution=resolution,
+        min_score=min_score,
+        min_margin=min_margin,
+        min_purity=min_purity,
+        expr_floor=expr_floor,
+        ambient_threshold=ambient_threshold,
+        milk_alpha=milk_alpha,
+        shared_level=shared_level,
+        min_relative=min_relative,
+        seed=seed,
+        evidence_layer=layer or "X",
+    )
+    typing = dict(
+        min_score=min_score,
+        min_margin=min_margin,
+        min_purity=min_purity,
+        expr_floor=expr_floor,
+        ambient_threshold=ambient_threshold,
+        milk_alpha=milk_alpha,
+        layer=layer,
+        shared_level=shared_level,
+        min_relative=min_relative,
+    )
     if sub.n_obs < 20:
         log.warning("compartment %s has %d cells: not re-clustered", compartment, sub.n_obs)
         sub.obs["leiden_compartment"] = pd.Categorical(["0"] * sub.n_obs)
@@ -127,11 +149,23 @@ def subcluster_compartment(
         rep = integrate(sub, method=integration, key=integration_key, seed=seed)
     sweep = None
     if resolution == "auto":
-        cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=1.0, key_added="leiden_compartment",
-                umap=False, seed=seed)
+        cluster(
+            sub,
+            use_rep=rep,
+            n_neighbors=n_neighbors,
+            resolution=1.0,
+            key_added="leiden_compartment",
+            umap=False,
+            seed=seed,
+        )
         table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
-        sets = marker_sets(sub, table=table, level="cell_type", compartment=compartment,
-                           exclude=ambient_prone_genes(sub, ambient_threshold=ambient_threshold))
+        sets = marker_sets(
+            sub,
+            table=table,
+            level="cell_type",
+            compartment=compartment,
+            exclude=ambient_prone_genes(sub, ambient_threshold=ambient_threshold),
+        )
         genes = sorted({g for s in sets.values() for g in s})
         sweep_scale = gene_scale(adata, genes, layer=layer, expr_floor=expr_floor, known=scale) if genes else None
         scores = score_cells(sub, sets, layer=layer, scale=sweep_scale)
@@ -141,16 +175,32 @@ def subcluster_compartment(
         log.info("%s: resolution %.2f chosen by stability and marker purity", compartment, resolution)
     elif not isinstance(resolution, (int, float)) or resolution <= 0:
         raise ValueError(f"resolution must be a positive number or 'auto', but {resolution!r} was passed.")
-    cluster(sub, use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
-            key_added="leiden_compartment", seed=seed, reuse_graph=True, umap=umap)
+    cluster(
+        sub,
+        use_rep=rep,
+        n_neighbors=n_neighbors,
+        resolution=resolution,
+        key_added="leiden_compartment",
+        seed=seed,
+        reuse_graph=True,
+        umap=umap,
+    )
     with timed(f"{compartment}: cell types", log):
-        annotate_cell_types(sub, compartment=compartment, markers=markers, groupby="leiden_compartment",
-                            reference=adata, scale=scale, **typing)
+        annotate_cell_types(
+            sub,
+            compartment=compartment,
+            markers=markers,
+            groupby="leiden_compartment",
+            reference=adata,
+            scale=scale,
+            **typing,
+        )
     params["resolution_used"] = float(resolution)
     record_params(sub, "subcluster", params)
     if sweep is not None:
-        sub.uns["milkcells"]["subcluster"]["sweep"] = sweep.assign(compartment=compartment,
-                                                                   chosen=sweep["resolution"] == resolution)
+        sub.uns["milkcells"]["subcluster"]["sweep"] = sweep.assign(
+            compartment=compartment, chosen=sweep["resolution"] == resolution
+        )
     log.info("%s: %d cells, cell types %s", compartment, sub.n_obs, sub.obs["cell_type"].value_counts().to_dict())
     return sub
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ._utils import InputError
 from .composition_model import time_effects
-from .lactation import stage_shares
+from .lactation import STAGE_SHARE_COLUMNS, stage_shares
 from .samplesheet import DAYS_PER_UNIT
 
 __all__ = [
@@ -60,22 +60,40 @@ def composition_table(adata: ad.AnnData, *, groupby: str = "sample") -> pd.DataF
     for s in comp_counts.index:
         for c in comp_counts.columns:
             n = int(comp_counts.loc[s, c])
-            rows.append({groupby: s, "level": "compartment", "compartment": c, "label": c,
-                         "n_cells": n, "fraction": n / totals[s], "fraction_of_compartment": np.nan})
+            rows.append(
+                {
+                    groupby: s,
+                    "level": "compartment",
+                    "compartment": c,
+                    "label": c,
+                    "n_cells": n,
+                    "fraction": n / totals[s],
+                    "fraction_of_compartment": np.nan,
+                }
+            )
     pairs = obs[["compartment", "cell_type"]].astype(str).drop_duplicates()
-    ct_counts = obs.groupby([obs[groupby].astype(str), obs["compartment"].astype(str),
-                             obs["cell_type"].astype(str)]).size()
+    ct_counts = obs.groupby(
+        [obs[groupby].astype(str), obs["compartment"].astype(str), obs["cell_type"].astype(str)]
+    ).size()
     for s in comp_counts.index:
         for _, (c, t) in pairs.iterrows():
             n = int(ct_counts.get((s, c, t), 0))
             nc = int(comp_counts.loc[s, c])
-            rows.append({groupby: s, "level": "cell_type", "compartment": c, "label": t, "n_cells": n,
-                         "fraction": n / totals[s], "fraction_of_compartment": n / nc if nc else np.nan})
+            rows.append(
+                {
+                    groupby: s,
+                    "level": "cell_type",
+                    "compartment": c,
+                    "label": t,
+                    "n_cells": n,
+                    "fraction": n / totals[s],
+                    "fraction_of_compartment": n / nc if nc else np.nan,
+                }
+            )
     df = pd.DataFrame(rows)
     if meta is not None:
         df = df.merge(meta.reset_index().astype({groupby: str}), on=groupby, how="left")
-        df = df[[groupby, *fields, "level", "compartment", "label", "n_cells", "fraction",
-                 "fraction_of_compartment"]]
+        df = df[[groupby, *fields, "level", "compartment", "label", "n_cells", "fraction", "fraction_of_compartment"]]
     return df.sort_values([groupby, "level", "compartment", "label"]).reset_index(drop=True)
 
 
@@ -145,8 +163,7 @@ def time_correlations(
 
 def _long_to_wide(table: pd.DataFrame, level: str, groupby: str) -> pd.DataFrame:
     df = table[table["level"] == level]
-    return df.pivot_table(index=groupby, columns="label", values="n_cells", aggfunc="sum",
-                          observed=True).fillna(0)
+    return df.pivot_table(index=groupby, columns="label", values="n_cells", aggfunc="sum", observed=True).fillna(0)
 
 
 def _sample_meta(table: pd.DataFrame, groupby: str) -> tuple[pd.Series, pd.Series]:
@@ -207,8 +224,9 @@ def composition_over_time(
     """
     for col in (groupby, "level", "label", "compartment", "n_cells"):
         if col not in table:
-            raise InputError("the composition table lacks this column", field=col,
-                             expected="a table from composition_table()")
+            raise InputError(
+                "the composition table lacks this column", field=col, expected="a table from composition_table()"
+            )
     donor, days = _sample_meta(table, groupby)
     comp = _long_to_wide(table, "compartment", groupby)
     types = _long_to_wide(table, "cell_type", groupby)
@@ -225,15 +243,20 @@ def composition_over_time(
     families = [
         ("compartment", comp[keep_comp], totals, dict.fromkeys(keep_comp, "all cells")),
         ("cell_type", types[keep_types], totals, dict.fromkeys(keep_types, "all cells")),
-        ("within_compartment", types[within],
-         pd.DataFrame({t: comp[parent[t]] for t in within}, index=types.index), parent[within].to_dict()),
+        (
+            "within_compartment",
+            types[within],
+            pd.DataFrame({t: comp[parent[t]] for t in within}, index=types.index),
+            parent[within].to_dict(),
+        ),
     ]
     out = []
     for level, counts, denom, names in families:
         if counts.shape[1] == 0:
             continue
-        res = time_effects(counts, denom, donor, days, time_scale=time_scale, max_days=max_days,
-                           n_perm=n_perm, seed=seed)
+        res = time_effects(
+            counts, denom, donor, days, time_scale=time_scale, max_days=max_days, n_perm=n_perm, seed=seed
+        )
         res.insert(0, "level", level)
         res.insert(2, "denominator", res["label"].map(names))
         out.append(res)
@@ -270,8 +293,7 @@ def composition_by_stage(table: pd.DataFrame, *, groupby: str = "sample", coarse
                 res.insert(0, "label", label)
                 res.insert(0, "level", level)
                 out.append(res)
-    cols = ["level", "label", "stage", "days_min", "days_max", "n_samples", "n_donors", "n_cells",
-            "pooled_share", "share", "ci_low", "ci_high"]
+    cols = ["level", "label", *STAGE_SHARE_COLUMNS]
     return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 

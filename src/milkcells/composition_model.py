@@ -79,12 +79,45 @@ __all__ = [
     "TIME_EFFECT_COLUMNS",
 ]
 
-TIME_EFFECT_COLUMNS = ["label", "time_scale", "design", "n_samples", "n_units", "n_donors",
-                       "n_donors_informative", "df", "estimate", "se", "ci_low", "ci_high", "odds_ratio",
-                       "or_ci_low", "or_ci_high", "dispersion", "n_perm", "pvalue", "qvalue", "spearman_r",
-                       "spearman_p", "note"]
-_RESULT_COLUMNS = ["estimate", "se", "ci_low", "ci_high", "df", "pvalue", "n_perm", "dispersion",
-                   "n_units", "n_donors", "n_donors_informative", "design", "note"]
+TIME_EFFECT_COLUMNS = [
+    "label",
+    "time_scale",
+    "design",
+    "n_samples",
+    "n_units",
+    "n_donors",
+    "n_donors_informative",
+    "df",
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "odds_ratio",
+    "or_ci_low",
+    "or_ci_high",
+    "dispersion",
+    "n_perm",
+    "pvalue",
+    "qvalue",
+    "spearman_r",
+    "spearman_p",
+    "note",
+]
+_RESULT_COLUMNS = [
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "df",
+    "pvalue",
+    "n_perm",
+    "dispersion",
+    "n_units",
+    "n_donors",
+    "n_donors_informative",
+    "design",
+    "note",
+]
 
 
 def time_covariate(days, *, time_scale: str = "log2") -> np.ndarray:
@@ -119,8 +152,9 @@ def pool_units(counts: pd.DataFrame, donor: pd.Series, days: pd.Series) -> tuple
     donor = donor.reindex(counts.index)
     days = pd.to_numeric(days.reindex(counts.index), errors="coerce")
     keep = donor.notna() & days.notna()
-    key = pd.MultiIndex.from_arrays([donor[keep].astype(str), days[keep].astype(float)],
-                                    names=["donor", "days_postpartum"])
+    key = pd.MultiIndex.from_arrays(
+        [donor[keep].astype(str), days[keep].astype(float)], names=["donor", "days_postpartum"]
+    )
     c = counts.loc[keep].copy()
     c.index = key
     summed = c.groupby(level=[0, 1]).sum()
@@ -370,8 +404,14 @@ def fit_share_trend(
     perms = _permutations(blocks, n_perm, np.random.default_rng(seed))
     # the test's weights come from the model without time, which permuting times leaves unchanged
     test = _PermTest(yy, nn, xx, blocks, nb, williams_fit(yy, nn, blocks, nb)[4], perms)
-    out.update(estimate=float(beta), se=float(se), df=int(df), dispersion=float(phi), n_perm=int(len(perms)),
-               pvalue=test.pvalue(0.0))
+    out.update(
+        estimate=float(beta),
+        se=float(se),
+        df=int(df),
+        dispersion=float(phi),
+        n_perm=int(len(perms)),
+        pvalue=test.pvalue(0.0),
+    )
     if ci:
         out["ci_low"], out["ci_high"] = test.interval(beta, se)
         if not (np.isfinite(out["ci_low"]) and np.isfinite(out["ci_high"])):
@@ -434,9 +474,14 @@ def time_effects(
     days = pd.to_numeric(days.reindex(counts.index), errors="coerce")
     keep = days.notna() & (days < max_days) & donor.reindex(counts.index).notna()
     if not keep.any():
-        return pd.DataFrame({"label": list(counts.columns), "time_scale": time_scale,
-                             "note": "not estimable: no sample with a donor and days postpartum"},
-                            columns=TIME_EFFECT_COLUMNS)
+        return pd.DataFrame(
+            {
+                "label": list(counts.columns),
+                "time_scale": time_scale,
+                "note": "not estimable: no sample with a donor and days postpartum",
+            },
+            columns=TIME_EFFECT_COLUMNS,
+        )
     c = counts.loc[keep].fillna(0).astype(float)
     if isinstance(totals, pd.Series):
         tot = pd.DataFrame({lab: totals.reindex(c.index) for lab in c.columns})
@@ -448,18 +493,33 @@ def time_effects(
     x = time_covariate(units["days_postpartum"], time_scale=time_scale)
     rows = []
     for lab in c.columns:
-        r = fit_share_trend(pooled[("y", lab)], pooled[("n", lab)], x, units["donor"], min_cells=min_cells,
-                            n_perm=n_perm, seed=seed, ci=ci)
+        r = fit_share_trend(
+            pooled[("y", lab)],
+            pooled[("n", lab)],
+            x,
+            units["donor"],
+            min_cells=min_cells,
+            n_perm=n_perm,
+            seed=seed,
+            ci=ci,
+        )
         share = (c[lab] / tot[lab]).where(tot[lab] > 0)
         ok = share.notna()
         if ok.sum() >= 5 and share[ok].nunique() > 1:
             rho, p = spearmanr(days[keep][ok], share[ok])
         else:
             rho, p = np.nan, np.nan
-        rows.append({"label": lab, "time_scale": time_scale, "n_samples": int(ok.sum()), **r,
-                     "spearman_r": float(rho), "spearman_p": float(p)})
-    res = pd.DataFrame(rows, columns=["label", "time_scale", "n_samples", *_RESULT_COLUMNS,
-                                      "spearman_r", "spearman_p"])
+        rows.append(
+            {
+                "label": lab,
+                "time_scale": time_scale,
+                "n_samples": int(ok.sum()),
+                **r,
+                "spearman_r": float(rho),
+                "spearman_p": float(p),
+            }
+        )
+    res = pd.DataFrame(rows, columns=["label", "time_scale", "n_samples", *_RESULT_COLUMNS, "spearman_r", "spearman_p"])
     res["qvalue"] = bh_qvalues(res["pvalue"])
     for a, b in (("odds_ratio", "estimate"), ("or_ci_low", "ci_low"), ("or_ci_high", "ci_high")):
         res[a] = np.exp(res[b].astype(float))

@@ -55,34 +55,80 @@ class _CellType:
 #: Simulated cell types: compartment, marker genes (from the two milk studies'
 #: published lists), typical library size.
 SIM_CELL_TYPES: dict[str, _CellType] = {
-    "LC1": _CellType("epithelial", ("MT1E", "MT1F", "MT1G", "MT1X", "SLC30A1", "IL6R", "FOLR1",
-                                    "JUN", "ATF3", "IER2", "MAFF", "VEGFA"), np.log(4000), 0.5),
-    "LC2": _CellType("epithelial", ("NTRK2", "ELF5", "CHRDL2", "OLAH", "CA6", "LY6D", "UGP2",
-                                    "SCP2", "FASN"), np.log(5000), 1.0),
-    "luminal progenitor": _CellType("epithelial", ("SLPI", "ALDH1A3", "KIT", "KRT15", "KRT23",
-                                                   "MMP7", "PROM1", "BCL11A"), np.log(3500), 0.1),
-    "basal": _CellType("epithelial", ("ACTA2", "TP63", "KRT5", "KRT14", "KRT17", "MYLK", "OXTR",
-                                      "TAGLN"), np.log(3000)),
-    "GPNMB macrophage": _CellType("immune", ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G",
-                                             "TYROBP", "LYZ", "CD74", "HLA-DRA", "GPNMB", "EMILIN2", "LRP1",
-                                             "APOE"), np.log(3000)),
-    "CSN1S1 macrophage": _CellType("immune", ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G",
-                                              "TYROBP", "LYZ", "CD74", "HLA-DRA", "CTSL"), np.log(3000)),
-    "CD4 T cell": _CellType("immune", ("CD3D", "CD3E", "CD2", "TRBC2", "ETS1", "LCK", "FYN", "CXCR4",
-                                       "CD4", "IL7R", "CCR7", "LEF1"), np.log(1300)),
-    "CD8 T cell": _CellType("immune", ("CD3D", "CD3E", "CD2", "TRBC2", "ETS1", "LCK", "FYN", "CXCR4",
-                                       "CD8A", "CD8B", "GZMK", "NKG7"), np.log(1300)),
-    "B cell": _CellType("immune", ("CD79A", "MS4A1", "CD19", "BANK1", "SEL1L3", "TCF4", "CD74",
-                                   "HLA-DRA", "CXCR4"), np.log(1600)),
-    "neutrophil": _CellType("immune", ("CXCL8", "CSF3R", "FCGR3B", "TREM1", "AQP9", "CEACAM8",
-                                       "S100A8", "S100A12"), np.log(1000)),
-    "dendritic cell": _CellType("immune", ("CD86", "CD83", "NR4A3", "GPR183", "CD1C", "CLEC10A",
-                                           "FCER1A", "CD74", "HLA-DRA", "HLA-DQA1"), np.log(2200)),
+    "LC1": _CellType(
+        "epithelial",
+        ("MT1E", "MT1F", "MT1G", "MT1X", "SLC30A1", "IL6R", "FOLR1", "JUN", "ATF3", "IER2", "MAFF", "VEGFA"),
+        np.log(4000),
+        0.5,
+    ),
+    "LC2": _CellType(
+        "epithelial", ("NTRK2", "ELF5", "CHRDL2", "OLAH", "CA6", "LY6D", "UGP2", "SCP2", "FASN"), np.log(5000), 1.0
+    ),
+    "luminal progenitor": _CellType(
+        "epithelial", ("SLPI", "ALDH1A3", "KIT", "KRT15", "KRT23", "MMP7", "PROM1", "BCL11A"), np.log(3500), 0.1
+    ),
+    "basal": _CellType(
+        "epithelial", ("ACTA2", "TP63", "KRT5", "KRT14", "KRT17", "MYLK", "OXTR", "TAGLN"), np.log(3000)
+    ),
+    "GPNMB macrophage": _CellType(
+        "immune",
+        (
+            "CD68",
+            "C1QA",
+            "C1QB",
+            "CD14",
+            "CD163",
+            "CSF1R",
+            "FCER1G",
+            "TYROBP",
+            "LYZ",
+            "CD74",
+            "HLA-DRA",
+            "GPNMB",
+            "EMILIN2",
+            "LRP1",
+            "APOE",
+        ),
+        np.log(3000),
+    ),
+    "CSN1S1 macrophage": _CellType(
+        "immune",
+        ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G", "TYROBP", "LYZ", "CD74", "HLA-DRA", "CTSL"),
+        np.log(3000),
+    ),
+    "CD4 T cell": _CellType(
+        "immune",
+        ("CD3D", "CD3E", "CD2", "TRBC2", "ETS1", "LCK", "FYN", "CXCR4", "CD4", "IL7R", "CCR7", "LEF1"),
+        np.log(1300),
+    ),
+    "CD8 T cell": _CellType(
+        "immune",
+        ("CD3D", "CD3E", "CD2", "TRBC2", "ETS1", "LCK", "FYN", "CXCR4", "CD8A", "CD8B", "GZMK", "NKG7"),
+        np.log(1300),
+    ),
+    "B cell": _CellType(
+        "immune", ("CD79A", "MS4A1", "CD19", "BANK1", "SEL1L3", "TCF4", "CD74", "HLA-DRA", "CXCR4"), np.log(1600)
+    ),
+    "neutrophil": _CellType(
+        "immune", ("CXCL8", "CSF3R", "FCGR3B", "TREM1", "AQP9", "CEACAM8", "S100A8", "S100A12"), np.log(1000)
+    ),
+    "dendritic cell": _CellType(
+        "immune",
+        ("CD86", "CD83", "NR4A3", "GPR183", "CD1C", "CLEC10A", "FCER1A", "CD74", "HLA-DRA", "HLA-DQA1"),
+        np.log(2200),
+    ),
 }
 
 _EPI_MIX = {"LC2": 0.52, "LC1": 0.23, "luminal progenitor": 0.19, "basal": 0.06}
-_IMM_MIX = {"GPNMB macrophage": 0.2, "CSN1S1 macrophage": 0.14, "neutrophil": 0.24, "CD4 T cell": 0.12,
-            "CD8 T cell": 0.08, "dendritic cell": 0.12, "B cell": 0.1}
+_IMM_MIX = {
+    "GPNMB macrophage": 0.2,
+    "CSN1S1 macrophage": 0.14,
+    "neutrophil": 0.24,
+    "CD4 T cell": 0.12,
+    "CD8 T cell": 0.08,
+    "dendritic cell": 0.12,
+    "B cell": 0.1,
+}
 #: Milk-protein programme of cells that take up milk: CSN1S1 macrophages (Nyquist et al. 2022)
 _CELL_MILK = {"CSN1S1 macrophage": {"CSN1S1": 0.02, "CSN2": 0.01}}
 
@@ -163,8 +209,10 @@ def _profiles(genes: list[str], donor: str) -> tuple[dict[str, np.ndarray], np.n
         p = 0.96 * p
         p[mito] = 0.04 / len(mito)
         out[name] = p
-    ambient = 0.7 * out["LC2"] + 0.2 * out["LC1"] + 0.1 * np.mean(
-        [out[t] for t in SIM_CELL_TYPES if t not in ("LC1", "LC2")], axis=0
+    ambient = (
+        0.7 * out["LC2"]
+        + 0.2 * out["LC1"]
+        + 0.1 * np.mean([out[t] for t in SIM_CELL_TYPES if t not in ("LC1", "LC2")], axis=0)
     )
     return out, ambient / ambient.sum()
 
@@ -264,7 +312,7 @@ def simulate_milk_sample(
         n = min(2000, 2 * n_empty - start)
         blocks.append(sp.csr_matrix(draw_ambient(n, 4.0, 0.9)))
     X = sp.vstack(blocks).tocsr().astype(np.float32)
-    keep_empty = np.asarray(X[n_cells + n_doub + n_dying:].sum(axis=1)).ravel() > 0
+    keep_empty = np.asarray(X[n_cells + n_doub + n_dying :].sum(axis=1)).ravel() > 0
     keep = np.concatenate([np.ones(n_cells + n_doub + n_dying, bool), keep_empty])
     X = X[keep]
 
@@ -319,9 +367,7 @@ def _barcodes(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def truth_agreement(
-    adata: ad.AnnData, *, markers: pd.DataFrame | str | None = None
-) -> dict[str, object]:
+def truth_agreement(adata: ad.AnnData, *, markers: pd.DataFrame | str | None = None) -> dict[str, object]:
     """Compare calls with the simulation's truth on the true singlets kept.
 
     Cell types are scored as in :func:`milkcells.agreement.compare_labels`:
@@ -365,11 +411,11 @@ def truth_agreement(
         "non_singlet_share": float(1 - single.mean()) if adata.n_obs else float("nan"),
         "compartment_accuracy": float(comp_ok.mean()) if len(obs) else float("nan"),
         "cell_type_macro_f1": summary["macro_f1"],
-        "cell_type_recall": dict(zip(known["label"].astype(str), known["recall"].tolist(),
-                                     strict=True)),
+        "cell_type_recall": dict(zip(known["label"].astype(str), known["recall"].tolist(), strict=True)),
         "unassigned_share": summary["unassigned_share"],
         "absent_types": [str(t) for t in absent["label"]],
-        "absent_type_unassigned": dict(zip(absent["label"].astype(str),
-                                           absent["unassigned_share"].tolist(), strict=True)),
+        "absent_type_unassigned": dict(
+            zip(absent["label"].astype(str), absent["unassigned_share"].tolist(), strict=True)
+        ),
         "cell_type_ari": summary["adjusted_rand_index"],
     }

@@ -75,8 +75,15 @@ def _scrublet(
         from scanpy.preprocessing._utils import _get_mean_var
     except ImportError:  # another scanpy layout: its own pipeline, exact neighbours
         tmp = ad.AnnData(adata.X.copy(), obs=pd.DataFrame(index=adata.obs_names))
-        sc.pp.scrublet(tmp, expected_doublet_rate=expected_rate, threshold=threshold, n_prin_comps=n_pcs,
-                       use_approx_neighbors=False, random_state=seed, verbose=False)
+        sc.pp.scrublet(
+            tmp,
+            expected_doublet_rate=expected_rate,
+            threshold=threshold,
+            n_prin_comps=n_pcs,
+            use_approx_neighbors=False,
+            random_state=seed,
+            verbose=False,
+        )
         return tmp.obs["doublet_score"].to_numpy(float), tmp.uns.get("scrublet", {}).get("threshold")
     from sklearn.decomposition import PCA
 
@@ -105,8 +112,9 @@ def _scrublet(
     del counts_hvg
     sc.pp.normalize_total(obs, target_sum=1e6)
     sc.pp.normalize_total(sim, target_sum=1e6)
-    scrub = Scrublet(obs.X, n_neighbors=None, expected_doublet_rate=expected_rate, stdev_doublet_rate=0.02,
-                     random_state=seed)
+    scrub = Scrublet(
+        obs.X, n_neighbors=None, expected_doublet_rate=expected_rate, stdev_doublet_rate=0.02, random_state=seed
+    )
     # z-score with the observed cells' statistics (scanpy's pipeline.zscore), PCA fitted on the
     # observed cells (pipeline.pca): dividing by the SD keeps the matrices sparse and the PCA centres
     # them implicitly, which is the decomposition of the dense z-scores
@@ -124,8 +132,10 @@ def _scrublet(
 
 
 def _log_normalised(X: sp.csr_matrix, total: np.ndarray, target_sum: float = 1e4) -> sp.csr_matrix:
-    """log1p of counts scaled to ``target_sum`` per cell, ``total`` being each cell's counts over all genes
-    (so that a subset of the genes' columns is normalised as the whole matrix would be)."""
+    """log1p of counts scaled to ``target_sum`` per cell, ``total`` being each cell's counts over all genes.
+
+    A subset of the genes' columns is so normalised as the whole matrix would be.
+    """
     out = sp.csr_matrix(sp.diags(target_sum / np.maximum(total, 1)) @ X, dtype=np.float64)
     out.data = np.log1p(out.data)
     return out
@@ -144,8 +154,9 @@ def _clusters(Z: np.ndarray, *, resolution: float, seed: int) -> np.ndarray:
     idx = _neighbours(Z, min(15, len(Z) - 1))
     edges = np.column_stack([np.repeat(np.arange(len(Z)), idx.shape[1]), idx.ravel()])
     graph = ig.Graph(n=len(Z), edges=edges, directed=False).simplify()
-    part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
-                                    resolution_parameter=resolution, n_iterations=2, seed=seed)
+    part = leidenalg.find_partition(
+        graph, leidenalg.RBConfigurationVertexPartition, resolution_parameter=resolution, n_iterations=2, seed=seed
+    )
     return np.asarray(part.membership)
 
 
@@ -197,11 +208,11 @@ def _heterotypic(
     is_art = np.r_[np.zeros(n, bool), np.ones(n_art, bool)]
     # features: PCs of real + artificial cells, artificial share among the kNN, library size, genes
     Zb = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(
-        _log_normalised(both_hvg, both_total))
+        _log_normalised(both_hvg, both_total)
+    )
     ks = [k for k in _KS if k < len(Zb)]
     near = is_art[_neighbours(Zb, max(ks))]
-    feats = np.column_stack([Zb, *(near[:, :k].mean(axis=1) for k in ks),
-                             np.log1p(both_total), np.log1p(both_genes)])
+    feats = np.column_stack([Zb, *(near[:, :k].mean(axis=1) for k in ks), np.log1p(both_total), np.log1p(both_genes)])
     folds = rng.integers(_FOLDS, size=len(is_art))
     train = np.ones(len(is_art), bool)
     prior = expected_rate / (1 - expected_rate)
@@ -209,8 +220,9 @@ def _heterotypic(
         p = np.zeros(len(is_art))
         for f in range(_FOLDS):
             fit = train & (folds != f)
-            clf = HistGradientBoostingClassifier(max_depth=4, max_iter=100, learning_rate=0.1,
-                                                 early_stopping=False, random_state=seed)
+            clf = HistGradientBoostingClassifier(
+                max_depth=4, max_iter=100, learning_rate=0.1, early_stopping=False, random_state=seed
+            )
             clf.fit(feats[fit], is_art[fit])
             p[folds == f] = clf.predict_proba(feats[folds == f])[:, 1]
         # the classifier's odds over the odds of its training mix: the likelihood ratio
@@ -308,8 +320,9 @@ def remove_doublets(
                 warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
                 with timed(f"Scrublet on {adata.n_obs} cells", log):
-                    scores, found = _scrublet(adata, expected_rate=expected_rate, threshold=threshold,
-                                              n_pcs=n_pcs, seed=seed)
+                    scores, found = _scrublet(
+                        adata, expected_rate=expected_rate, threshold=threshold, n_pcs=n_pcs, seed=seed
+                    )
             adata.obs["doublet_score"] = scores
             if threshold is None:
                 used = found
@@ -319,8 +332,14 @@ def remove_doublets(
             by_scrublet = adata.obs["doublet_score"].to_numpy() > used
         if heterotypic:
             with timed(f"heterotypic classifier on {adata.n_obs} cells", log):
-                prob, info = _heterotypic(adata, expected_rate=expected_rate, resolution=resolution,
-                                          n_top_genes=n_top_genes, n_pcs=classifier_n_pcs, seed=seed)
+                prob, info = _heterotypic(
+                    adata,
+                    expected_rate=expected_rate,
+                    resolution=resolution,
+                    n_top_genes=n_top_genes,
+                    n_pcs=classifier_n_pcs,
+                    seed=seed,
+                )
             adata.obs["doublet_probability"] = prob
             by_classifier = np.nan_to_num(prob) > 0.5
     pred = by_scrublet | by_classifier
@@ -332,8 +351,11 @@ def remove_doublets(
              fallback_threshold=fallback_threshold, n_prin_comps=n_prin_comps, resolution=resolution,
              n_top_genes=n_top_genes, classifier_n_pcs=classifier_n_pcs, seed=seed),
     )  # fmt: skip
-    by_detector = {"scrublet": int(by_scrublet.sum()), "heterotypic": int(by_classifier.sum()),
-                   "both": int((by_scrublet & by_classifier).sum())}
+    by_detector = {
+        "scrublet": int(by_scrublet.sum()),
+        "heterotypic": int(by_classifier.sum()),
+        "both": int((by_scrublet & by_classifier).sum()),
+    }
     out.uns["milkcells"]["doublets"].update(
         {
             "threshold_used": float("nan") if used is None else float(used),
@@ -347,7 +369,13 @@ def remove_doublets(
             "probabilities": adata.obs["doublet_probability"].to_numpy(dtype=float),
         }
     )
-    log.info("doublets: removed %d of %d cells (Scrublet %d at threshold %.3f, heterotypic classifier %d, both %d)",
-             pred.sum(), adata.n_obs, by_detector["scrublet"], np.nan if used is None else used,
-             by_detector["heterotypic"], by_detector["both"])
+    log.info(
+        "doublets: removed %d of %d cells (Scrublet %d at threshold %.3f, heterotypic classifier %d, both %d)",
+        pred.sum(),
+        adata.n_obs,
+        by_detector["scrublet"],
+        np.nan if used is None else used,
+        by_detector["heterotypic"],
+        by_detector["both"],
+    )
     return out

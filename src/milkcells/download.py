@@ -151,7 +151,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -183,30 +182,33 @@ def _human(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover - unreachable
 
 
-
 def _verify(path: Path, *, name: str, expect: Expected, url: str, shown: Path) -> dict[str, Any]:
     """Size, checksums and format of ``path``; :class:`DownloadError` naming ``shown``."""
     size, sha256, md5 = _digest(path)
     if expect.size is not None and size != expect.size:
-        raise DownloadError(f"size mismatch: {size} bytes", url=url, path=shown,
-                            expected=f"{expect.size} bytes")
+        raise DownloadError(f"size mismatch: {size} bytes", url=url, path=shown, expected=f"{expect.size} bytes")
     for algo, got in (("sha256", sha256), ("md5", md5)):
         want = getattr(expect, algo)
         if want is not None and got != want:
-            raise DownloadError(f"{algo} mismatch: got {got}", url=url, path=shown,
-                                expected=f"{algo} {want}")
+            raise DownloadError(f"{algo} mismatch: got {got}", url=url, path=shown, expected=f"{algo} {want}")
     try:
         check_format(path, name)
     except InputError as exc:
-        raise DownloadError(f"format check failed: {exc}", url=url, path=shown,
-                            expected=exc.expected) from exc
+        raise DownloadError(f"format check failed: {exc}", url=url, path=shown, expected=exc.expected) from exc
     return {"size": size, "sha256": sha256, "md5": md5}
 
 
-def _record(url: str, dest: Path, info: Mapping, *, downloaded: bool, source: str,
-            when: str) -> dict:
-    return {"url": url, "path": str(dest), "size": info["size"], "sha256": info["sha256"],
-            "md5": info["md5"], "downloaded": downloaded, "source": source, "time": when}
+def _record(url: str, dest: Path, info: Mapping, *, downloaded: bool, source: str, when: str) -> dict:
+    return {
+        "url": url,
+        "path": str(dest),
+        "size": info["size"],
+        "sha256": info["sha256"],
+        "md5": info["md5"],
+        "downloaded": downloaded,
+        "source": source,
+        "time": when,
+    }
 
 
 def _reuse(url: str, dest: Path, expect: Expected) -> dict:
@@ -216,12 +218,14 @@ def _reuse(url: str, dest: Path, expect: Expected) -> dict:
     try:
         info = _verify(dest, name=dest.name, expect=expect, url=url, shown=dest)
     except DownloadError as exc:
-        raise DownloadError(f"the existing file does not verify ({exc.problem}); it is left "
-                            "untouched: remove it to download again", url=url, path=dest,
-                            expected=exc.expected) from exc
+        raise DownloadError(
+            f"the existing file does not verify ({exc.problem}); it is left untouched: remove it to download again",
+            url=url,
+            path=dest,
+            expected=exc.expected,
+        ) from exc
     log.debug("%s: already present and verified", dest)
-    return _record(url, dest, info, downloaded=False, source="existing",
-                   when=_utc(dest.stat().st_mtime))
+    return _record(url, dest, info, downloaded=False, source="existing", when=_utc(dest.stat().st_mtime))
 
 
 # --------------------------------------------------------------------------- transfer
@@ -233,8 +237,11 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int
     if not m:
         return None, None, None
     start, end, total = m.groups()
-    return (None if start is None else int(start), None if end is None else int(end),
-            None if total == "*" else int(total))
+    return (
+        None if start is None else int(start),
+        None if end is None else int(end),
+        None if total == "*" else int(total),
+    )
 
 
 def _int_header(resp: requests.Response, name: str) -> int | None:
@@ -259,8 +266,7 @@ class _Progress:
         now = time.monotonic()
         if now - self.start < _PROGRESS_AFTER:
             return
-        step = self.total is not None and self.total > 0 and \
-            (self.done - self.last_done) * 10 >= self.total
+        step = self.total is not None and self.total > 0 and (self.done - self.last_done) * 10 >= self.total
         if step or now - self.last_time >= _PROGRESS_EVERY:
             rate = (self.done - self.last_done) / max(now - self.last_time, 1e-9)
             of = ""
@@ -281,8 +287,7 @@ def _request_headers(session: requests.Session, offset: int) -> dict[str, str]:
     return headers
 
 
-def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout, chunk_size,
-             progress) -> int:
+def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout, chunk_size, progress) -> int:
     """One HTTP request appending to ``part``; return the offset it started from.
 
     Raises :class:`_Transient` for failures worth retrying and
@@ -290,15 +295,13 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
     """
     offset = part.stat().st_size if part.exists() else 0
     try:
-        resp = session.get(url, headers=_request_headers(session, offset), stream=True,
-                           timeout=timeout)
+        resp = session.get(url, headers=_request_headers(session, offset), stream=True, timeout=timeout)
     except requests.exceptions.SSLError as exc:
         raise DownloadError(f"TLS error: {exc}", url=url, path=dest) from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc
     except requests.RequestException as exc:
-        raise DownloadError(f"request failed: {type(exc).__name__}: {exc}", url=url,
-                            path=dest) from exc
+        raise DownloadError(f"request failed: {type(exc).__name__}: {exc}", url=url, path=dest) from exc
     with resp:
         status = resp.status_code
         if status == 416 and offset:
@@ -307,23 +310,26 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
                 log.info("%s: the partial download %s is already complete", url, part)
                 return offset
             part.unlink(missing_ok=True)
-            raise _Transient(f"HTTP 416 for a resume from byte {offset} (server size {total}); "
-                             "discarded the partial file, restarting from zero")
+            raise _Transient(
+                f"HTTP 416 for a resume from byte {offset} (server size {total}); "
+                "discarded the partial file, restarting from zero"
+            )
         if status >= 500 or status in _RETRY_STATUS:
             retry_after = _int_header(resp, "Retry-After")
-            raise _Transient(f"HTTP {status} {resp.reason}",
-                             retry_after=None if retry_after is None else float(retry_after))
+            raise _Transient(
+                f"HTTP {status} {resp.reason}", retry_after=None if retry_after is None else float(retry_after)
+            )
         if status not in (200, 206):
-            raise DownloadError(f"HTTP {status} {resp.reason}; not retried", url=url, path=dest,
-                                expected="HTTP 200")
+            raise DownloadError(f"HTTP {status} {resp.reason}; not retried", url=url, path=dest, expected="HTTP 200")
         length = _int_header(resp, "Content-Length")
         if status == 206:
             start, end, total = _parse_content_range(resp.headers.get("Content-Range"))
             if not offset or start != offset:
                 part.unlink(missing_ok=True)
                 got = resp.headers.get("Content-Range")
-                raise _Transient(f"HTTP 206 with Content-Range {got!r} for a resume from byte "
-                                 f"{offset}; restarting from zero")
+                raise _Transient(
+                    f"HTTP 206 with Content-Range {got!r} for a resume from byte {offset}; restarting from zero"
+                )
             if length is not None and end is not None and length != end - start + 1:
                 length = None  # inconsistent headers: rely on the total size
             mode = "ab"
@@ -335,8 +341,9 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
             mode = "wb"
         if expect.size is not None and total is not None and total != expect.size:
             part.unlink(missing_ok=True)
-            raise DownloadError(f"the server reports {total} bytes", url=url, path=dest,
-                                expected=f"{expect.size} bytes")
+            raise DownloadError(
+                f"the server reports {total} bytes", url=url, path=dest, expected=f"{expect.size} bytes"
+            )
         if offset:
             log.info("%s: resuming from byte %d", url, offset)
         meter = _Progress(url, offset, total, progress)
@@ -348,8 +355,7 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
                 except StopIteration:
                     break
                 except _NETWORK_ERRORS as exc:
-                    raise _Transient(f"connection lost after {meter.done} bytes "
-                                     f"({type(exc).__name__}: {exc})") from exc
+                    raise _Transient(f"connection lost after {meter.done} bytes ({type(exc).__name__}: {exc})") from exc
                 f.write(block)
                 meter.update(len(block))
             f.flush()
@@ -361,27 +367,27 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
         return offset
 
 
-def _transfer(session, url, part: Path, *, expect, retries, backoff, timeout, chunk_size,
-              progress, dest: Path) -> int:
+def _transfer(session, url, part: Path, *, expect, retries, backoff, timeout, chunk_size, progress, dest: Path) -> int:
     """Fill ``part`` with the whole resource, retrying; return the last attempt's start offset."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            return _attempt(session, url, part, dest=dest, expect=expect, timeout=timeout,
-                            chunk_size=chunk_size, progress=progress)
+            return _attempt(
+                session, url, part, dest=dest, expect=expect, timeout=timeout, chunk_size=chunk_size, progress=progress
+            )
         except DownloadError as exc:
             exc.attempts = attempt
             raise
         except _Transient as exc:
             if attempt > retries:
-                raise DownloadError(f"failed after {attempt} attempts; last failure: {exc}",
-                                    url=url, path=dest, attempts=attempt) from exc
+                raise DownloadError(
+                    f"failed after {attempt} attempts; last failure: {exc}", url=url, path=dest, attempts=attempt
+                ) from exc
             delay = min(backoff * 2 ** (attempt - 1), _MAX_DELAY)
             if exc.retry_after is not None:
                 delay = max(delay, min(exc.retry_after, _MAX_DELAY))
-            log.warning("%s: %s; retrying in %.2f s (attempt %d of %d)", url, exc, delay,
-                        attempt + 1, retries + 1)
+            log.warning("%s: %s; retrying in %.2f s (attempt %d of %d)", url, exc, delay, attempt + 1, retries + 1)
             time.sleep(delay)
 
 
@@ -391,8 +397,7 @@ def _check_options(retries, backoff, chunk_size) -> None:
     if not backoff >= 0:
         raise InputError(f"backoff must be >= 0 seconds, not {backoff!r}", field="backoff")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise InputError(f"chunk_size must be a positive whole number, not {chunk_size!r}",
-                         field="chunk_size")
+        raise InputError(f"chunk_size must be a positive whole number, not {chunk_size!r}", field="chunk_size")
 
 
 def _new_session() -> requests.Session:
@@ -497,16 +502,26 @@ def fetch(
     log.info("downloading %s -> %s", url, dest)
     try:
         for last_chance in (False, True):
-            offset = _transfer(session, url, part, expect=expect, retries=retries,
-                               backoff=backoff, timeout=timeout, chunk_size=chunk_size,
-                               progress=progress, dest=dest)
+            offset = _transfer(
+                session,
+                url,
+                part,
+                expect=expect,
+                retries=retries,
+                backoff=backoff,
+                timeout=timeout,
+                chunk_size=chunk_size,
+                progress=progress,
+                dest=dest,
+            )
             try:
                 info = _verify(part, name=dest.name, expect=expect, url=url, shown=dest)
             except DownloadError as exc:
                 part.unlink(missing_ok=True)
                 if offset and not last_chance:
-                    log.warning("%s; the file was assembled from several pieces, downloading "
-                                "it again from the start", exc)
+                    log.warning(
+                        "%s; the file was assembled from several pieces, downloading it again from the start", exc
+                    )
                     continue
                 raise
             break
@@ -515,8 +530,7 @@ def fetch(
         if own_session:
             session.close()
     elapsed = time.monotonic() - started
-    log.info("downloaded %s (%s in %.1f s, sha256 %s)", dest, _human(info["size"]), elapsed,
-             info["sha256"])
+    log.info("downloaded %s (%s in %.1f s, sha256 %s)", dest, _human(info["size"]), elapsed, info["sha256"])
     return _record(url, dest, info, downloaded=True, source="network", when=_utc())
 
 
@@ -612,8 +626,7 @@ def fetch_all(
                     records.append(_from_mirror(item, source, dest, expect))
                     continue
                 log.info("%s is not in the mirror %s; downloading it", item["filename"], mirror)
-            records.append(fetch(item["url"], dest, sha256=item["sha256"], md5=item["md5"],
-                                 size=item["size"], **kw))
+            records.append(fetch(item["url"], dest, sha256=item["sha256"], md5=item["md5"], size=item["size"], **kw))
     finally:
         if own_session:
             kw["session"].close()

@@ -73,6 +73,8 @@ def integrate(
             adata.obsm["X_pca_harmony"] = Z.astype(np.float32)
             use_rep = "X_pca_harmony"
             log.info("Harmony on %d %s values", n_batches, key)
-    record_params(adata, "integrate", {"method": method, "key": key, "theta": theta, "max_iter": max_iter, "seed": seed})
+    record_params(
+        adata, "integrate", {"method": method, "key": key, "theta": theta, "max_iter": max_iter, "seed": seed}
+    )
     adata.uns["milkcells"]["integrate"]["use_rep"] = use_rep
     return use_rep

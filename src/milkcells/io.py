@@ -41,7 +41,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- 10x file sets
 
 _MTX_FILE = re.compile(
@@ -64,8 +63,11 @@ def _mtx_role(name: str) -> tuple[str, str] | None:
 def _file_name(item) -> str:
     if isinstance(item, Mapping):
         if "name" not in item:
-            raise InputError(f"file entry {dict(item)!r} has no 'name'", field="files",
-                             expected="file names or {'name': ..., 'url': ...} dicts")
+            raise InputError(
+                f"file entry {dict(item)!r} has no 'name'",
+                field="files",
+                expected="file names or {'name': ..., 'url': ...} dicts",
+            )
         item = item["name"]
     return Path(str(item)).name if "/" in str(item) or "\\" in str(item) else str(item)
 
@@ -116,11 +118,12 @@ def classify_10x_files(filenames: Iterable, *, sample: str | None = None) -> dic
         message names the missing role), or several candidate sets.
     """
     names = list(dict.fromkeys(_file_name(f) for f in filenames))
-    expected = ("a 10x MTX set ([prefix]matrix.mtx[.gz], [prefix]features.tsv[.gz] or "
-                "genes.tsv[.gz], [prefix]barcodes.tsv[.gz]) or a 10x feature-barcode .h5")
+    expected = (
+        "a 10x MTX set ([prefix]matrix.mtx[.gz], [prefix]features.tsv[.gz] or "
+        "genes.tsv[.gz], [prefix]barcodes.tsv[.gz]) or a 10x feature-barcode .h5"
+    )
     if not names:
-        raise InputError("no processed data file listed", sample=sample, field="files",
-                         expected=expected)
+        raise InputError("no processed data file listed", sample=sample, field="files", expected=expected)
     by_role: dict[str, list[str]] = defaultdict(list)
     groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     h5, molinfo = [], []
@@ -143,37 +146,48 @@ def classify_10x_files(filenames: Iterable, *, sample: str | None = None) -> dic
         if len(chosen) > 1:
             raise InputError(
                 f"several 10x MTX sets (prefixes {chosen}) among {names}",
-                sample=sample, field="files",
+                sample=sample,
+                field="files",
                 expected="one MTX set per sample, or one marked 'raw'",
             )
         g = groups[chosen[0]]
         for r in _MTX_ROLES:
             if len(g[r]) > 1:
-                raise InputError(f"several {r} files with prefix {chosen[0]!r}: {g[r]}",
-                                 sample=sample, field="files", expected=expected)
+                raise InputError(
+                    f"several {r} files with prefix {chosen[0]!r}: {g[r]}",
+                    sample=sample,
+                    field="files",
+                    expected=expected,
+                )
         if len(complete) > 1:
             log.info("sample %r: using the raw MTX set %r among %s", sample, chosen[0], complete)
         return {"format": "mtx", **{r: g[r][0] for r in _MTX_ROLES}}
     if h5:
         chosen = _prefer_raw(h5)
         if len(chosen) > 1:
-            raise InputError(f"several 10x .h5 files: {h5}", sample=sample, field="files",
-                             expected="one .h5 per sample, or one marked 'raw'")
+            raise InputError(
+                f"several 10x .h5 files: {h5}",
+                sample=sample,
+                field="files",
+                expected="one .h5 per sample, or one marked 'raw'",
+            )
         return {"format": "h5", "h5": chosen[0]}
     if molinfo:
         if len(molinfo) > 1:
-            raise InputError(f"several molecule_info.h5 files: {molinfo}", sample=sample,
-                             field="files", expected="one per sample")
+            raise InputError(
+                f"several molecule_info.h5 files: {molinfo}", sample=sample, field="files", expected="one per sample"
+            )
         return {"format": "molecule_info", "molecule_info": molinfo[0]}
     if any(by_role.get(r) for r in _MTX_ROLES):
         missing = [r for r in _MTX_ROLES if not by_role.get(r)]
         have = sorted(n for r in _MTX_ROLES for n in by_role[r])
         raise InputError(
             f"incomplete 10x MTX set: no {' / '.join(missing) or 'consistent'} file (found {have})",
-            sample=sample, field="files", expected=expected,
+            sample=sample,
+            field="files",
+            expected=expected,
         )
-    raise InputError(f"no 10x count files among {names}", sample=sample, field="files",
-                     expected=expected)
+    raise InputError(f"no 10x count files among {names}", sample=sample, field="files", expected=expected)
 
 
 def find_10x_mtx_files(folder: str | os.PathLike, *, sample: str | None = None) -> dict[str, Path]:
@@ -220,11 +234,13 @@ def _read_10x_table(path: Path, sample: str | None, *, field: str, expected: str
     try:
         return pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise InputError(f"the {field} file is empty", file=path, sample=sample, field=field,
-                         expected=expected) from None
+        raise InputError(
+            f"the {field} file is empty", file=path, sample=sample, field=field, expected=expected
+        ) from None
     except Exception as e:  # noqa: BLE001 - reported with context
-        raise InputError(f"cannot read the {field} file: {e}", file=path, sample=sample,
-                         field=field, expected=expected) from e
+        raise InputError(
+            f"cannot read the {field} file: {e}", file=path, sample=sample, field=field, expected=expected
+        ) from e
 
 
 def _read_10x_mtx(folder: Path, sample: str | None) -> ad.AnnData:
@@ -232,17 +248,18 @@ def _read_10x_mtx(folder: Path, sample: str | None) -> ad.AnnData:
     try:
         mat = scipy.io.mmread(files["matrix"])
     except Exception as e:  # noqa: BLE001 - reported with context
-        raise InputError(
-            f"cannot read Matrix Market file: {e}", file=files["matrix"], sample=sample
-        ) from e
+        raise InputError(f"cannot read Matrix Market file: {e}", file=files["matrix"], sample=sample) from e
     mat = sp.csr_matrix(mat.T)  # genes x barcodes -> barcodes x genes
     feats = _read_10x_table(
-        files["features"], sample, field="features",
-        expected=f"one row per gene (gene ID, symbol, feature type), {mat.shape[1]} rows "
-        "to match the matrix",
+        files["features"],
+        sample,
+        field="features",
+        expected=f"one row per gene (gene ID, symbol, feature type), {mat.shape[1]} rows to match the matrix",
     )
     bcs = _read_10x_table(
-        files["barcodes"], sample, field="barcodes",
+        files["barcodes"],
+        sample,
+        field="barcodes",
         expected=f"one cell barcode per line, {mat.shape[0]} lines to match the matrix",
     )[0]
     if mat.shape[1] != len(feats):
@@ -324,8 +341,13 @@ def read_counts(path: str | os.PathLike, *, sample: str | None = None) -> ad.Ann
     """
     path = Path(path)
     if not path.exists():
-        raise InputError("input not found", file=path, sample=sample, field="path",
-                         expected="a 10x MTX folder, a 10x .h5 or an .h5ad file")
+        raise InputError(
+            "input not found",
+            file=path,
+            sample=sample,
+            field="path",
+            expected="a 10x MTX folder, a 10x .h5 or an .h5ad file",
+        )
     field = "matrix"
     where = path
     if path.is_dir():
@@ -433,16 +455,14 @@ def check_integer_counts(X, *, file, sample: str | None = None, field: str = "X"
     if bad.any():
         frac = float(np.mean(bad))
         raise InputError(
-            f"counts are not integers ({frac:.1%} of stored values have a fraction); "
-            "this looks like normalised data",
+            f"counts are not integers ({frac:.1%} of stored values have a fraction); this looks like normalised data",
             file=file,
             sample=sample,
             field=field,
             expected="raw integer UMI counts",
         )
     if float(data.sum()) == 0:
-        raise InputError("matrix holds no counts", file=file, sample=sample, field=field,
-                         expected="raw UMI counts")
+        raise InputError("matrix holds no counts", file=file, sample=sample, field=field, expected="raw UMI counts")
 
 
 def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: str = "X") -> None:
@@ -465,8 +485,7 @@ def _check_counts(adata: ad.AnnData, path: Path, sample: str | None, *, field: s
             file=path,
             sample=sample,
             field=field,
-            expected="raw integer UMI counts (for an h5ad with normalised X, put the raw counts "
-            "in layers['counts'])",
+            expected="raw integer UMI counts (for an h5ad with normalised X, put the raw counts in layers['counts'])",
         )
 
 

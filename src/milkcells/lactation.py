@@ -17,17 +17,44 @@ from scipy.special import expit
 
 from .composition_model import bh_qvalues, time_effects, williams_fit
 
-__all__ = ["STAGES", "lactation_stage", "stage_shares", "simulate_cohort", "simulation_error_rates"]
+__all__ = [
+    "STAGES",
+    "STAGE_SHARE_COLUMNS",
+    "lactation_stage",
+    "stage_shares",
+    "simulate_cohort",
+    "simulation_error_rates",
+]
 
 # Stages as in the Single Cell Portal study SCP1671 (milk_stage): upper bounds in days.
 # The bounds reproduce the portal's milk_stage of all 50 dated SCP1671 samples; the end of
 # 'mature' (30 d) is not pinned by those data (no sample between 18 and 40 days).
-STAGES = (("early", 6), ("transitional", 14), ("mature", 30), ("late_1", 95), ("late_2", 180),
-          ("late_3", 250), ("late_4", np.inf))
+STAGES = (
+    ("early", 6),
+    ("transitional", 14),
+    ("mature", 30),
+    ("late_1", 95),
+    ("late_2", 180),
+    ("late_3", 250),
+    ("late_4", np.inf),
+)
 
-_DEFAULT_SHARES = {"LC2": 0.80, "LC1": 0.05, "macrophage": 0.08, "T cell": 0.02, "B cell": 0.005,
-                   "neutrophil": 0.02}
+_DEFAULT_SHARES = {"LC2": 0.80, "LC1": 0.05, "macrophage": 0.08, "T cell": 0.02, "B cell": 0.005, "neutrophil": 0.02}
 _DEFAULT_EFFECTS = {"LC1": 0.5, "macrophage": -0.3}
+
+#: Columns of :func:`stage_shares`' table, one row per stage.
+STAGE_SHARE_COLUMNS = (
+    "stage",
+    "days_min",
+    "days_max",
+    "n_samples",
+    "n_donors",
+    "n_cells",
+    "pooled_share",
+    "share",
+    "ci_low",
+    "ci_high",
+)
 
 
 def lactation_stage(days, *, coarse: bool = False):
@@ -74,8 +101,14 @@ def stage_shares(
     from scipy import stats
 
     days = pd.to_numeric(days.reindex(counts.index), errors="coerce")
-    df = pd.DataFrame({"y": counts.astype(float), "n": totals.reindex(counts.index).astype(float),
-                       "donor": donor.reindex(counts.index), "days": days}).dropna()
+    df = pd.DataFrame(
+        {
+            "y": counts.astype(float),
+            "n": totals.reindex(counts.index).astype(float),
+            "donor": donor.reindex(counts.index),
+            "days": days,
+        }
+    ).dropna()
     df = df[df["n"] > 0]
     df["stage"] = lactation_stage(df["days"], coarse=coarse)
     order = [s for s, _ in STAGES] if not coarse else ["early", "transitional", "mature", "late"]
@@ -83,8 +116,7 @@ def stage_shares(
     present = [s for s in order if s in set(units["stage"])]
     rows = []
     if not present:
-        return pd.DataFrame(columns=["stage", "days_min", "days_max", "n_samples", "n_donors", "n_cells",
-                                     "pooled_share", "share", "ci_low", "ci_high"])
+        return pd.DataFrame(columns=list(STAGE_SHARE_COLUMNS))
     sums = units.groupby("stage")[["y", "n"]].sum()
     fitted = [s for s in present if 0 < sums.loc[s, "y"] < sums.loc[s, "n"]]
     params, bse = {}, {}
@@ -100,9 +132,18 @@ def stage_shares(
         tq = stats.t.ppf(0.975, len(fu) - len(fitted))
     for s in present:
         d, u = df[df["stage"] == s], units[units["stage"] == s]
-        row = {"stage": s, "days_min": d["days"].min(), "days_max": d["days"].max(), "n_samples": len(d),
-               "n_donors": int(u["donor"].nunique()), "n_cells": int(d["n"].sum()),
-               "pooled_share": d["y"].sum() / d["n"].sum(), "share": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+        row = {
+            "stage": s,
+            "days_min": d["days"].min(),
+            "days_max": d["days"].max(),
+            "n_samples": len(d),
+            "n_donors": int(u["donor"].nunique()),
+            "n_cells": int(d["n"].sum()),
+            "pooled_share": d["y"].sum() / d["n"].sum(),
+            "share": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+        }
         if s in params:
             b, se = float(params[s]), float(bse[s])
             row["share"] = float(expit(b))
@@ -171,7 +212,7 @@ def simulate_cohort(
         u = rng.normal(0.0, donor_sd, len(others))
         k = int(rng.integers(1, max_times + 1))
         start = int(rng.integers(0, len(visits) - k + 1))
-        for lo, hi in visits[start:start + k]:
+        for lo, hi in visits[start : start + k]:
             day = float(rng.integers(lo, hi + 1))
             p = expit(base + u + beta * np.log2(day / 14.0))
             # keep the reference >= 2 %: without touching the types without effect over time
@@ -222,8 +263,9 @@ def simulation_error_rates(
     rows = []
     for seed in range(n_seeds):
         counts, samples = simulate_cohort(seed=seed, **simulate)
-        res = time_effects(counts, counts.sum(axis=1), samples["donor"], samples["days_postpartum"],
-                           n_perm=n_perm, seed=seed, ci=ci)
+        res = time_effects(
+            counts, counts.sum(axis=1), samples["donor"], samples["days_postpartum"], n_perm=n_perm, seed=seed, ci=ci
+        )
         res["spearman_q"] = bh_qvalues(res["spearman_p"])
         res["seed"] = seed
         rows.append(res.iloc[1:])
@@ -232,18 +274,21 @@ def simulation_error_rates(
     effects = _DEFAULT_EFFECTS if effects is None else effects
     per_seed["true_effect"] = per_seed["label"].map(lambda k: float(effects.get(k, 0.0)))
     g = per_seed.groupby("label", sort=False)
-    summary = pd.DataFrame({
-        "true_effect": g["true_effect"].first(),
-        "n_cohorts": g.size(),
-        "model_p": g["pvalue"].apply(lambda p: float((p < alpha).mean())),
-        "model_q": g["qvalue"].apply(lambda p: float((p < alpha).mean())),
-        "spearman_p": g["spearman_p"].apply(lambda p: float((p < alpha).mean())),
-        "spearman_q": g["spearman_q"].apply(lambda p: float((p < alpha).mean())),
-        "mean_estimate": g["estimate"].mean(),
-        "not_estimable": g["pvalue"].apply(lambda p: float(p.isna().mean())),
-    })
+    summary = pd.DataFrame(
+        {
+            "true_effect": g["true_effect"].first(),
+            "n_cohorts": g.size(),
+            "model_p": g["pvalue"].apply(lambda p: float((p < alpha).mean())),
+            "model_q": g["qvalue"].apply(lambda p: float((p < alpha).mean())),
+            "spearman_p": g["spearman_p"].apply(lambda p: float((p < alpha).mean())),
+            "spearman_q": g["spearman_q"].apply(lambda p: float((p < alpha).mean())),
+            "mean_estimate": g["estimate"].mean(),
+            "not_estimable": g["pvalue"].apply(lambda p: float(p.isna().mean())),
+        }
+    )
     if ci:
         per_seed["covered"] = (per_seed["ci_low"] <= per_seed["true_effect"]) & (
-            per_seed["true_effect"] <= per_seed["ci_high"])
+            per_seed["true_effect"] <= per_seed["ci_high"]
+        )
         summary["coverage"] = per_seed.groupby("label", sort=False)["covered"].mean()
     return per_seed, summary.reset_index()

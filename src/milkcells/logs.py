@@ -1,4 +1,4 @@
-"""Logging: where a step's time goes (:func:`timed`), and the set-up of the workflow's rule scripts (:func:`setup_rule`)."""
+"""Logging: where a step's time goes (:func:`timed`), and the rule scripts' set-up (:func:`setup_rule`)."""
 
 from __future__ import annotations
 

@@ -57,8 +57,9 @@ class Expected:
             text = str(value).strip().lower()
             if not _HEX[name].match(text):
                 n = 64 if name == "sha256" else 32
-                raise InputError(f"malformed {name} {value!r}{where}", file=file, field=name,
-                                 expected=f"{n} hexadecimal digits")
+                raise InputError(
+                    f"malformed {name} {value!r}{where}", file=file, field=name, expected=f"{n} hexadecimal digits"
+                )
             sums[name] = text
         if size is not None and not (isinstance(size, str) and not size.strip()):
             try:
@@ -66,11 +67,13 @@ class Expected:
                     raise ValueError(size)
                 size = int(size)
             except (TypeError, ValueError):
-                raise InputError(f"malformed size {size!r}{where}", file=file, field="size",
-                                 expected="a whole number of bytes") from None
+                raise InputError(
+                    f"malformed size {size!r}{where}", file=file, field="size", expected="a whole number of bytes"
+                ) from None
             if size < 0:
-                raise InputError(f"negative size {size}{where}", file=file, field="size",
-                                 expected="a whole number of bytes")
+                raise InputError(
+                    f"negative size {size}{where}", file=file, field="size", expected="a whole number of bytes"
+                )
         else:
             size = None
         return cls(sha256=sums["sha256"], md5=sums["md5"], size=size)
@@ -80,8 +83,12 @@ def _safe_relative(name: str, *, file=None, line=None) -> str:
     where = "" if line is None else f" on line {line}"
     rel = PurePosixPath(name)
     if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name or name.endswith("/"):
-        raise InputError(f"unsafe file name {name!r}{where}", file=file, field="filename",
-                         expected="a relative path inside the download folder, without '..'")
+        raise InputError(
+            f"unsafe file name {name!r}{where}",
+            file=file,
+            field="filename",
+            expected="a relative path inside the download folder, without '..'",
+        )
     return str(rel)
 
 
@@ -102,23 +109,28 @@ def normalise_item(item: Mapping, *, file=None, line=None) -> dict[str, Any]:
     """
     where = "" if line is None else f" on line {line}"
     if not isinstance(item, Mapping):
-        raise InputError(f"item {item!r}{where} is not a mapping", file=file,
-                         expected="a dict with 'url' and optional 'filename', 'sha256', "
-                                  "'md5', 'size'")
+        raise InputError(
+            f"item {item!r}{where} is not a mapping",
+            file=file,
+            expected="a dict with 'url' and optional 'filename', 'sha256', 'md5', 'size'",
+        )
     url = str(item.get("url") or "").strip()
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise InputError(f"malformed URL {url!r}{where}", file=file, field="url",
-                         expected="an http:// or https:// URL")
+        raise InputError(f"malformed URL {url!r}{where}", file=file, field="url", expected="an http:// or https:// URL")
     filename = str(item.get("filename") or "").strip() or unquote(parts.path.rsplit("/", 1)[-1])
     if not filename:
-        raise InputError(f"no file name in the URL {url!r}{where}", file=file, field="filename",
-                         expected="a URL ending in a file name, or a 'filename'")
+        raise InputError(
+            f"no file name in the URL {url!r}{where}",
+            file=file,
+            field="filename",
+            expected="a URL ending in a file name, or a 'filename'",
+        )
     filename = _safe_relative(filename, file=file, line=line)
-    expect = Expected.checked(sha256=item.get("sha256"), md5=item.get("md5"),
-                               size=item.get("size"), file=file, line=line)
-    return {"url": url, "filename": filename, "sha256": expect.sha256, "md5": expect.md5,
-            "size": expect.size}
+    expect = Expected.checked(
+        sha256=item.get("sha256"), md5=item.get("md5"), size=item.get("size"), file=file, line=line
+    )
+    return {"url": url, "filename": filename, "sha256": expect.sha256, "md5": expect.md5, "size": expect.size}
 
 
 def unique_filenames(items: list[dict], file=None) -> None:
@@ -127,9 +139,12 @@ def unique_filenames(items: list[dict], file=None) -> None:
     for item in items:
         other = seen.setdefault(item["filename"], item["url"])
         if other != item["url"]:
-            raise InputError(f"two URLs save to the same file {item['filename']!r}: {other!r} and "
-                             f"{item['url']!r}", file=file, field="filename",
-                             expected="unique file names")
+            raise InputError(
+                f"two URLs save to the same file {item['filename']!r}: {other!r} and {item['url']!r}",
+                file=file,
+                field="filename",
+                expected="unique file names",
+            )
 
 
 def write_manifest(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
@@ -163,8 +178,7 @@ def write_manifest(records: Iterable[Mapping[str, Any]], path: str | os.PathLike
                 raise InputError(f"record {i} has no {col!r}", file=path, field=col)
             value = "" if rec.get(col) is None else str(rec[col])
             if re.search(r"[\t\r\n]", value):
-                raise InputError(f"record {i}: {col} {value!r} holds a tab or a newline", file=path,
-                                 field=col)
+                raise InputError(f"record {i}: {col} {value!r} holds a tab or a newline", file=path, field=col)
             values.append(value)
         lines.append("\t".join(values))
     with atomic_path(path, suffix=".tsv") as tmp:
@@ -192,21 +206,19 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError("manifest not found", file=path,
-                         expected="a TSV written by write_manifest")
+        raise InputError("manifest not found", file=path, expected="a TSV written by write_manifest")
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows or tuple(rows[0]) != MANIFEST_COLUMNS:
-        raise InputError(f"unexpected header {rows[0] if rows else []}", file=path,
-                         expected=f"the columns {list(MANIFEST_COLUMNS)}")
+        raise InputError(
+            f"unexpected header {rows[0] if rows else []}", file=path, expected=f"the columns {list(MANIFEST_COLUMNS)}"
+        )
     out = []
     for n, row in enumerate(rows[1:], start=2):
         if len(row) != len(MANIFEST_COLUMNS):
-            raise InputError(f"line {n} has {len(row)} fields", file=path,
-                             expected=f"{len(MANIFEST_COLUMNS)} fields")
+            raise InputError(f"line {n} has {len(row)} fields", file=path, expected=f"{len(MANIFEST_COLUMNS)} fields")
         rec: dict[str, Any] = dict(zip(MANIFEST_COLUMNS, row, strict=True))
-        expect = Expected.checked(sha256=rec["sha256"], md5=rec["md5"], size=rec["size"],
-                                   file=path, line=n)
+        expect = Expected.checked(sha256=rec["sha256"], md5=rec["md5"], size=rec["size"], file=path, line=n)
         rec.update(size=expect.size, sha256=expect.sha256, md5=expect.md5)
         out.append(rec)
     return out

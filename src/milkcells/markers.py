@@ -36,23 +36,35 @@ def rank_markers(
     if groupby not in adata.obs:
         raise ValueError(f"groupby {groupby!r} is not an obs column")
     if adata.obs[groupby].nunique() < 2:
-        return pd.DataFrame(columns=["group", "rank", "gene", "score", "logfoldchange", "pval", "pval_adj", "pct_in", "pct_out"])
+        return pd.DataFrame(
+            columns=["group", "rank", "gene", "score", "logfoldchange", "pval", "pval_adj", "pct_in", "pct_out"]
+        )
     test = adata
     codes = pd.Categorical(adata.obs[groupby]).codes
     if max_cells_per_group is not None and np.bincount(codes[codes >= 0]).max() > max_cells_per_group:
         rng = np.random.default_rng(seed)
-        keep = np.concatenate([
-            idx if len(idx) <= max_cells_per_group else rng.choice(idx, max_cells_per_group, replace=False)
-            for idx in (np.flatnonzero(codes == c) for c in np.unique(codes[codes >= 0]))
-        ])
+        keep = np.concatenate(
+            [
+                idx if len(idx) <= max_cells_per_group else rng.choice(idx, max_cells_per_group, replace=False)
+                for idx in (np.flatnonzero(codes == c) for c in np.unique(codes[codes >= 0]))
+            ]
+        )
         test = adata[np.sort(keep)].copy()
     sc.tl.rank_genes_groups(test, groupby, method=method, pts=True, use_raw=False)
     if test is not adata:
         adata.uns["rank_genes_groups"] = test.uns["rank_genes_groups"]
     df = sc.get.rank_genes_groups_df(test, group=None)
-    df = df.rename(columns={"names": "gene", "scores": "score", "logfoldchanges": "logfoldchange",
-                            "pvals": "pval", "pvals_adj": "pval_adj", "pct_nz_group": "pct_in",
-                            "pct_nz_reference": "pct_out"})
+    df = df.rename(
+        columns={
+            "names": "gene",
+            "scores": "score",
+            "logfoldchanges": "logfoldchange",
+            "pvals": "pval",
+            "pvals_adj": "pval_adj",
+            "pct_nz_group": "pct_in",
+            "pct_nz_reference": "pct_out",
+        }
+    )
     if "group" not in df:
         df.insert(0, "group", adata.obs[groupby].cat.categories[0])
     df["rank"] = df.groupby("group", observed=True).cumcount() + 1

@@ -59,35 +59,52 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
         raise InputError("marker table not found", file=path, expected="a TSV marker table") from None
     missing = [c for c in ("level", "compartment", "cell_type", "positive") if c not in df.columns]
     if missing:
-        raise InputError(f"missing columns {missing}", file=src, field=missing[0],
-                         expected=f"columns {list(MARKER_COLUMNS)}")
+        raise InputError(
+            f"missing columns {missing}", file=src, field=missing[0], expected=f"columns {list(MARKER_COLUMNS)}"
+        )
     for col in MARKER_COLUMNS:
         if col not in df.columns:
             df[col] = ""
     if "negative" in df.columns and (df["negative"].str.strip() != "").any():
-        log.warning("marker table %s: the 'negative' column is not used (negative markers cannot be made "
-                    "comparable across sets)", src)
+        log.warning(
+            "marker table %s: the 'negative' column is not used (negative markers cannot be made "
+            "comparable across sets)",
+            src,
+        )
     bad_level = set(df["level"]) - {"compartment", "cell_type"}
     if bad_level:
-        raise InputError(f"unknown level {sorted(bad_level)}", file=src, field="level",
-                         expected="'compartment' or 'cell_type'")
+        raise InputError(
+            f"unknown level {sorted(bad_level)}", file=src, field="level", expected="'compartment' or 'cell_type'"
+        )
     bad_comp = set(df["compartment"]) - set(COMPARTMENTS)
     if bad_comp:
-        raise InputError(f"unknown compartment {sorted(bad_comp)}", file=src, field="compartment",
-                         expected=f"one of {list(COMPARTMENTS)}")
+        raise InputError(
+            f"unknown compartment {sorted(bad_comp)}",
+            file=src,
+            field="compartment",
+            expected=f"one of {list(COMPARTMENTS)}",
+        )
     df["positive"] = [[g.strip() for g in s.split(",") if g.strip()] for s in df["positive"]]
     empty = df.loc[df["positive"].map(len) == 0]
     if len(empty):
         r = empty.iloc[0]
-        raise InputError(f"no positive markers for {r['cell_type'] or r['compartment']!r}", file=src,
-                         field="positive", expected="comma-separated gene symbols")
+        raise InputError(
+            f"no positive markers for {r['cell_type'] or r['compartment']!r}",
+            file=src,
+            field="positive",
+            expected="comma-separated gene symbols",
+        )
     ct = df.loc[df["level"] == "cell_type", "cell_type"]
     if (ct == "").any() or ct.duplicated().any():
         raise InputError("cell types must be named and unique", file=src, field="cell_type")
     orphans = set(df["parent"]) - {""} - set(ct)
     if orphans:
-        raise InputError(f"parent {sorted(orphans)} is not a cell type of the table", file=src, field="parent",
-                         expected="the name of another cell_type row")
+        raise InputError(
+            f"parent {sorted(orphans)} is not a cell type of the table",
+            file=src,
+            field="parent",
+            expected="the name of another cell_type row",
+        )
     return df
 
 

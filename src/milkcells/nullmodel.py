@@ -45,9 +45,7 @@ _MOLECULES_PER_BATCH = 1 << 20
 # --------------------------------------------------------------------------------------
 
 
-def _simple_good_turing(
-    r: np.ndarray, n: np.ndarray, conf: float = 1.96
-) -> tuple[float, np.ndarray]:
+def _simple_good_turing(r: np.ndarray, n: np.ndarray, conf: float = 1.96) -> tuple[float, np.ndarray]:
     """Gale & Sampson's simple Good-Turing estimator, as edgeR's ``goodTuring``.
 
     Parameters
@@ -205,9 +203,7 @@ def alpha_mle(
     return alpha
 
 
-def estimate_alpha(
-    counts, proportions: np.ndarray, *, bounds: tuple[float, float] = ALPHA_BOUNDS
-) -> float:
+def estimate_alpha(counts, proportions: np.ndarray, *, bounds: tuple[float, float] = ALPHA_BOUNDS) -> float:
     """Maximum-likelihood Dirichlet-multinomial concentration of ambient barcodes.
 
     As DropletUtils' ``.estimate_alpha``: each barcode's counts are taken as
@@ -234,16 +230,12 @@ def estimate_alpha(
     """
     lo, hi = (float(b) for b in bounds)
     if not (0 < lo < hi < np.inf):
-        raise ValueError(
-            f"bounds must be (low, high) with 0 < low < high < inf, but {bounds!r} was passed."
-        )
+        raise ValueError(f"bounds must be (low, high) with 0 < low < high < inf, but {bounds!r} was passed.")
     m = sp.csr_matrix(counts)
     m.sum_duplicates()
     prop = np.asarray(proportions, dtype=float).ravel()
     if prop.size != m.shape[1]:
-        raise ValueError(
-            f"proportions has {prop.size} entries but counts has {m.shape[1]} genes (columns)."
-        )
+        raise ValueError(f"proportions has {prop.size} entries but counts has {m.shape[1]} genes (columns).")
     data = m.data
     if np.any(data < 0) or np.any(data != np.round(data)):
         raise ValueError("counts must hold non-negative integer counts.")

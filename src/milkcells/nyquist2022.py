@@ -64,8 +64,12 @@ def read_scp1671(path: str | os.PathLike) -> pd.DataFrame:
     labels = [c for c in raw.columns if c not in skip and not c.startswith("frac_")]
     unknown = [c for c in labels if c not in mapping.index]
     if unknown:
-        raise InputError(f"unknown cell-type columns {unknown}", file=path, field=unknown[0],
-                         expected="labels listed in milkcells/data/author_labels.tsv (nyquist2022)")
+        raise InputError(
+            f"unknown cell-type columns {unknown}",
+            file=path,
+            field=unknown[0],
+            expected="labels listed in milkcells/data/author_labels.tsv (nyquist2022)",
+        )
     counts = raw.set_index("biosample_id")[labels].fillna(0)
     if (counts < 0).to_numpy().any() or (counts % 1 != 0).to_numpy().any():
         bad = counts.index[((counts < 0) | (counts % 1 != 0)).any(axis=1)][0]
@@ -74,8 +78,12 @@ def read_scp1671(path: str | os.PathLike) -> pd.DataFrame:
     declared = raw.set_index("biosample_id")["n_cells"]
     off = total.index[total.to_numpy() != declared.to_numpy()]
     if len(off):
-        raise InputError(f"n_cells {declared[off[0]]} differs from the sum of the label counts {total[off[0]]}",
-                         file=path, sample=str(off[0]), field="n_cells")
+        raise InputError(
+            f"n_cells {declared[off[0]]} differs from the sum of the label counts {total[off[0]]}",
+            file=path,
+            sample=str(off[0]),
+            field="n_cells",
+        )
     meta = raw.set_index("biosample_id")
     rows = []
     for s in counts.index:
@@ -83,16 +91,36 @@ def read_scp1671(path: str | os.PathLike) -> pd.DataFrame:
         for lab in labels:
             comp = mapping.loc[lab, "compartment"]
             comp_n[comp] = comp_n.get(comp, 0) + counts.loc[s, lab]
-        base = {"sample": s, "donor": meta.loc[s, "donor_id"],
-                "days_postpartum": float(meta.loc[s, "time_post_partum_days_inferred"])}
+        base = {
+            "sample": s,
+            "donor": meta.loc[s, "donor_id"],
+            "days_postpartum": float(meta.loc[s, "time_post_partum_days_inferred"]),
+        }
         for comp, n in comp_n.items():
-            rows.append({**base, "level": "compartment", "compartment": comp, "label": comp, "n_cells": int(n),
-                         "fraction": n / total[s], "fraction_of_compartment": np.nan})
+            rows.append(
+                {
+                    **base,
+                    "level": "compartment",
+                    "compartment": comp,
+                    "label": comp,
+                    "n_cells": int(n),
+                    "fraction": n / total[s],
+                    "fraction_of_compartment": np.nan,
+                }
+            )
         for lab in labels:
             comp, n = mapping.loc[lab, "compartment"], counts.loc[s, lab]
-            rows.append({**base, "level": "cell_type", "compartment": comp, "label": mapping.loc[lab, "cell_type"],
-                         "n_cells": int(n), "fraction": n / total[s],
-                         "fraction_of_compartment": n / comp_n[comp] if comp_n[comp] else np.nan})
+            rows.append(
+                {
+                    **base,
+                    "level": "cell_type",
+                    "compartment": comp,
+                    "label": mapping.loc[lab, "cell_type"],
+                    "n_cells": int(n),
+                    "fraction": n / total[s],
+                    "fraction_of_compartment": n / comp_n[comp] if comp_n[comp] else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -113,15 +141,23 @@ def immune_by_donor(table: pd.DataFrame) -> pd.DataFrame:
     pooled, units = pool_units(both, meta["donor"], meta["days_postpartum"])
     rows = []
     for lab in wide.columns:
-        rows.append(pd.DataFrame({
-            "donor": units["donor"], "days_postpartum": units["days_postpartum"],
-            "stage": lactation_stage(units["days_postpartum"]), "n_samples": units["n_samples"], "label": lab,
-            "n_cells": pooled[lab].astype(int), "n_immune": pooled["_immune"].astype(int),
-            "n_total": pooled["_total"].astype(int),
-            "share_of_immune": (pooled[lab] / pooled["_immune"]).where(pooled["_immune"] > 0),
-            "share_of_cells": pooled[lab] / pooled["_total"]}))
-    return pd.concat(rows, ignore_index=True).sort_values(["label", "donor", "days_postpartum"],
-                                                          ignore_index=True)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "donor": units["donor"],
+                    "days_postpartum": units["days_postpartum"],
+                    "stage": lactation_stage(units["days_postpartum"]),
+                    "n_samples": units["n_samples"],
+                    "label": lab,
+                    "n_cells": pooled[lab].astype(int),
+                    "n_immune": pooled["_immune"].astype(int),
+                    "n_total": pooled["_total"].astype(int),
+                    "share_of_immune": (pooled[lab] / pooled["_immune"]).where(pooled["_immune"] > 0),
+                    "share_of_cells": pooled[lab] / pooled["_total"],
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True).sort_values(["label", "donor", "days_postpartum"], ignore_index=True)
 
 
 def verdict(sign: float, estimate: float, qvalue: float, *, alpha: float = 0.05) -> tuple[str, str]:
@@ -178,8 +214,9 @@ def reproduce(path: str | os.PathLike, *, n_perm: int = 9999, seed: int = 0) -> 
     """
     table = read_scp1671(path)
     effects = composition_over_time(table, n_perm=n_perm, seed=seed)
-    comp = table[table["level"] == "compartment"].pivot_table(index="sample", columns="label", values="n_cells",
-                                                              aggfunc="sum")
+    comp = table[table["level"] == "compartment"].pivot_table(
+        index="sample", columns="label", values="n_cells", aggfunc="sum"
+    )
     meta = table.groupby("sample")[["donor", "days_postpartum"]].first()
     dated = meta.dropna()
     totals, immune = comp.sum(axis=1), comp["immune"]
@@ -194,27 +231,50 @@ def reproduce(path: str | os.PathLike, *, n_perm: int = 9999, seed: int = 0) -> 
     for label, level, r, p, claim in PUBLISHED:
         e = eff.loc[(level, label)]
         v, why = verdict(np.sign(r), e["estimate"], e["qvalue"])
-        rows.append({"claim": claim, "published": f"R = {r:+.3f}, p = {p:.2g} (Spearman)",
-                     "direction": "up" if e["estimate"] > 0 else "down", "odds_ratio": _ratio(e),
-                     "pvalue": e["pvalue"], "qvalue": e["qvalue"], "spearman_r": e["spearman_r"],
-                     "spearman_p": e["spearman_p"], "verdict": v,
-                     "why": f"{why}; odds ratio per doubling of days over {e['n_donors_informative']} donors "
-                            f"followed over time"})
+        rows.append(
+            {
+                "claim": claim,
+                "published": f"R = {r:+.3f}, p = {p:.2g} (Spearman)",
+                "direction": "up" if e["estimate"] > 0 else "down",
+                "odds_ratio": _ratio(e),
+                "pvalue": e["pvalue"],
+                "qvalue": e["qvalue"],
+                "spearman_r": e["spearman_r"],
+                "spearman_p": e["spearman_p"],
+                "verdict": v,
+                "why": f"{why}; odds ratio per doubling of days over {e['n_donors_informative']} donors "
+                f"followed over time",
+            }
+        )
     slope = eff.loc[("compartment", "immune")]
     v, why = verdict(-1.0, contrast["estimate"], contrast["qvalue"])
-    rows.append({"claim": "immune share falls after the first weeks",
-                 "published": "immune share lower after the first weeks (Fig. 2B)",
-                 "direction": "down" if contrast["estimate"] < 0 else "up", "odds_ratio": _ratio(contrast),
-                 "pvalue": contrast["pvalue"], "qvalue": contrast["qvalue"], "spearman_r": slope["spearman_r"],
-                 "spearman_p": slope["spearman_p"], "verdict": v,
-                 "why": f"{why}; odds ratio after vs within the first {FIRST_WEEKS:.0f} days, within "
-                        f"{contrast['n_donors_informative']} donors seen in both (one test, q = p); the trend "
-                        f"per doubling of days is {_ratio(slope)}, q = {slope['qvalue']:.2g}"})
+    rows.append(
+        {
+            "claim": "immune share falls after the first weeks",
+            "published": "immune share lower after the first weeks (Fig. 2B)",
+            "direction": "down" if contrast["estimate"] < 0 else "up",
+            "odds_ratio": _ratio(contrast),
+            "pvalue": contrast["pvalue"],
+            "qvalue": contrast["qvalue"],
+            "spearman_r": slope["spearman_r"],
+            "spearman_p": slope["spearman_p"],
+            "verdict": v,
+            "why": f"{why}; odds ratio after vs within the first {FIRST_WEEKS:.0f} days, within "
+            f"{contrast['n_donors_informative']} donors seen in both (one test, q = p); the trend "
+            f"per doubling of days is {_ratio(slope)}, q = {slope['qvalue']:.2g}",
+        }
+    )
     return {
-        "table": table, "effects": effects, "immune_contrast": contrast,
+        "table": table,
+        "effects": effects,
+        "immune_contrast": contrast,
         "stages": stage_shares(immune, totals, meta["donor"], meta["days_postpartum"]),
         "stages_coarse": stage_shares(immune, totals, meta["donor"], meta["days_postpartum"], coarse=True),
-        "by_stage": composition_by_stage(table), "immune_by_donor": immune_by_donor(table.dropna(subset=["donor"])),
-        "n_samples": int(meta.shape[0]), "n_dated": int(len(dated)), "n_donors": int(dated["donor"].nunique()),
-        "n_units": int(len(units)), "results": pd.DataFrame(rows),
+        "by_stage": composition_by_stage(table),
+        "immune_by_donor": immune_by_donor(table.dropna(subset=["donor"])),
+        "n_samples": int(meta.shape[0]),
+        "n_dated": int(len(dated)),
+        "n_donors": int(dated["donor"].nunique()),
+        "n_units": int(len(units)),
+        "results": pd.DataFrame(rows),
     }

@@ -33,8 +33,15 @@ def umap(adata: ad.AnnData, color: str, *, ax=None, title: str | None = None) ->
         fig, ax = plt.subplots(figsize=(6.5, 5))
     else:
         fig = ax.figure
-    sc.pl.umap(adata, color=color, ax=ax, show=False, title=title or color, frameon=False,
-               size=max(120000 / max(adata.n_obs, 1), 3))
+    sc.pl.umap(
+        adata,
+        color=color,
+        ax=ax,
+        show=False,
+        title=title or color,
+        frameon=False,
+        size=max(120000 / max(adata.n_obs, 1), 3),
+    )
     return fig
 
 
@@ -68,8 +75,11 @@ def marker_dotplot(adata: ad.AnnData, *, groupby: str = "cell_type", markers=Non
 
 
 def qc_distributions(records: dict[str, dict]) -> Figure:
-    """Per sample: barcode-rank curve with the calling threshold, and histograms of
-    total counts, detected genes and mitochondrial % with the QC thresholds drawn."""
+    """Draw per sample the barcode-rank curve and the QC histograms.
+
+    The curve carries the calling threshold; the histograms of total counts, detected genes and
+    mitochondrial % carry the QC thresholds.
+    """
     samples = list(records)
     fig, axes = plt.subplots(len(samples), 4, figsize=(16, 2.8 * len(samples)), squeeze=False)
     for i, s in enumerate(samples):
@@ -81,8 +91,12 @@ def qc_distributions(records: dict[str, dict]) -> Figure:
             ax.axhline(cc["threshold"], color="red", ls="--", lw=1, label=f"called >= {cc['threshold']:.0f}")
             ax.legend(fontsize=7)
         flagged = any(r.get("flags") for r in (cc, q))
-        ax.set(xlabel="barcode rank", ylabel="total UMIs",
-               title=f"{s}: {cc.get('input_type', '')} input, {cc.get('method_used', '')}" + (" (FLAGGED)" if flagged else ""))
+        ax.set(
+            xlabel="barcode rank",
+            ylabel="total UMIs",
+            title=f"{s}: {cc.get('input_type', '')} input, {cc.get('method_used', '')}"
+            + (" (FLAGGED)" if flagged else ""),
+        )
         m = q.get("metrics", {})
         th = q.get("thresholds", {})
         for j, (key, lo, hi, lab, log) in enumerate(
@@ -139,8 +153,15 @@ def confusion_heatmap(confusion: pd.DataFrame, *, title: str = "author labels vs
         for j in range(frac.shape[1]):
             n = int(confusion.iat[i, j])
             if n:
-                ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
-                        color="white" if frac.iat[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(n),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if frac.iat[i, j] > 0.5 else "black",
+                )
     ax.set(xlabel="milkcells cell type", ylabel="author label (mapped)", title=title)
     fig.colorbar(im, ax=ax, label="fraction of the author label")
     fig.tight_layout()
@@ -163,10 +184,17 @@ def shares_over_time(table: pd.DataFrame, *, level: str = "cell_type", groupby: 
         d = df[df["label"] == label]
         donors = d["donor"].astype(str) if "donor" in d else pd.Series("", index=d.index)
         for k, (donor, dd) in enumerate(d.groupby(donors)):
-            ax.plot(dd["days_postpartum"], dd["fraction"], "o-", ms=4, lw=0.8, label=donor,
-                    color=plt.get_cmap("tab10")(k % 10))
+            ax.plot(
+                dd["days_postpartum"],
+                dd["fraction"],
+                "o-",
+                ms=4,
+                lw=0.8,
+                label=donor,
+                color=plt.get_cmap("tab10")(k % 10),
+            )
         ax.set(title=label, xlabel="days postpartum", ylabel="share")
-    for ax in axes.ravel()[len(labels):]:
+    for ax in axes.ravel()[len(labels) :]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=6, title="donor", title_fontsize=6)
     fig.tight_layout()
@@ -184,8 +212,11 @@ def _effect_text(effects: pd.DataFrame | None, level: str, label: str) -> str:
     if not np.isfinite(e.get("estimate", np.nan)):
         return "not estimable"
     unit = "per doubling of days" if e.get("time_scale", "log2") == "log2" else "per 30 days"
-    ci = (f"({e['or_ci_low']:.2f}-{e['or_ci_high']:.2f})" if np.isfinite(e["or_ci_low"])
-          and np.isfinite(e["or_ci_high"]) and e["or_ci_low"] > 0 else "(interval unbounded)")
+    ci = (
+        f"({e['or_ci_low']:.2f}-{e['or_ci_high']:.2f})"
+        if np.isfinite(e["or_ci_low"]) and np.isfinite(e["or_ci_high"]) and e["or_ci_low"] > 0
+        else "(interval unbounded)"
+    )
     return f"OR {e['odds_ratio']:.2f} {unit}\n{ci}, q = {e['qvalue']:.2g}"
 
 
@@ -231,13 +262,19 @@ def composition_over_days(
         return fig
     t = table[table["days_postpartum"].notna()].copy()
     t["donor"] = t["donor"].astype(str) if "donor" in t else t[groupby].astype(str)
-    comp = t[t["level"] == "compartment"].pivot_table(index=groupby, columns="label", values="n_cells",
-                                                      aggfunc="sum").fillna(0)
+    comp = (
+        t[t["level"] == "compartment"]
+        .pivot_table(index=groupby, columns="label", values="n_cells", aggfunc="sum")
+        .fillna(0)
+    )
     meta = t.groupby(groupby)[["donor", "days_postpartum"]].first()
     if panels is None:
         panels = [("compartment", c) for c in comp.columns if c not in ("epithelial", "unassigned")]
-        panels += [("cell_type", c) for c in sorted(t.loc[t["level"] == "cell_type", "label"].unique())
-                   if "unassigned" not in c]
+        panels += [
+            ("cell_type", c)
+            for c in sorted(t.loc[t["level"] == "cell_type", "label"].unique())
+            if "unassigned" not in c
+        ]
     donors = sorted(meta["donor"].unique())
     colour = {d: plt.get_cmap("tab20" if len(donors) > 10 else "tab10")(k % 20) for k, d in enumerate(donors)}
     ncol = min(4, len(panels))
@@ -264,8 +301,13 @@ def composition_over_days(
             ax.scatter(xs, ys, s=4 + 40 * np.sqrt(dd["den"] / big), color=colour[donor], zorder=3, lw=0)
         ax.set_xscale("log")
         ax.set_xlim(max(lo * 0.7, 0.8), hi * 1.4)
-        what = "% of all cells" if level != "within_compartment" else f"% of {rows['compartment'].iloc[0]} cells" \
-            if len(rows) else "%"
+        what = (
+            "% of all cells"
+            if level != "within_compartment"
+            else f"% of {rows['compartment'].iloc[0]} cells"
+            if len(rows)
+            else "%"
+        )
         sub = _effect_text(effects, level, label)
         name = f"{label} (share of all cells)" if level == "compartment" else label
         ax.set_title(f"{name}\n{sub}" if sub else name, fontsize=8.5)
@@ -276,17 +318,25 @@ def composition_over_days(
         top = ax.secondary_xaxis("top")
         mids = [np.sqrt(max(edges[k], 0.8) * edges[k + 1]) for k in range(len(STAGES))]
         shown = [(m, s) for m, (s, _) in zip(mids, STAGES, strict=True) if ax.get_xlim()[0] <= m <= ax.get_xlim()[1]]
-        top.set_xticks([m for m, _ in shown], [s.replace("transitional", "trans.") for _, s in shown],
-                       fontsize=5.5, color="0.45")
+        top.set_xticks(
+            [m for m, _ in shown], [s.replace("transitional", "trans.") for _, s in shown], fontsize=5.5, color="0.45"
+        )
         top.tick_params(length=0, pad=1)
         top.minorticks_off()
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     handles, names = first.get_legend_handles_labels()
-    fig.legend(handles, names, title="donor", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
-               title_fontsize=7, frameon=False)
+    fig.legend(
+        handles,
+        names,
+        title="donor",
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=7,
+        title_fontsize=7,
+        frameon=False,
+    )
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-

@@ -13,9 +13,8 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
-from ._utils import record_params
+from ._utils import MilkcellsWarning, record_params
 from .genes import is_mitochondrial, is_ribosomal
-from ._utils import MilkcellsWarning
 from .logs import timed
 
 __all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "preprocess", "signal_components"]
@@ -51,8 +50,11 @@ def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3) -> ad.Ann
         }
     empty = [name for name, a in zip(records, adatas, strict=True) if a.n_obs == 0]
     if empty:
-        warnings.warn(f"samples {empty} have no cells left after QC and doublet removal; they are left out",
-                      MilkcellsWarning, stacklevel=2)
+        warnings.warn(
+            f"samples {empty} have no cells left after QC and doublet removal; they are left out",
+            MilkcellsWarning,
+            stacklevel=2,
+        )
         adatas = [a for a in adatas if a.n_obs > 0]
     if not adatas:
         raise ValueError(f"no sample has cells left after QC: {list(records)}")
@@ -111,10 +113,12 @@ def normalise(adata: ad.AnnData, *, target_sum: float = 1e4) -> None:
 
 
 def _release() -> None:
-    """Free the temporaries of a step now: AnnData views and their parents form reference cycles,
-    which hold copies of the matrix until the cyclic collector happens to run (measured on the
-    88,000-cell epithelial compartment: 2.2 GB still held after the HVG step, the re-clustering's
-    peak 10.9 GB; 9.0 GB when collected)."""
+    """Free the temporaries of a step now.
+
+    AnnData views and their parents form reference cycles, which hold copies of the matrix until the
+    cyclic collector happens to run (measured on the 88,000-cell epithelial compartment: 2.2 GB still
+    held after the HVG step, the re-clustering's peak 10.9 GB; 9.0 GB when collected).
+    """
     gc.collect()
 
 
@@ -142,8 +146,11 @@ def highly_variable_genes(
         # a small batch may have fewer genes with a dispersion than n_top: all of them are used
         warnings.filterwarnings("ignore", message="`n_top_genes` > number of normalized dispersions")
         # on X alone: with a batch key scanpy copies each batch's whole AnnData, every layer included
-        lean = ad.AnnData(X=adata.X, obs=adata.obs[[key]] if key else pd.DataFrame(index=adata.obs_names),
-                          var=pd.DataFrame(index=adata.var_names))
+        lean = ad.AnnData(
+            X=adata.X,
+            obs=adata.obs[[key]] if key else pd.DataFrame(index=adata.obs_names),
+            var=pd.DataFrame(index=adata.var_names),
+        )
         sc.pp.highly_variable_genes(lean, n_top_genes=n_top, flavor="seurat", batch_key=key)
     for col in lean.var.columns:
         adata.var[col] = lean.var[col].to_numpy()
@@ -152,7 +159,9 @@ def highly_variable_genes(
     if exclude_mito_ribo:
         bad = is_mitochondrial(adata.var_names) | is_ribosomal(adata.var_names)
         adata.var.loc[bad, "highly_variable"] = False
-    record_params(adata, "hvg", {"n_top_genes": n_top_genes, "batch_key": key or "", "exclude_mito_ribo": exclude_mito_ribo})
+    record_params(
+        adata, "hvg", {"n_top_genes": n_top_genes, "batch_key": key or "", "exclude_mito_ribo": exclude_mito_ribo}
+    )
     _release()
 
 
@@ -176,7 +185,7 @@ def _scaled_pca(X, n_comps: int, *, max_value: float = 10.0, block: int = 8192) 
     mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
 
     def scaled(start: int) -> np.ndarray:
-        rows = X[start:start + block]
+        rows = X[start : start + block]
         z = rows.toarray() if sp.issparse(rows) else np.array(rows)
         z = z.astype(np.float32, copy=False)
         z -= mean32
@@ -202,9 +211,13 @@ def _scaled_pca(X, n_comps: int, *, max_value: float = 10.0, block: int = 8192) 
     shift = (centre @ components.T).astype(np.float32)
     scores = np.empty((n, n_comps), dtype=np.float32)
     for start in range(0, n, block):
-        scores[start:start + block] = scaled(start) @ comps32 - shift
-    return {"X_pca": scores, "PCs": components.T.astype(np.float32),
-            "variance": eigenvalues[:n_comps], "variance_ratio": eigenvalues[:n_comps] / eigenvalues.sum()}
+        scores[start : start + block] = scaled(start) @ comps32 - shift
+    return {
+        "X_pca": scores,
+        "PCs": components.T.astype(np.float32),
+        "variance": eigenvalues[:n_comps],
+        "variance_ratio": eigenvalues[:n_comps] / eigenvalues.sum(),
+    }
 
 
 def pca(adata: ad.AnnData, *, n_comps: int = 30, scale: bool = True, seed: int = 0) -> None:
@@ -223,8 +236,11 @@ def pca(adata: ad.AnnData, *, n_comps: int = 30, scale: bool = True, seed: int =
     if scale:
         res = _scaled_pca(X, n)
         x_pca, loadings = res["X_pca"], res["PCs"]
-        uns = {"params": {"zero_center": True, "use_highly_variable": False, "mask_var": None},
-               "variance": res["variance"], "variance_ratio": res["variance_ratio"]}
+        uns = {
+            "params": {"zero_center": True, "use_highly_variable": False, "mask_var": None},
+            "variance": res["variance"],
+            "variance_ratio": res["variance_ratio"],
+        }
     else:
         sub = ad.AnnData(X=X, obs=pd.DataFrame(index=adata.obs_names), var=adata.var.loc[hv, []])
         sc.pp.pca(sub, n_comps=n, random_state=seed, svd_solver="arpack")

@@ -47,9 +47,7 @@ def compute_qc_metrics(adata: ad.AnnData) -> None:
     for flag, is_flagged in (("mt", is_mitochondrial), ("ribo", is_ribosomal)):
         if flag not in adata.var:
             adata.var[flag] = is_flagged(adata.var_names)
-    sc.pp.calculate_qc_metrics(
-        adata, qc_vars=["mt", "ribo"], percent_top=None, log1p=False, inplace=True
-    )
+    sc.pp.calculate_qc_metrics(adata, qc_vars=["mt", "ribo"], percent_top=None, log1p=False, inplace=True)
 
 
 def qc_thresholds(

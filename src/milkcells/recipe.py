@@ -87,8 +87,12 @@ def check_renamed_keys(config: dict, *, file: str | None = None) -> None:
     """Raise :class:`~milkcells.InputError` naming the new key when ``config`` uses a renamed one."""
     for (block, old), (new_block, new) in RENAMED_KEYS.items():
         if isinstance(config.get(block), dict) and old in config[block]:
-            raise InputError("this config key was renamed", file=file, field=f"{block}.{old}",
-                             expected=f"{new_block}.{new}, the keyword of the library function it feeds")
+            raise InputError(
+                "this config key was renamed",
+                file=file,
+                field=f"{block}.{old}",
+                expected=f"{new_block}.{new}, the keyword of the library function it feeds",
+            )
 
 
 def default_config(overrides: dict | None = None) -> dict:
@@ -115,8 +119,9 @@ def default_config(overrides: dict | None = None) -> dict:
     try:
         jsonschema.validate(config, schema)
     except jsonschema.ValidationError as e:
-        raise InputError(e.message, field=".".join(map(str, e.absolute_path)) or None,
-                         expected="a setting of the config schema") from None
+        raise InputError(
+            e.message, field=".".join(map(str, e.absolute_path)) or None, expected="a setting of the config schema"
+        ) from None
     return config
 
 
@@ -159,7 +164,7 @@ def integrate(adata: ad.AnnData, *, config: dict) -> str:
 
 
 def cluster(adata: ad.AnnData, *, config: dict, umap: bool = True) -> None:
-    """kNN graph and Leiden clusters of all cells (block ``clustering``); the UMAP too with ``umap``."""
+    """KNN graph and Leiden clusters of all cells (block ``clustering``); the UMAP too with ``umap``."""
     from . import cluster as cluster_
 
     cluster_.cluster(adata, seed=config["seed"], umap=umap, **config["clustering"])
@@ -204,8 +209,15 @@ def gene_scale(adata: ad.AnnData, *, config: dict) -> pd.Series:
     return scoring.marker_gene_scale(adata, markers=a["markers"], expr_floor=a["expr_floor"])
 
 
-def subcluster(adata: ad.AnnData, compartment: str, *, config: dict, scale: pd.Series | None = None,
-               umap: bool = True, copy: bool = True) -> ad.AnnData:
+def subcluster(
+    adata: ad.AnnData,
+    compartment: str,
+    *,
+    config: dict,
+    scale: pd.Series | None = None,
+    umap: bool = True,
+    copy: bool = True,
+) -> ad.AnnData:
     """One compartment re-clustered and its cell types called (:func:`milkcells.compartments.subcluster_compartment`).
 
     Blocks ``subcluster`` and ``annotation``, with the genes, embedding and graph settings of
@@ -246,8 +258,11 @@ def composition(adata: ad.AnnData, *, config: dict) -> tuple[pd.DataFrame, pd.Da
     from . import composition as composition_
 
     table = composition_.composition_table(adata)
-    return (table, composition_.composition_over_time(table, seed=config["seed"]),
-            composition_.composition_by_stage(table))
+    return (
+        table,
+        composition_.composition_over_time(table, seed=config["seed"]),
+        composition_.composition_by_stage(table),
+    )
 
 
 def record_run(adata: ad.AnnData, config: dict) -> None:
@@ -267,7 +282,7 @@ class Run:
 
 
 def run(samples: list[ad.AnnData], config: dict | None = None) -> Run:
-    """Run every stage in memory, in the workflow's order, on raw samples (as :func:`milkcells.io.read_sample` reads them).
+    """Run every stage in memory, in the workflow's order, on raw samples (from :func:`milkcells.io.read_sample`).
 
     ``config``: :func:`default_config` (whole, or overrides to it). The per-sample stages, the merge,
     then :func:`analyse`.
@@ -285,7 +300,7 @@ def run(samples: list[ad.AnnData], config: dict | None = None) -> Run:
 
 
 def analyse(atlas: ad.AnnData, config: dict | None = None) -> Run:
-    """The stages after the merge, in memory: from the integration to the composition (``atlas`` is changed in place)."""
+    """Run the stages after the merge in memory, integration to composition (``atlas`` changes in place)."""
     from .compartments import concat_sweeps, sweep_table
     from .markertable import COMPARTMENTS
 

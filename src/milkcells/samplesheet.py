@@ -167,11 +167,13 @@ def read_sample_sheet(
     if not kept:
         raise InputError("sample sheet is empty", file=path)
     try:
-        df = pd.read_csv(StringIO("\n".join(kept) + "\n"), sep="\t", dtype=str,
-                         keep_default_na=False)
+        df = pd.read_csv(StringIO("\n".join(kept) + "\n"), sep="\t", dtype=str, keep_default_na=False)
     except pd.errors.ParserError as e:
-        raise InputError(f"cannot parse the sample sheet: {e}", file=path,
-                         expected="tab-separated columns, the same number on every line") from None
+        raise InputError(
+            f"cannot parse the sample sheet: {e}",
+            file=path,
+            expected="tab-separated columns, the same number on every line",
+        ) from None
     # file line of each row, for messages (a quoted field spanning lines breaks the mapping)
     rows_from = line_numbers[1:]
     if len(rows_from) != len(df):
@@ -211,9 +213,7 @@ def read_sample_sheet(
         _check_row(row, rows_from[i], path)
     dup = df["sample"][df["sample"].duplicated()].unique()
     if len(dup):
-        raise InputError(
-            f"duplicated sample names: {list(dup)}", file=path, field="sample", expected="unique names"
-        )
+        raise InputError(f"duplicated sample names: {list(dup)}", file=path, field="sample", expected="unique names")
     folded = df["sample"].str.casefold()
     clash = df.loc[folded.duplicated(keep=False), "sample"]
     if len(clash):
@@ -262,10 +262,16 @@ def _check_row(row: pd.Series, line: int, path: Path) -> None:
     errors = list(_VALIDATOR.iter_errors(instance))
     if errors:
         columns = list(SAMPLES_SCHEMA["properties"])
-        first = min(errors, key=lambda e: (columns.index(e.path[0]) if e.path else -1,
-                                           _RULES.index(e.validator) if e.validator in _RULES else len(_RULES)))
-        _fail(row, first.path[0] if first.path else "sample", first.validator, line=line, sheet=path,
-              detail=first.message)
+        first = min(
+            errors,
+            key=lambda e: (
+                columns.index(e.path[0]) if e.path else -1,
+                _RULES.index(e.validator) if e.validator in _RULES else len(_RULES),
+            ),
+        )
+        _fail(
+            row, first.path[0] if first.path else "sample", first.validator, line=line, sheet=path, detail=first.message
+        )
 
 
 def _fail(row: pd.Series, field: str, rule: str, *, sheet: Path, file=None, line=None, detail: str = "") -> None:
@@ -276,8 +282,9 @@ def _fail(row: pd.Series, field: str, rule: str, *, sheet: Path, file=None, line
     expected = spec.get("expected", spec.get("description"))
     if file is not None:  # a problem of the file the cell names
         expected = f"{expected} (sample sheet {sheet})"
-    raise InputError(problem, file=sheet if file is None else file, sample=row.get("sample") or None, field=field,
-                     expected=expected)
+    raise InputError(
+        problem, file=sheet if file is None else file, sample=row.get("sample") or None, field=field, expected=expected
+    )
 
 
 def _warn_shared_paths(df: pd.DataFrame, sheet: Path) -> None:

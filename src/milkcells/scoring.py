@@ -73,8 +73,8 @@ def gene_scale(
     averaged with its neighbours' and the gene's scale is the highest such
     local mean: the level of the gene in the population that expresses it
     most, whatever the clustering. Without a graph, the 90th percentile of
-    the gene's non-zero single-cell values. Either way at least ``expm1(expr_floor)`` (``expr_floor`` in log-normalised units), so a
-    gene seen only as stray single UMIs cannot look fully expressed.
+    the gene's non-zero single-cell values. Either way at least ``expm1(expr_floor)``
+    (``expr_floor`` in log-normalised units), so a gene seen only as stray single UMIs cannot look fully expressed.
 
     ``known``: scales measured beforehand on all cells of the dataset (for example
     ``tables/gene_scale.tsv`` from :func:`marker_gene_scale`); its genes are taken from it, the
@@ -121,7 +121,10 @@ def marker_gene_scale(
 
 
 def knn_smooth(adata: ad.AnnData, values: np.ndarray) -> np.ndarray:
-    """Average each cell's values (rows of ``values``) with its kNN neighbours' (``obsp["connectivities"]``, the cell itself included)."""
+    """Average each cell's values (rows of ``values``) with its kNN neighbours'.
+
+    The weights are ``obsp["connectivities"]``, the cell itself included.
+    """
     W = sp.csr_matrix(adata.obsp["connectivities"], dtype=np.float64)
     W = W + sp.identity(adata.n_obs, format="csr")
     w = np.asarray(W.sum(axis=1)).ravel()
@@ -208,8 +211,9 @@ def score_cells(
     genes = sorted({g for s in sets.values() for g in s})
     if not genes:
         return pd.DataFrame(index=adata.obs_names)
-    rel = relative_expression(adata, genes, layer=layer, scale=scale, expr_floor=expr_floor,
-                              evidence_mask=evidence_mask)
+    rel = relative_expression(
+        adata, genes, layer=layer, scale=scale, expr_floor=expr_floor, evidence_mask=evidence_mask
+    )
     return pd.DataFrame(set_means(rel, genes, sets, 0.0), index=adata.obs_names)
 
 
@@ -272,8 +276,10 @@ def assign_labels(scores: pd.DataFrame, *, min_score: float = 0.15, min_margin: 
     under ``min_score`` or its confidence under ``min_margin``.
     """
     if scores.shape[1] == 0:
-        return pd.DataFrame({"label": UNASSIGNED, "score": np.nan, "runner_up": "", "runner_up_score": np.nan,
-                             "confidence": 0.0}, index=scores.index)
+        return pd.DataFrame(
+            {"label": UNASSIGNED, "score": np.nan, "runner_up": "", "runner_up_score": np.nan, "confidence": 0.0},
+            index=scores.index,
+        )
     vals = scores.to_numpy(dtype=float)
     order = np.argsort(-vals, axis=1, kind="stable")
     rows = np.arange(len(vals))
@@ -288,8 +294,16 @@ def assign_labels(scores: pd.DataFrame, *, min_score: float = 0.15, min_margin: 
     label = np.asarray(scores.columns)[order[:, 0]].astype(object)
     weak = (top < min_score) | (conf < min_margin)
     label[weak] = UNASSIGNED
-    return pd.DataFrame({"label": label, "score": top, "runner_up": runner, "runner_up_score": second,
-                         "confidence": np.where(weak, 0.0, conf)}, index=scores.index)
+    return pd.DataFrame(
+        {
+            "label": label,
+            "score": top,
+            "runner_up": runner,
+            "runner_up_score": second,
+            "confidence": np.where(weak, 0.0, conf),
+        },
+        index=scores.index,
+    )
 
 
 def call_groups(
@@ -327,8 +341,8 @@ def call_groups(
     override_ratio
         A cell of a called group whose own (unsmoothed) best set scores at
         least ``2 * min_score`` and ``override_ratio`` times its score of the
-        group's label, and whose smoothed scores lean the same way, takes its own label: a population too small to form a
-        cluster of its own (fewer cells than the kNN graph's neighbours, such
+        group's label, and whose smoothed scores lean the same way, takes its own label: a
+        population too small to form a cluster of its own (fewer cells than the kNN graph's neighbours, such
         as a few fibroblasts among tumour cells). ``None`` disables this.
     split_ambiguous
         Call the cells of an ambiguous group (failing ``min_margin``) one by
@@ -401,12 +415,18 @@ def call_groups(
 
     calls = decide(mean, g_level, g_base)
     raw_level = g_base.max(axis=1).to_numpy() if g_base.shape[1] else np.zeros(len(cats))
-    shared = (raw_level >= min_score) & (calls["level"].to_numpy() < min_score) if use_relative else \
-        np.zeros(len(cats), dtype=bool)
+    shared = (
+        (raw_level >= min_score) & (calls["level"].to_numpy() < min_score)
+        if use_relative
+        else np.zeros(len(cats), dtype=bool)
+    )
     # each cell's own best set, from its smoothed scores
     cell = assign_labels(smoothed, min_score=0.0, min_margin=0.0)
-    best_raw = np.asarray(smoothed.columns)[np.argmax(smoothed.to_numpy(), axis=1)] if smoothed.shape[1] else \
-        np.array([UNASSIGNED] * len(grp), dtype=object)
+    best_raw = (
+        np.asarray(smoothed.columns)[np.argmax(smoothed.to_numpy(), axis=1)]
+        if smoothed.shape[1]
+        else np.array([UNASSIGNED] * len(grp), dtype=object)
+    )
     informative = (c_base.max(axis=1).to_numpy() if c_base.shape[1] else cell["score"].to_numpy()) >= 0.5 * min_score
     top_label = mean.idxmax(axis=1).reindex(cats).to_numpy() if mean.shape[1] else np.array([UNASSIGNED] * len(cats))
     purity = []
@@ -444,8 +464,14 @@ def call_groups(
         own_top = raw.max(axis=1)
         of_label = np.array([raw[i, col[lab]] if lab in col else 0.0 for i, lab in enumerate(label)])
         # the cell's neighbourhood must lean the same way: one noisy cell in a shallow dataset does not
-        override = (~in_mixed & (label != UNASSIGNED) & (own_best != label) & (own_top >= 2 * min_score)
-                    & (own_top >= override_ratio * of_label) & (best_raw == own_best))
+        override = (
+            ~in_mixed
+            & (label != UNASSIGNED)
+            & (own_best != label)
+            & (own_top >= 2 * min_score)
+            & (own_top >= override_ratio * of_label)
+            & (best_raw == own_best)
+        )
         n_override = int(override.sum())
         label[override] = own_best[override]
     # confidence: the cell's smoothed lead of its label over the best other set

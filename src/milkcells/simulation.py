@@ -51,43 +51,96 @@ class SimType:
 # Canonical markers from the literature (Twigger et al. 2022, Nyquist et al. 2022, standard immune
 # and stromal genes); written here, independently of the marker table.
 SIM_TYPES: dict[str, SimType] = {
-    "LC1": SimType("epithelial", "lactocyte", ("MT1E", "MT1F", "MT1G", "MT1X", "MT2A", "SLC30A1", "IL6R",
-                                               "FOLR1", "VEGFA", "MT1M"), np.log(4000), 0.02),
-    "LC2": SimType("epithelial", "lactocyte", ("NTRK2", "ELF5", "CHRDL2", "OLAH", "CA6", "LY6D", "UGP2",
-                                               "SCP2", "FASN"), np.log(5000), 0.13),
-    "luminal progenitor": SimType("epithelial", "luminal", ("SLPI", "ALDH1A3", "KIT", "KRT15", "KRT23",
-                                                            "MMP7", "PROM1", "BCL11A"), np.log(3500), 0.005),
-    "hormone-responsive": SimType("epithelial", "luminal", ("ESR1", "PGR", "PRLR", "AREG", "AGR2", "ANKRD30A",
-                                                            "FOXA1", "TFF1", "TFF3"), np.log(3500)),
-    "basal": SimType("epithelial", "basal", ("ACTA2", "TP63", "KRT5", "KRT14", "KRT17", "MYLK", "OXTR", "TAGLN",
-                                             "MME", "PROCR"), np.log(3000)),
-    "GPNMB macrophage": SimType("immune", "myeloid", ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G",
-                                                      "TYROBP", "MSR1", "GPNMB", "EMILIN2", "LRP1", "APOE"),
-                                np.log(3000)),
-    "CSN1S1 macrophage": SimType("immune", "myeloid", ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G",
-                                                       "TYROBP", "MSR1", "CTSL"), np.log(3000)),
+    "LC1": SimType(
+        "epithelial",
+        "lactocyte",
+        ("MT1E", "MT1F", "MT1G", "MT1X", "MT2A", "SLC30A1", "IL6R", "FOLR1", "VEGFA", "MT1M"),
+        np.log(4000),
+        0.02,
+    ),
+    "LC2": SimType(
+        "epithelial",
+        "lactocyte",
+        ("NTRK2", "ELF5", "CHRDL2", "OLAH", "CA6", "LY6D", "UGP2", "SCP2", "FASN"),
+        np.log(5000),
+        0.13,
+    ),
+    "luminal progenitor": SimType(
+        "epithelial",
+        "luminal",
+        ("SLPI", "ALDH1A3", "KIT", "KRT15", "KRT23", "MMP7", "PROM1", "BCL11A"),
+        np.log(3500),
+        0.005,
+    ),
+    "hormone-responsive": SimType(
+        "epithelial",
+        "luminal",
+        ("ESR1", "PGR", "PRLR", "AREG", "AGR2", "ANKRD30A", "FOXA1", "TFF1", "TFF3"),
+        np.log(3500),
+    ),
+    "basal": SimType(
+        "epithelial",
+        "basal",
+        ("ACTA2", "TP63", "KRT5", "KRT14", "KRT17", "MYLK", "OXTR", "TAGLN", "MME", "PROCR"),
+        np.log(3000),
+    ),
+    "GPNMB macrophage": SimType(
+        "immune",
+        "myeloid",
+        (
+            "CD68",
+            "C1QA",
+            "C1QB",
+            "CD14",
+            "CD163",
+            "CSF1R",
+            "FCER1G",
+            "TYROBP",
+            "MSR1",
+            "GPNMB",
+            "EMILIN2",
+            "LRP1",
+            "APOE",
+        ),
+        np.log(3000),
+    ),
+    "CSN1S1 macrophage": SimType(
+        "immune",
+        "myeloid",
+        ("CD68", "C1QA", "C1QB", "CD14", "CD163", "CSF1R", "FCER1G", "TYROBP", "MSR1", "CTSL"),
+        np.log(3000),
+    ),
     "monocyte": SimType("immune", "myeloid", ("CD14", "FCN1", "VCAN", "S100A8", "LYZ", "CD300E"), np.log(2500)),
-    "dendritic cell": SimType("immune", "myeloid", ("CD86", "CD83", "NR4A3", "GPR183", "CD1C", "CLEC10A",
-                                                    "FCER1A", "HLA-DQA1"), np.log(2200)),
-    "neutrophil": SimType("immune", "granulocyte", ("CXCL8", "CSF3R", "FCGR3B", "TREM1", "AQP9", "CEACAM8",
-                                                    "S100A12", "S100A8"), np.log(1000)),
-    "eosinophil": SimType("immune", "granulocyte", ("CLC", "SYNE1", "SORL1", "ADGRE1", "IL5RA", "CCR3"),
-                          np.log(1200)),
-    "mast cell": SimType("immune", "granulocyte", ("TPSAB1", "TPSB2", "CPA3", "MS4A2", "HDC", "GATA2"),
-                         np.log(2000)),
-    "CD4 T cell": SimType("immune", "lymphoid", ("CD3D", "CD3E", "CD3G", "TRBC2", "TRAC", "BCL11B", "CD5", "CD2",
-                                                 "CD4", "IL7R", "CCR7", "LEF1"), np.log(1300)),
-    "CD8 T cell": SimType("immune", "lymphoid", ("CD3D", "CD3E", "CD3G", "TRBC2", "TRAC", "BCL11B", "CD5", "CD2",
-                                                 "CD8A", "CD8B", "GZMK", "NKG7"), np.log(1300)),
-    "NK cell": SimType("immune", "lymphoid", ("GNLY", "NKG7", "KLRD1", "KLRF1", "NCAM1", "XCL1", "GZMB"),
-                       np.log(1400)),
+    "dendritic cell": SimType(
+        "immune", "myeloid", ("CD86", "CD83", "NR4A3", "GPR183", "CD1C", "CLEC10A", "FCER1A", "HLA-DQA1"), np.log(2200)
+    ),
+    "neutrophil": SimType(
+        "immune",
+        "granulocyte",
+        ("CXCL8", "CSF3R", "FCGR3B", "TREM1", "AQP9", "CEACAM8", "S100A12", "S100A8"),
+        np.log(1000),
+    ),
+    "eosinophil": SimType("immune", "granulocyte", ("CLC", "SYNE1", "SORL1", "ADGRE1", "IL5RA", "CCR3"), np.log(1200)),
+    "mast cell": SimType("immune", "granulocyte", ("TPSAB1", "TPSB2", "CPA3", "MS4A2", "HDC", "GATA2"), np.log(2000)),
+    "CD4 T cell": SimType(
+        "immune",
+        "lymphoid",
+        ("CD3D", "CD3E", "CD3G", "TRBC2", "TRAC", "BCL11B", "CD5", "CD2", "CD4", "IL7R", "CCR7", "LEF1"),
+        np.log(1300),
+    ),
+    "CD8 T cell": SimType(
+        "immune",
+        "lymphoid",
+        ("CD3D", "CD3E", "CD3G", "TRBC2", "TRAC", "BCL11B", "CD5", "CD2", "CD8A", "CD8B", "GZMK", "NKG7"),
+        np.log(1300),
+    ),
+    "NK cell": SimType("immune", "lymphoid", ("GNLY", "NKG7", "KLRD1", "KLRF1", "NCAM1", "XCL1", "GZMB"), np.log(1400)),
     "B cell": SimType("immune", "b", ("CD79A", "MS4A1", "CD19", "BANK1", "CD79B", "SEL1L3"), np.log(1600)),
-    "plasma cell": SimType("immune", "b", ("JCHAIN", "MZB1", "TNFRSF17", "DERL3", "XBP1", "IGHA1"),
-                           np.log(3000)),
-    "fibroblast": SimType("stromal", "mesenchymal", ("DCN", "LUM", "COL1A1", "COL1A2", "PDGFRA", "MMP2", "PTN",
-                                                     "THY1"), np.log(3000)),
-    "pericyte": SimType("stromal", "mesenchymal", ("RGS5", "PDGFRB", "MCAM", "NOTCH3", "ANGPT2", "GJA4"),
-                        np.log(2500)),
+    "plasma cell": SimType("immune", "b", ("JCHAIN", "MZB1", "TNFRSF17", "DERL3", "XBP1", "IGHA1"), np.log(3000)),
+    "fibroblast": SimType(
+        "stromal", "mesenchymal", ("DCN", "LUM", "COL1A1", "COL1A2", "PDGFRA", "MMP2", "PTN", "THY1"), np.log(3000)
+    ),
+    "pericyte": SimType("stromal", "mesenchymal", ("RGS5", "PDGFRB", "MCAM", "NOTCH3", "ANGPT2", "GJA4"), np.log(2500)),
     "endothelial": SimType("stromal", "vascular", ("CDH5", "PECAM1", "VWF", "CLDN5", "CD93", "ENG"), np.log(2500)),
     "adipocyte": SimType("stromal", "adipose", ("ADIPOQ", "PLIN1", "LEP", "CIDEA", "LIPE"), np.log(1500)),
 }
@@ -98,10 +151,25 @@ _CORES = {
     "immune": ("PTPRC", "CORO1A", "LAPTM5", "CD53", "SRGN", "ITGB2", "ARHGDIB", "CD37", "CXCR4", "HCST", "RAC2"),
     "stromal": ("SPARC", "IGFBP7", "COL4A1", "COL4A2", "CALD1", "MGP", "COL3A1"),
 }
-_HOUSEKEEPING = ("ACTB", "GAPDH", "B2M", "MALAT1", "TMSB4X", "FTL", "FTH1", "EEF1A1", "TPT1", "MYL6", "UBC",
-                 "PPIA", "NEAT1", "VIM")
-_MITO = tuple(f"MT-{g}" for g in ("ND1", "ND2", "CO1", "CO2", "ATP8", "ATP6", "CO3", "ND3", "ND4L", "ND4", "ND5",
-                                  "ND6", "CYB"))
+_HOUSEKEEPING = (
+    "ACTB",
+    "GAPDH",
+    "B2M",
+    "MALAT1",
+    "TMSB4X",
+    "FTL",
+    "FTH1",
+    "EEF1A1",
+    "TPT1",
+    "MYL6",
+    "UBC",
+    "PPIA",
+    "NEAT1",
+    "VIM",
+)
+_MITO = tuple(
+    f"MT-{g}" for g in ("ND1", "ND2", "CO1", "CO2", "ATP8", "ATP6", "CO3", "ND3", "ND4L", "ND4", "ND5", "ND6", "CYB")
+)
 _RIBO = tuple([f"RPL{i}" for i in range(3, 15)] + [f"RPS{i}" for i in range(2, 14)])
 #: Milk-protein transcripts of lactocytes (relative amounts).
 _MILK = {"CSN2": 0.45, "CSN3": 0.15, "LALBA": 0.2, "CSN1S1": 0.12, "XDH": 0.04, "BTN1A1": 0.04}
@@ -116,9 +184,20 @@ def default_composition(days_postpartum: float) -> dict[str, float]:
     imm = 0.03 + 0.22 * np.exp(-days_postpartum / 45.0)
     lc1 = 0.2 * (0.6 + 0.8 * (1 - np.exp(-days_postpartum / 90.0)))
     epi = {"LC2": 0.5, "LC1": lc1, "luminal progenitor": 0.15, "hormone-responsive": 0.05, "basal": 0.06}
-    immune = {"GPNMB macrophage": 0.18, "CSN1S1 macrophage": 0.12, "monocyte": 0.05, "dendritic cell": 0.1,
-              "neutrophil": 0.2, "eosinophil": 0.04, "mast cell": 0.03, "CD4 T cell": 0.1, "CD8 T cell": 0.07,
-              "NK cell": 0.04, "B cell": 0.05, "plasma cell": 0.02}
+    immune = {
+        "GPNMB macrophage": 0.18,
+        "CSN1S1 macrophage": 0.12,
+        "monocyte": 0.05,
+        "dendritic cell": 0.1,
+        "neutrophil": 0.2,
+        "eosinophil": 0.04,
+        "mast cell": 0.03,
+        "CD4 T cell": 0.1,
+        "CD8 T cell": 0.07,
+        "NK cell": 0.04,
+        "B cell": 0.05,
+        "plasma cell": 0.02,
+    }
     stromal = {"fibroblast": 0.4, "pericyte": 0.2, "endothelial": 0.3, "adipocyte": 0.1}
     z_e, z_i, z_s = sum(epi.values()), sum(immune.values()), sum(stromal.values())
     out = {k: (1 - imm - 0.02) * v / z_e for k, v in epi.items()}
@@ -149,8 +228,13 @@ def _programmes(genes: list[str], marker_fraction: float, sharing: float, seed: 
         base[idx[g]] = rng.uniform(10, 40)
     for g in _RIBO:
         base[idx[g]] = rng.uniform(4, 12)
-    named = set(_MILK) | set(_MITO) | {g for c in _CORES.values() for g in c} | {
-        g for t in SIM_TYPES.values() for g in t.canonical} | {g for g in genes if g.startswith("SIMP_")}
+    named = (
+        set(_MILK)
+        | set(_MITO)
+        | {g for c in _CORES.values() for g in c}
+        | {g for t in SIM_TYPES.values() for g in t.canonical}
+        | {g for g in genes if g.startswith("SIMP_")}
+    )
     for g in named:
         base[idx[g]] = min(base[idx[g]], 0.01)
     base = base / base.sum()
@@ -313,10 +397,13 @@ def simulate_raw_sample(
     else:
         pair = _heterotypic_pairs(types, n_doub, rng)
     dying_types = rng.choice(names, size=n_dying, p=w / w.sum())
-    blocks = [cells(types) + soup(n_cells, amb_med),
-              cells(types[pair[:, 0]]) + cells(types[pair[:, 1]]) + soup(n_doub, amb_med),
-              cells(dying_types, 0.35, (0.3, 0.7)) + soup(n_dying, amb_med),
-              soup(n_empty, amb_med, 0.6), soup(2 * n_empty, max(amb_med / 4, 1.0), 0.9)]
+    blocks = [
+        cells(types) + soup(n_cells, amb_med),
+        cells(types[pair[:, 0]]) + cells(types[pair[:, 1]]) + soup(n_doub, amb_med),
+        cells(dying_types, 0.35, (0.3, 0.7)) + soup(n_dying, amb_med),
+        soup(n_empty, amb_med, 0.6),
+        soup(2 * n_empty, max(amb_med / 4, 1.0), 0.9),
+    ]
     X = sp.csr_matrix(np.vstack(blocks).astype(np.float32))
     n_real = n_cells + n_doub + n_dying
     keep = np.concatenate([np.ones(n_real, bool), np.asarray(X[n_real:].sum(axis=1)).ravel() > 0])
@@ -324,20 +411,37 @@ def simulate_raw_sample(
     n_e = int(keep[n_real:].sum())
     status = ["cell"] * n_cells + ["doublet"] * n_doub + ["dying"] * n_dying + ["empty"] * n_e
     ctype = list(types) + ["doublet"] * n_doub + list(dying_types) + ["empty"] * n_e
-    compartment = [SIM_TYPES[t].compartment for t in types] + ["doublet"] * n_doub + [
-        SIM_TYPES[t].compartment for t in dying_types] + ["empty"] * n_e
+    compartment = (
+        [SIM_TYPES[t].compartment for t in types]
+        + ["doublet"] * n_doub
+        + [SIM_TYPES[t].compartment for t in dying_types]
+        + ["empty"] * n_e
+    )
     of = [""] * n_cells + [f"{types[a]}+{types[b]}" for a, b in pair] + [""] * (n_dying + n_e)
     order = rng.permutation(X.shape[0])
-    obs = pd.DataFrame({"sim_status": np.asarray(status)[order], "sim_compartment": np.asarray(compartment)[order],
-                        "sim_cell_type": np.asarray(ctype)[order], "sim_doublet_of": np.asarray(of)[order]},
-                       index=[f"{sample}_{i:06d}-1" for i in range(X.shape[0])]).astype("category")
-    var = pd.DataFrame({"gene_ids": [f"ENSGSIMV{i:07d}" for i in range(len(genes))],
-                        "feature_types": "Gene Expression"}, index=genes)
+    obs = pd.DataFrame(
+        {
+            "sim_status": np.asarray(status)[order],
+            "sim_compartment": np.asarray(compartment)[order],
+            "sim_cell_type": np.asarray(ctype)[order],
+            "sim_doublet_of": np.asarray(of)[order],
+        },
+        index=[f"{sample}_{i:06d}-1" for i in range(X.shape[0])],
+    ).astype("category")
+    var = pd.DataFrame(
+        {"gene_ids": [f"ENSGSIMV{i:07d}" for i in range(len(genes))], "feature_types": "Gene Expression"}, index=genes
+    )
     a = ad.AnnData(X=X[order], obs=obs, var=var)
     a.uns["simulation"] = {
         "note": "SIMULATED data from milkcells.simulation.simulate_raw_sample; not real milk.",
-        "sample": sample, "donor": donor, "days_postpartum": float(days_postpartum), "n_cells": n_cells,
-        "marker_fraction": marker_fraction, "sharing": sharing, "ambient_umis": amb_med, "seed": seed,
+        "sample": sample,
+        "donor": donor,
+        "days_postpartum": float(days_postpartum),
+        "n_cells": n_cells,
+        "marker_fraction": marker_fraction,
+        "sharing": sharing,
+        "ambient_umis": amb_med,
+        "seed": seed,
         "composition": {k: float(v) for k, v in comp.items()},
     }
     return a
@@ -346,8 +450,9 @@ def simulate_raw_sample(
 def _epithelial_immune(obs: pd.DataFrame) -> np.ndarray:
     """Whether each droplet is a doublet of an epithelial and an immune cell (from ``sim_doublet_of``)."""
     pairs = obs["sim_doublet_of"].astype(str).str.split("+")
-    return pairs.map(lambda p: len(p) == 2 and {SIM_TYPES[t].compartment for t in p if t in SIM_TYPES}
-                     == {"epithelial", "immune"}).to_numpy(bool)
+    return pairs.map(
+        lambda p: len(p) == 2 and {SIM_TYPES[t].compartment for t in p if t in SIM_TYPES} == {"epithelial", "immune"}
+    ).to_numpy(bool)
 
 
 def doublet_removal(before: ad.AnnData, after: ad.AnnData) -> dict[str, float]:

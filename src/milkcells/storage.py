@@ -41,6 +41,7 @@ class Stored(tuple):
     """An element of another h5ad file, ``Stored(path, key)``, for :func:`write_h5ad_from` to copy as stored."""
 
     def __new__(cls, path: str | os.PathLike, key: str):
+        """Name the element ``key`` (for example ``"X"``, ``"layers/counts"``) of the h5ad file ``path``."""
         return super().__new__(cls, (str(path), key))
 
 
@@ -102,10 +103,10 @@ def _csr_rows(group, idx, *, block_nnz: int = 1 << 24):
         j = max(int(np.searchsorted(ends, indptr[r0] + block_nnz, side="right")), i + 1)
         r1 = int(idx[j - 1]) + 1
         s, e = int(indptr[r0]), int(indptr[r1])
-        block = sp.csr_matrix((data_ds[s:e], ind_ds[s:e], indptr[r0:r1 + 1] - s), shape=(r1 - r0, shape[1]))
+        block = sp.csr_matrix((data_ds[s:e], ind_ds[s:e], indptr[r0 : r1 + 1] - s), shape=(r1 - r0, shape[1]))
         rows = block[idx[i:j] - r0]
-        data[out_ptr[i]:out_ptr[j]] = rows.data
-        ind[out_ptr[i]:out_ptr[j]] = rows.indices
+        data[out_ptr[i] : out_ptr[j]] = rows.data
+        ind[out_ptr[i] : out_ptr[j]] = rows.indices
         i = j
     return sp.csr_matrix((data, ind, out_ptr), shape=(len(idx), shape[1]))
 
@@ -167,9 +168,13 @@ def read_h5ad_part(
                 if isinstance(part[col].dtype, pd.CategoricalDtype):
                     part[col] = part[col].cat.remove_unused_categories()
 
-        out = ad.AnnData(X=matrix(f["X"]) if X and "X" in f else None,
-                         obs=part, var=var, uns=read_elem(f["uns"]) if "uns" in f else {})
-        for name in (list(f["layers"]) if "layers" in f else []):
+        out = ad.AnnData(
+            X=matrix(f["X"]) if X and "X" in f else None,
+            obs=part,
+            var=var,
+            uns=read_elem(f["uns"]) if "uns" in f else {},
+        )
+        for name in list(f["layers"]) if "layers" in f else []:
             if layers is None or name in layers:
                 out.layers[name] = matrix(f["layers"][name])
         if obsm and "obsm" in f:
@@ -220,8 +225,14 @@ def write_annotations(adata: AnnData, path: str | os.PathLike, *, layers: tuple[
     """
     import anndata as ad
 
-    small = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=dict(adata.obsm), obsp=dict(adata.obsp),
-                       layers={k: adata.layers[k] for k in layers})
+    small = ad.AnnData(
+        obs=adata.obs,
+        var=adata.var,
+        uns=adata.uns,
+        obsm=dict(adata.obsm),
+        obsp=dict(adata.obsp),
+        layers={k: adata.layers[k] for k in layers},
+    )
     write_h5ad(small, path)
 
 

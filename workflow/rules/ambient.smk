@@ -6,14 +6,14 @@ rule ambient:
     output:
         adata=temp(out("intermediate", "ambient_corrected.h5ad")),
         table=report(out("tables", "ambient.tsv"), caption="../report/ambient.rst", category="Quality control"),
+    log:
+        out("logs", "ambient.log"),
     priority: 3
+    conda:
+        "../envs/analysis.yaml"
     threads: sized_threads("ambient")
     resources:
         mem_mb=sized_mem_mb("ambient"),
         runtime=sized_runtime("ambient"),
-    log:
-        out("logs", "ambient.log"),
-    conda:
-        "../envs/analysis.yaml"
     script:
         "../scripts/ambient.py"

@@ -6,19 +6,19 @@ rule annotate_compartments:
     output:
         adata=temp(out("intermediate", "compartments_called.h5ad")),
         clusters=report(out("tables", "clusters.tsv"), caption="../report/clusters.rst", category="Clusters"),
-    params:
-        config=stage_config("call_compartments", config),
+    log:
+        out("logs", "annotate_compartments.log"),
     # the compartment calls lead to the longest chain of the run (ambient, gene_scale, subcluster): they
     # go before the markers and the atlas's UMAP, which nothing waits for
     priority: 3
+    conda:
+        "../envs/analysis.yaml"
     threads: sized_threads("annotate_compartments")
     resources:
         mem_mb=sized_mem_mb("annotate_compartments"),
         runtime=sized_runtime("annotate_compartments"),
-    log:
-        out("logs", "annotate_compartments.log"),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        config=stage_config("call_compartments", config),
     script:
         "../scripts/annotate_compartments.py"
 
@@ -32,13 +32,13 @@ rule annotated:
         parts=expand(out("intermediate", "compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
     output:
         out("annotated.h5ad"),
-    threads: sized_threads("annotated")
-    resources:
-        mem_mb=sized_mem_mb("annotated"),
-        runtime=sized_runtime("annotated"),
     log:
         out("logs", "annotated.log"),
     conda:
         "../envs/analysis.yaml"
+    threads: sized_threads("annotated")
+    resources:
+        mem_mb=sized_mem_mb("annotated"),
+        runtime=sized_runtime("annotated"),
     script:
         "../scripts/annotated.py"

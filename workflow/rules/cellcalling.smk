@@ -10,16 +10,16 @@ rule call_cells:
         sample_input,
     output:
         temp(out("samples", "{sample}", "called.h5ad")),
-    params:
-        metadata=sample_metadata,
-        config=stage_config("call_cells", config),
-    threads: sized_threads("call_cells")
-    resources:
-        mem_mb=sized_mem_mb("call_cells"),
-        runtime=sized_runtime("call_cells"),
     log:
         out("logs", "call_cells", "{sample}.log"),
     conda:
         "../envs/analysis.yaml"
+    threads: sized_threads("call_cells")
+    resources:
+        mem_mb=sized_mem_mb("call_cells"),
+        runtime=sized_runtime("call_cells"),
+    params:
+        metadata=sample_metadata,
+        config=stage_config("call_cells", config),
     script:
         "../scripts/call_cells.py"

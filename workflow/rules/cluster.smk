@@ -4,16 +4,16 @@ rule cluster:
         out("intermediate", "integrated.h5ad"),
     output:
         temp(out("intermediate", "clustered.h5ad")),
-    params:
-        config=stage_config("cluster", config),
-    threads: sized_threads("cluster")
-    resources:
-        mem_mb=sized_mem_mb("cluster"),
-        runtime=sized_runtime("cluster"),
     log:
         out("logs", "cluster.log"),
     conda:
         "../envs/analysis.yaml"
+    threads: sized_threads("cluster")
+    resources:
+        mem_mb=sized_mem_mb("cluster"),
+        runtime=sized_runtime("cluster"),
+    params:
+        config=stage_config("cluster", config),
     script:
         "../scripts/cluster.py"
 
@@ -24,15 +24,15 @@ rule umap:
         out("intermediate", "clustered.h5ad"),
     output:
         temp(out("intermediate", "umap.h5ad")),
-    params:
-        config=stage_config("embed", config),
-    threads: sized_threads("umap")
-    resources:
-        mem_mb=sized_mem_mb("umap"),
-        runtime=sized_runtime("umap"),
     log:
         out("logs", "umap.log"),
     conda:
         "../envs/analysis.yaml"
+    threads: sized_threads("umap")
+    resources:
+        mem_mb=sized_mem_mb("umap"),
+        runtime=sized_runtime("umap"),
+    params:
+        config=stage_config("embed", config),
     script:
         "../scripts/umap.py"

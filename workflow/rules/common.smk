@@ -88,9 +88,9 @@ def dataset_inputs(wildcards):
 # the authors' labels to compare with, when the data carry them; the simulated demo
 # compares its calls with the simulation's truth
 AUTHOR_KEY = config["annotation"]["author_label_column"] or (
-    "author_label" if ARCHIVE is not None and ARCHIVE.CARRIES_AUTHOR_LABELS
-    else "sim_cell_type" if SAMPLES is not None and SAMPLES["path"].map(is_demo_path).all()
-    else None
+    "author_label"
+    if ARCHIVE is not None and ARCHIVE.CARRIES_AUTHOR_LABELS
+    else "sim_cell_type" if SAMPLES is not None and SAMPLES["path"].map(is_demo_path).all() else None
 )
 
 
@@ -107,8 +107,10 @@ def final_outputs():
         out("tables", "composition_time.tsv"),
         out("tables", "resolution_sweep.tsv"),
         out("figures", "composition_time.png"),
-        *expand(out("figures", "umap_{key}.png"),
-                key=["compartment", "cell_type", "cell_type_confidence", "sample", "leiden"]),
+        *expand(
+            out("figures", "umap_{key}.png"),
+            key=["compartment", "cell_type", "cell_type_confidence", "sample", "leiden"],
+        ),
         out("figures", "marker_dotplot.png"),
         out("figures", "qc_distributions.png"),
         out("figures", "composition_cell_type.png"),

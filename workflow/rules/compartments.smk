@@ -4,17 +4,17 @@ rule gene_scale:
         out("intermediate", "ambient_corrected.h5ad"),
     output:
         out("tables", "gene_scale.tsv"),
-    params:
-        config=stage_config("gene_scale", config),
+    log:
+        out("logs", "gene_scale.log"),
     priority: 3
+    conda:
+        "../envs/analysis.yaml"
     threads: sized_threads("gene_scale")
     resources:
         mem_mb=sized_mem_mb("gene_scale"),
         runtime=sized_runtime("gene_scale"),
-    log:
-        out("logs", "gene_scale.log"),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        config=stage_config("gene_scale", config),
     script:
         "../scripts/gene_scale.py"
 
@@ -28,19 +28,19 @@ rule subcluster:
     output:
         adata=temp(out("intermediate", "compartments", "{compartment}.h5ad")),
         sweep=temp(out("intermediate", "compartments", "{compartment}_sweep.tsv")),
-    params:
-        config=stage_config("subcluster", config),
+    log:
+        out("logs", "subcluster", "{compartment}.log"),
     # the largest compartment first (milk is mostly epithelial): it is the longest job of the run, and
     # its UMAP follows it; the others fit beside it
     priority: lambda wildcards: 2 if wildcards.compartment == "epithelial" else 0
+    conda:
+        "../envs/analysis.yaml"
     threads: sized_threads("subcluster")
     resources:
         mem_mb=sized_mem_mb("subcluster"),
         runtime=sized_runtime("subcluster"),
-    log:
-        out("logs", "subcluster", "{compartment}.log"),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        config=stage_config("subcluster", config),
     script:
         "../scripts/subcluster.py"
 
@@ -52,17 +52,17 @@ rule compartment_umap:
         umap=out("intermediate", "umap.h5ad"),
     output:
         out("compartments", "{compartment}.h5ad"),
-    params:
-        config=stage_config("embed", config),
+    log:
+        out("logs", "compartment_umap", "{compartment}.log"),
     priority: lambda wildcards: 1 if wildcards.compartment == "epithelial" else 0
+    conda:
+        "../envs/analysis.yaml"
     threads: sized_threads("compartment_umap")
     resources:
         mem_mb=sized_mem_mb("compartment_umap"),
         runtime=sized_runtime("compartment_umap"),
-    log:
-        out("logs", "compartment_umap", "{compartment}.log"),
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        config=stage_config("embed", config),
     script:
         "../scripts/compartment_umap.py"
 
@@ -73,13 +73,13 @@ rule resolution_sweep:
         expand(out("intermediate", "compartments", "{compartment}_sweep.tsv"), compartment=COMPARTMENTS),
     output:
         report(out("tables", "resolution_sweep.tsv"), caption="../report/resolution_sweep.rst", category="Clusters"),
-    threads: sized_threads("resolution_sweep")
-    resources:
-        mem_mb=sized_mem_mb("resolution_sweep"),
-        runtime=sized_runtime("resolution_sweep"),
     log:
         out("logs", "resolution_sweep.log"),
     conda:
         "../envs/figures.yaml"
+    threads: sized_threads("resolution_sweep")
+    resources:
+        mem_mb=sized_mem_mb("resolution_sweep"),
+        runtime=sized_runtime("resolution_sweep"),
     script:
         "../scripts/resolution_sweep.py"

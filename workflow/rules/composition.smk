@@ -5,18 +5,22 @@ rule composition:
         out("annotated.h5ad"),
     output:
         table=report(out("tables", "composition.tsv"), caption="../report/composition.rst", category="Composition"),
-        time=report(out("tables", "composition_time.tsv"), caption="../report/composition_model.rst", category="Composition"),
-        stage=report(out("tables", "composition_stage.tsv"), caption="../report/composition_stage.rst", category="Composition"),
-    params:
-        config=stage_config("composition", config),
-    threads: sized_threads("composition")
-    resources:
-        mem_mb=sized_mem_mb("composition"),
-        runtime=sized_runtime("composition"),
+        time=report(
+            out("tables", "composition_time.tsv"), caption="../report/composition_model.rst", category="Composition"
+        ),
+        stage=report(
+            out("tables", "composition_stage.tsv"), caption="../report/composition_stage.rst", category="Composition"
+        ),
     log:
         out("logs", "composition.log"),
     conda:
         "../envs/analysis.yaml"
+    threads: sized_threads("composition")
+    resources:
+        mem_mb=sized_mem_mb("composition"),
+        runtime=sized_runtime("composition"),
+    params:
+        config=stage_config("composition", config),
     script:
         "../scripts/composition.py"
 
@@ -27,18 +31,20 @@ rule agreement:
         out("annotated.h5ad"),
     output:
         table=report(out("tables", "author_agreement.tsv"), caption="../report/author_agreement.rst", category="Atlas"),
-        figure=report(out("figures", "author_confusion.png"), caption="../report/author_agreement.rst", category="Atlas"),
-    params:
-        author_key=AUTHOR_KEY,
-        # the table the cells were called with
-        markers=config["annotation"]["markers"],
-    threads: sized_threads("agreement")
-    resources:
-        mem_mb=sized_mem_mb("agreement"),
-        runtime=sized_runtime("agreement"),
+        figure=report(
+            out("figures", "author_confusion.png"), caption="../report/author_agreement.rst", category="Atlas"
+        ),
     log:
         out("logs", "agreement.log"),
     conda:
         "../envs/figures.yaml"
+    threads: sized_threads("agreement")
+    resources:
+        mem_mb=sized_mem_mb("agreement"),
+        runtime=sized_runtime("agreement"),
+    params:
+        author_key=AUTHOR_KEY,
+        # the table the cells were called with
+        markers=config["annotation"]["markers"],
     script:
         "../scripts/agreement.py"

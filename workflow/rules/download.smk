@@ -4,15 +4,15 @@ checkpoint prepare_dataset:
         dataset_inputs,
     output:
         sheet=str(DATASET_DIR / "samples.tsv"),
-    params:
-        dataset=DATASET,
-    threads: sized_threads("prepare_dataset")
-    resources:
-        mem_mb=sized_mem_mb("prepare_dataset"),
-        runtime=sized_runtime("prepare_dataset"),
     log:
         str(DATASET_DIR / "prepare_dataset.log"),
     conda:
         "../envs/download.yaml"
+    threads: sized_threads("prepare_dataset")
+    resources:
+        mem_mb=sized_mem_mb("prepare_dataset"),
+        runtime=sized_runtime("prepare_dataset"),
+    params:
+        dataset=DATASET,
     script:
         "../scripts/prepare_dataset.py"

@@ -5,15 +5,15 @@ rule markers:
         matrices=out("intermediate", "preprocessed.h5ad"),
     output:
         report(out("tables", "markers.tsv"), caption="../report/markers.rst", category="Clusters"),
-    params:
-        config=stage_config("markers", config),
-    threads: sized_threads("markers")
-    resources:
-        mem_mb=sized_mem_mb("markers"),
-        runtime=sized_runtime("markers"),
     log:
         out("logs", "markers.log"),
     conda:
         "../envs/analysis.yaml"
+    threads: sized_threads("markers")
+    resources:
+        mem_mb=sized_mem_mb("markers"),
+        runtime=sized_runtime("markers"),
+    params:
+        config=stage_config("markers", config),
     script:
         "../scripts/markers.py"

@@ -4,16 +4,16 @@ rule plot_umap:
         out("annotated.h5ad"),
     output:
         report(out("figures", "umap_{key}.png"), caption="../report/umap.rst", category="Atlas", subcategory="UMAP"),
+    log:
+        out("logs", "plots", "umap_{key}.log"),
     wildcard_constraints:
         key="compartment|cell_type|cell_type_confidence|sample|leiden",
+    conda:
+        "../envs/figures.yaml"
     threads: sized_threads("plot_umap")
     resources:
         mem_mb=sized_mem_mb("plot_umap"),
         runtime=sized_runtime("plot_umap"),
-    log:
-        out("logs", "plots", "umap_{key}.log"),
-    conda:
-        "../envs/figures.yaml"
     script:
         "../scripts/plot_umap.py"
 
@@ -24,16 +24,16 @@ rule plot_markers:
         out("annotated.h5ad"),
     output:
         report(out("figures", "marker_dotplot.png"), caption="../report/marker_dotplot.rst", category="Atlas"),
-    params:
-        markers=config["annotation"]["markers"],
-    threads: sized_threads("plot_markers")
-    resources:
-        mem_mb=sized_mem_mb("plot_markers"),
-        runtime=sized_runtime("plot_markers"),
     log:
         out("logs", "plots", "marker_dotplot.log"),
     conda:
         "../envs/figures.yaml"
+    threads: sized_threads("plot_markers")
+    resources:
+        mem_mb=sized_mem_mb("plot_markers"),
+        runtime=sized_runtime("plot_markers"),
+    params:
+        markers=config["annotation"]["markers"],
     script:
         "../scripts/plot_markers.py"
 
@@ -43,17 +43,19 @@ rule plot_composition:
     input:
         out("tables", "composition.tsv"),
     output:
-        report(out("figures", "composition_{level}.png"), caption="../report/composition_bars.rst", category="Composition"),
+        report(
+            out("figures", "composition_{level}.png"), caption="../report/composition_bars.rst", category="Composition"
+        ),
+    log:
+        out("logs", "plots", "composition_{level}.log"),
     wildcard_constraints:
         level="cell_type|compartment",
+    conda:
+        "../envs/figures.yaml"
     threads: sized_threads("plot_composition")
     resources:
         mem_mb=sized_mem_mb("plot_composition"),
         runtime=sized_runtime("plot_composition"),
-    log:
-        out("logs", "plots", "composition_{level}.log"),
-    conda:
-        "../envs/figures.yaml"
     script:
         "../scripts/plot_composition.py"
 
@@ -64,15 +66,15 @@ rule plot_composition_time:
         out("tables", "composition.tsv"),
     output:
         report(out("figures", "composition_time.png"), caption="../report/composition_time.rst", category="Composition"),
-    params:
-        config=stage_config("composition", config),
-    threads: sized_threads("plot_composition_time")
-    resources:
-        mem_mb=sized_mem_mb("plot_composition_time"),
-        runtime=sized_runtime("plot_composition_time"),
     log:
         out("logs", "plots", "composition_time.log"),
     conda:
         "../envs/figures.yaml"
+    threads: sized_threads("plot_composition_time")
+    resources:
+        mem_mb=sized_mem_mb("plot_composition_time"),
+        runtime=sized_runtime("plot_composition_time"),
+    params:
+        config=stage_config("composition", config),
     script:
         "../scripts/plot_composition_time.py"

@@ -4,15 +4,15 @@ rule preprocess:
         per_sample("singlets.h5ad"),
     output:
         temp(out("intermediate", "preprocessed.h5ad")),
-    params:
-        config=stage_config("preprocess", config),
-    threads: sized_threads("preprocess")
-    resources:
-        mem_mb=sized_mem_mb("preprocess"),
-        runtime=sized_runtime("preprocess"),
     log:
         out("logs", "preprocess.log"),
     conda:
         "../envs/analysis.yaml"
+    threads: sized_threads("preprocess")
+    resources:
+        mem_mb=sized_mem_mb("preprocess"),
+        runtime=sized_runtime("preprocess"),
+    params:
+        config=stage_config("preprocess", config),
     script:
         "../scripts/preprocess.py"

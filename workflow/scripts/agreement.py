@@ -6,8 +6,9 @@ from milkcells.storage import save_figure, write_table
 
 log = setup_rule(snakemake)
 adata = ad.read_h5ad(snakemake.input[0])
-summary, per_label, confusion = agreement.label_agreement(adata, author_key=snakemake.params.author_key,
-                                                          markers=snakemake.params.markers)
+summary, per_label, confusion = agreement.label_agreement(
+    adata, author_key=snakemake.params.author_key, markers=snakemake.params.markers
+)
 log.info("agreement with %s: %s", snakemake.params.author_key, summary)
 lead = ["author_label", "recall", "precision", "f1"]
 per_label = per_label[lead + [c for c in per_label.columns if c not in lead]]
@@ -17,6 +18,11 @@ for k, v in summary.items():
         per_label[f"total_{k}"] = "; ".join(map(str, v)) if isinstance(v, list) else v
 per_label["adjusted_rand_index"] = summary["adjusted_rand_index"]
 write_table(per_label, snakemake.output.table)
-save_figure(plots.confusion_heatmap(confusion, title=f"{snakemake.params.author_key} vs milkcells "
-                                    f"(macro-F1 {summary['macro_f1']:.2f}, recall {summary['macro_recall']:.2f})"),
-            snakemake.output.figure)
+save_figure(
+    plots.confusion_heatmap(
+        confusion,
+        title=f"{snakemake.params.author_key} vs milkcells "
+        f"(macro-F1 {summary['macro_f1']:.2f}, recall {summary['macro_recall']:.2f})",
+    ),
+    snakemake.output.figure,
+)

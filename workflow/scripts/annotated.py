@@ -14,7 +14,12 @@ umap = read_h5ad_part(snakemake.input.umap, X=False, layers=(), obsp=False, varm
 if not np.array_equal(umap.obs_names, atlas.obs_names):
     raise ValueError(f"{snakemake.input.umap} does not hold the cells of {snakemake.input.adata} in its order")
 atlas.uns["umap"] = umap.uns["umap"]
-elements = {"obs": atlas.obs, "var": atlas.var, "uns": atlas.uns, "obsm/X_umap": umap.obsm["X_umap"],
-            "layers/ambient_corrected": Stored(snakemake.input.adata, "layers/ambient_corrected")}
+elements = {
+    "obs": atlas.obs,
+    "var": atlas.var,
+    "uns": atlas.uns,
+    "obsm/X_umap": umap.obsm["X_umap"],
+    "layers/ambient_corrected": Stored(snakemake.input.adata, "layers/ambient_corrected"),
+}
 elements |= {f"obsm/{k}": v for k, v in atlas.obsm.items()} | {f"obsp/{k}": v for k, v in atlas.obsp.items()}
 write_h5ad_from(snakemake.input.matrices, snakemake.output[0], elements)

@@ -9,6 +9,7 @@ setup_rule(snakemake)
 # the graph and the embedding it was built from: no matrix is read
 adata = read_h5ad_part(snakemake.input[0], X=False, layers=(), varm=False)
 recipe.embed(adata, config=snakemake.params.config)
-result = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names), obsm={"X_umap": adata.obsm["X_umap"]},
-                    uns={"umap": adata.uns["umap"]})
+result = ad.AnnData(
+    obs=pd.DataFrame(index=adata.obs_names), obsm={"X_umap": adata.obsm["X_umap"]}, uns={"umap": adata.uns["umap"]}
+)
 write_h5ad(result, snakemake.output[0])

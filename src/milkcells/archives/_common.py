@@ -22,9 +22,9 @@ import pandas as pd
 
 from .. import download
 from .._utils import InputError
-from ..storage import write_h5ad, write_table
 from ..genes import flag_genes
 from ..manifest import write_manifest
+from ..storage import write_h5ad, write_table
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def mirror_dir(url: str, base_url: str, mirror: str | os.PathLike | None) -> Pat
     base = base_url.rstrip("/") + "/"
     if not url.startswith(base):
         return None
-    rel = Path(url[len(base):])
+    rel = Path(url[len(base) :])
     return Path(mirror) / rel.parent
 
 
@@ -117,20 +117,24 @@ def split_samples(adata: ad.AnnData, out_dir: Path, *, source: str) -> pd.DataFr
         write_h5ad(part, path)
         first = part.obs.iloc[0]
         own = str(first.get("source", ""))
-        rows.append({
-            "sample": str(sample),
-            "path": str(path),
-            "donor": str(first.get("donor", sample)),
-            "batch": str(first.get("batch", sample)),
-            "source": own if own in ("milk", "tissue") else source,
-            "days_postpartum": float(first.get("days_postpartum", float("nan"))),
-        })
+        rows.append(
+            {
+                "sample": str(sample),
+                "path": str(path),
+                "donor": str(first.get("donor", sample)),
+                "batch": str(first.get("batch", sample)),
+                "source": own if own in ("milk", "tissue") else source,
+                "days_postpartum": float(first.get("days_postpartum", float("nan"))),
+            }
+        )
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
 def counts_anndata(X, obs: pd.DataFrame, symbols, gene_ids, *, file) -> ad.AnnData:
-    """AnnData of raw counts with unique gene symbols (duplicates made unique, as :mod:`milkcells.io` does),
-    ``var["gene_ids"]``, ``var["mt"]`` and ``var["ribo"]`` (:func:`milkcells.genes.flag_genes`)."""
+    """AnnData of raw counts with unique gene symbols (duplicates made unique, as :mod:`milkcells.io` does).
+
+    With ``var["gene_ids"]``, ``var["mt"]`` and ``var["ribo"]`` (:func:`milkcells.genes.flag_genes`).
+    """
     index = pd.Index(symbols)
     var = pd.DataFrame({"gene_ids": gene_ids}, index=index)
     with warnings.catch_warnings():

@@ -136,8 +136,9 @@ def read_sdrf(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError("SDRF file not found", file=path,
-                         expected="a tab-separated MAGE-TAB SDRF (<accession>.sdrf.txt)")
+        raise InputError(
+            "SDRF file not found", file=path, expected="a tab-separated MAGE-TAB SDRF (<accession>.sdrf.txt)"
+        )
     rows: list[tuple[int, list[str]]] = []
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -147,11 +148,13 @@ def read_sdrf(path: str | os.PathLike) -> pd.DataFrame:
                     continue
                 rows.append((line_no, cells))
     except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=path,
-                         expected="a UTF-8 encoded SDRF") from None
+        raise InputError(
+            f"not UTF-8 text ({e.reason} at byte {e.start})", file=path, expected="a UTF-8 encoded SDRF"
+        ) from None
     except csv.Error as e:
-        raise InputError(f"cannot parse as tab-separated text: {e}", file=path,
-                         expected="a tab-separated SDRF") from None
+        raise InputError(
+            f"cannot parse as tab-separated text: {e}", file=path, expected="a tab-separated SDRF"
+        ) from None
     if not rows:
         raise InputError("SDRF is empty", file=path, expected="a header row and one row per assay")
     _, header = rows[0]
@@ -160,7 +163,8 @@ def read_sdrf(path: str | os.PathLike) -> pd.DataFrame:
     if "sourcename" not in {_norm_header(h) for h in header}:
         raise InputError(
             f"no 'Source Name' column; header starts {header[:4]}",
-            file=path, field="Source Name",
+            file=path,
+            field="Source Name",
             expected="a MAGE-TAB SDRF whose first header is 'Source Name'",
         )
     width = len(header)
@@ -171,14 +175,16 @@ def read_sdrf(path: str | os.PathLike) -> pd.DataFrame:
             if any(extra):
                 raise InputError(
                     f"line {line_no} has {len(cells)} cells but the header {width}",
-                    file=path, expected="every row as wide as the header",
+                    file=path,
+                    expected="every row as wide as the header",
                 )
             cells = cells[:width]
         data.append(cells + [""] * (width - len(cells)))
         index.append(line_no)
     if not data:
-        raise InputError("SDRF lists no samples (header only)", file=path,
-                         expected="one row per assay under the header")
+        raise InputError(
+            "SDRF lists no samples (header only)", file=path, expected="one row per assay under the header"
+        )
     df = pd.DataFrame(data, columns=header, index=pd.Index(index, name="line"), dtype=object)
     df.attrs["sdrf_file"] = str(path)
     log.debug("read SDRF %s: %d rows x %d columns", path, len(df), width)
@@ -337,12 +343,9 @@ def sdrf_samples(
 
     src_col = first("sourcename")
     if src_col is None:
-        raise InputError("no 'Source Name' column", file=file, field="Source Name",
-                         expected="a MAGE-TAB SDRF")
-    donor_col = first("characteristics[individual]", "characteristics[donor]",
-                      "characteristics[donorid]")
-    part_col = first("characteristics[organismpart]", "factorvalue[organismpart]",
-                     "characteristics[tissue]")
+        raise InputError("no 'Source Name' column", file=file, field="Source Name", expected="a MAGE-TAB SDRF")
+    donor_col = first("characteristics[individual]", "characteristics[donor]", "characteristics[donorid]")
+    part_col = first("characteristics[organismpart]", "factorvalue[organismpart]", "characteristics[tissue]")
     chem_col = first("comment[libraryconstruction]")
     days_col = next((i for i, k in enumerate(keys) if _DAYS_FIELD.match(k)), None)
     days_unit_col = None
@@ -354,9 +357,11 @@ def sdrf_samples(
     for n, fc in enumerate(file_cols):
         stop = file_cols[n + 1] if n + 1 < len(file_cols) else len(keys)
         url_col = next(
-            (j for j in range(fc + 1, stop)
-             if keys[j].startswith("comment[derived")
-             and any(t in keys[j] for t in ("ftp", "url", "uri"))),
+            (
+                j
+                for j in range(fc + 1, stop)
+                if keys[j].startswith("comment[derived") and any(t in keys[j] for t in ("ftp", "url", "uri"))
+            ),
             None,
         )
         pairs.append((fc, url_col))
@@ -367,8 +372,7 @@ def sdrf_samples(
     for r in range(len(values)):
         name = str(values[r, src_col]).strip()
         if not name:
-            raise InputError(f"empty Source Name on line {lines[r]}", file=file,
-                             field=headers[src_col])
+            raise InputError(f"empty Source Name on line {lines[r]}", file=file, field=headers[src_col])
         groups.setdefault(name, []).append(r)
 
     def one_value(name: str, rows: list[int], col: int | None) -> str:
@@ -378,7 +382,9 @@ def sdrf_samples(
         if len(found) > 1:
             raise InputError(
                 f"rows disagree: {found} on lines {[lines[r] for r in rows]}",
-                file=file, sample=name, field=headers[col],
+                file=file,
+                sample=name,
+                field=headers[col],
                 expected="one value per sample across its rows",
             )
         return found[0] if found else ""
@@ -388,14 +394,23 @@ def sdrf_samples(
     for name, rows in groups.items():
         sample = safe_sample_name(name)
         if not sample or not SAMPLE_NAME.match(sample):
-            raise InputError(f"cannot make a sample name from {name!r}", file=file, sample=name,
-                             field=headers[src_col], expected="letters, digits, '.', '_' or '-'")
+            raise InputError(
+                f"cannot make a sample name from {name!r}",
+                file=file,
+                sample=name,
+                field=headers[src_col],
+                expected="letters, digits, '.', '_' or '-'",
+            )
         if sample != name:
             log.info("%s: sample %r renamed %r (milkcells sample-name rules)", file, name, sample)
         if sample in used:
-            raise InputError(f"Source Names {used[sample]!r} and {name!r} both become {sample!r}",
-                             file=file, sample=name, field=headers[src_col],
-                             expected="distinct names")
+            raise InputError(
+                f"Source Names {used[sample]!r} and {name!r} both become {sample!r}",
+                file=file,
+                sample=name,
+                field=headers[src_col],
+                expected="distinct names",
+            )
         used[sample] = name
         donor = one_value(name, rows, donor_col) or sample
         part = one_value(name, rows, part_col)
@@ -404,9 +419,9 @@ def sdrf_samples(
         if source is None:
             raise InputError(
                 f"cannot tell milk from tissue (organism part {part!r})",
-                file=file, sample=name,
-                field=headers[part_col] if part_col is not None
-                else "Characteristics[organism part]",
+                file=file,
+                sample=name,
+                field=headers[part_col] if part_col is not None else "Characteristics[organism part]",
                 expected="an organism part mentioning milk, breast or mammary, or a sample "
                 "name starting with LMC (milk) or NMC (tissue)",
             )
@@ -419,12 +434,19 @@ def sdrf_samples(
             except ValueError:
                 raise InputError(
                     f"postpartum time {raw!r}{' ' + unit if unit else ''} is not a number of days",
-                    file=file, sample=name, field=headers[days_col],
+                    file=file,
+                    sample=name,
+                    field=headers[days_col],
                     expected="a number (days, or with a day/week/month unit), or empty",
                 ) from None
             if days < 0:
-                raise InputError(f"negative postpartum time {raw!r}", file=file, sample=name,
-                                 field=headers[days_col], expected="days >= 0")
+                raise InputError(
+                    f"negative postpartum time {raw!r}",
+                    file=file,
+                    sample=name,
+                    field=headers[days_col],
+                    expected="days >= 0",
+                )
         files: dict[str, dict] = {}
         for fc, uc in pairs:
             for r in rows:
@@ -438,18 +460,20 @@ def sdrf_samples(
                 files[fname] = {"name": fname, "url": resolved, "url_origin": origin}
         if not files:
             log.warning("%s: sample %r lists no processed data file", file, name)
-        records.append({
-            "sample": sample,
-            "source_name": name,
-            "donor": donor,
-            "source": source,
-            "organism_part": part,
-            "batch": acc,
-            "accession": acc,
-            "chemistry": one_value(name, rows, chem_col),
-            "days_postpartum": days,
-            "files": list(files.values()),
-        })
+        records.append(
+            {
+                "sample": sample,
+                "source_name": name,
+                "donor": donor,
+                "source": source,
+                "organism_part": part,
+                "batch": acc,
+                "accession": acc,
+                "chemistry": one_value(name, rows, chem_col),
+                "days_postpartum": days,
+                "files": list(files.values()),
+            }
+        )
     out = pd.DataFrame.from_records(records)
     n_tissue = int((out["source"] == "tissue").sum())
     if not include_tissue:
@@ -458,11 +482,18 @@ def sdrf_samples(
         raise InputError(
             f"no {'' if include_tissue else 'milk '}sample left ({n_tissue} tissue sample(s) "
             f"{'kept' if include_tissue else 'skipped'})",
-            file=file, field="source",
+            file=file,
+            field="source",
             expected="milk samples (pass include_tissue=True to keep breast tissue)",
         )
-    log.info("%s (%s): %d sample(s) kept, %d tissue sample(s) %s", file, acc, len(out), n_tissue,
-             "kept" if include_tissue else "skipped")
+    log.info(
+        "%s (%s): %d sample(s) kept, %d tissue sample(s) %s",
+        file,
+        acc,
+        len(out),
+        n_tissue,
+        "kept" if include_tissue else "skipped",
+    )
     out = out.reset_index(drop=True)
     out["days_postpartum"] = out["days_postpartum"].astype(float)
     return out.set_index("sample", drop=False).rename_axis(None)

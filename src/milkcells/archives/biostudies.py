@@ -109,16 +109,18 @@ def prepare(
     sheet = sample_sheet_from_sdrf(samples, raw, skip_unusable=True)
     plan = sdrf_downloads(samples, raw, skip_unusable=True)
     for _, row in plan.iterrows():
-        records.append(fetch(row["url"], Path(row["dest"]), base_url=base_url, mirror=mirror,
-                             retries=retries, backoff=backoff))
+        records.append(
+            fetch(row["url"], Path(row["dest"]), base_url=base_url, mirror=mirror, retries=retries, backoff=backoff)
+        )
     for sample, files in plan.groupby("sample"):
         roles = dict(zip(files["role"], files["dest"], strict=True))
         if {"matrix", "features", "barcodes"} <= set(roles):
             try:
                 check_10x_triplet(roles["matrix"], roles["features"], roles["barcodes"])
             except InputError as e:
-                raise InputError(str(e), sample=str(sample), field="files",
-                                 expected="a consistent 10x matrix/features/barcodes set") from None
+                raise InputError(
+                    str(e), sample=str(sample), field="files", expected="a consistent 10x matrix/features/barcodes set"
+                ) from None
     return finish(sheet, records, out_dir)
 
 
@@ -130,13 +132,10 @@ def local_inputs(config: Mapping) -> list[str]:
 # --------------------------------------------------------------------------- sample sheet
 
 
-def _plan(
-    samples: pd.DataFrame, download_dir, skip_unusable: bool
-) -> list[tuple[pd.Series, dict, Path]]:
+def _plan(samples: pd.DataFrame, download_dir, skip_unusable: bool) -> list[tuple[pd.Series, dict, Path]]:
     for col in ("sample", "files"):
         if col not in samples.columns:
-            raise InputError(f"missing column {col!r}", field=col,
-                             expected="the table returned by sdrf_samples()")
+            raise InputError(f"missing column {col!r}", field=col, expected="the table returned by sdrf_samples()")
     if samples.empty:
         raise InputError("no sample given", field="sample", expected="at least one sample")
     root = Path(download_dir)
@@ -145,17 +144,21 @@ def _plan(
         sample = str(row["sample"])
         files = row["files"]
         if isinstance(files, (str, bytes, Mapping)) or not isinstance(files, Iterable):
-            raise InputError(f"files is {files!r}", sample=sample, field="files",
-                             expected="a list of file names or {'name', 'url'} dicts")
+            raise InputError(
+                f"files is {files!r}",
+                sample=sample,
+                field="files",
+                expected="a list of file names or {'name', 'url'} dicts",
+            )
         try:
             cls = classify_10x_files(files, sample=sample)
             if cls["format"] == "molecule_info":
                 raise InputError(
                     f"only a molecule_info.h5 ({cls['molecule_info']}): per-molecule data, "
                     "not a count matrix that milkcells can read",
-                    sample=sample, field="files",
-                    expected="a 10x MTX set or feature-barcode .h5 "
-                    "(build one with Cell Ranger first)",
+                    sample=sample,
+                    field="files",
+                    expected="a 10x MTX set or feature-barcode .h5 (build one with Cell Ranger first)",
                 )
         except InputError as e:
             if not skip_unusable:
@@ -164,8 +167,9 @@ def _plan(
             continue
         plan.append((row, cls, root / sample))
     if not plan:
-        raise InputError("no sample has usable 10x files", field="files",
-                         expected="a 10x MTX set or feature-barcode .h5 per sample")
+        raise InputError(
+            "no sample has usable 10x files", field="files", expected="a 10x MTX set or feature-barcode .h5 per sample"
+        )
     return plan
 
 
@@ -214,18 +218,21 @@ def sample_sheet_from_sdrf(
         path = folder if cls["format"] == "mtx" else folder / cls["h5"]
         sample = str(row["sample"])
         days = row.get("days_postpartum", np.nan)
-        rows.append({
-            "sample": sample,
-            "path": str(path),
-            "donor": _text(row, "donor") or sample,
-            "batch": _text(row, "batch") or _text(row, "accession") or sample,
-            "source": _text(row, "source") or "milk",
-            "days_postpartum": np.nan if is_missing(days) else float(days),
-            "chemistry": _text(row, "chemistry"),
-            "accession": _text(row, "accession"),
-        })
-    return pd.DataFrame(rows, columns=["sample", "path", "donor", "batch", "source",
-                                       "days_postpartum", "chemistry", "accession"])
+        rows.append(
+            {
+                "sample": sample,
+                "path": str(path),
+                "donor": _text(row, "donor") or sample,
+                "batch": _text(row, "batch") or _text(row, "accession") or sample,
+                "source": _text(row, "source") or "milk",
+                "days_postpartum": np.nan if is_missing(days) else float(days),
+                "chemistry": _text(row, "chemistry"),
+                "accession": _text(row, "accession"),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["sample", "path", "donor", "batch", "source", "days_postpartum", "chemistry", "accession"]
+    )
 
 
 def sdrf_downloads(
@@ -257,6 +264,13 @@ def sdrf_downloads(
         for role in ("matrix", "features", "barcodes", "h5"):
             if role in cls:
                 name = cls[role]
-                out.append({"sample": row["sample"], "role": role, "name": name,
-                            "url": urls.get(name, ""), "dest": str(folder / name)})
+                out.append(
+                    {
+                        "sample": row["sample"],
+                        "role": role,
+                        "name": name,
+                        "url": urls.get(name, ""),
+                        "dest": str(folder / name),
+                    }
+                )
     return pd.DataFrame(out, columns=["sample", "role", "name", "url", "dest"])

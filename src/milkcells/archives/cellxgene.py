@@ -89,8 +89,7 @@ def prepare(
     h5ad_url = cellxgene_h5ad_url(json.loads(meta_path.read_text()), dataset_id=dataset_id)
     h5ad_path = out_dir / "raw" / f"{dataset_id}.h5ad"
     records.append(fetch(h5ad_url, h5ad_path, base_url=api_url, mirror=mirror, retries=retries, backoff=backoff))
-    adata = read_cellxgene(h5ad_path, obs_filter=obs_filter, label_column=label_column,
-                                   sample_column=sample_column)
+    adata = read_cellxgene(h5ad_path, obs_filter=obs_filter, label_column=label_column, sample_column=sample_column)
     sheet = split_samples(adata, out_dir, source="milk")
     return finish(sheet, records, out_dir)
 
@@ -108,12 +107,15 @@ def _check_uuid(value: str, field: str) -> str:
     try:
         uuid.UUID(text)
     except ValueError:
-        raise InputError(f"{field} {value!r} is not a UUID", field=field,
-                         expected="a CELLxGENE id such as "
-                         "'fedcba98-7654-3210-fedc-ba9876543210'") from None
+        raise InputError(
+            f"{field} {value!r} is not a UUID",
+            field=field,
+            expected="a CELLxGENE id such as 'fedcba98-7654-3210-fedc-ba9876543210'",
+        ) from None
     if len(text) != 36:
-        raise InputError(f"{field} {value!r} is not a hyphenated UUID", field=field,
-                         expected="8-4-4-4-12 hexadecimal digits")
+        raise InputError(
+            f"{field} {value!r} is not a hyphenated UUID", field=field, expected="8-4-4-4-12 hexadecimal digits"
+        )
     return text
 
 
@@ -194,38 +196,48 @@ def cellxgene_h5ad_url(metadata, *, dataset_id: str | None = None) -> str:
             candidates = list(metadata.get("datasets") or metadata.get("dataset_versions") or [])
         else:
             raise InputError(
-                "no 'assets', 'datasets' or 'dataset_versions' key "
-                f"(keys: {sorted(metadata)[:10]})",
-                field="metadata", expected="a CELLxGENE curation-API dataset or collection",
+                f"no 'assets', 'datasets' or 'dataset_versions' key (keys: {sorted(metadata)[:10]})",
+                field="metadata",
+                expected="a CELLxGENE curation-API dataset or collection",
             )
     elif isinstance(metadata, Sequence) and not isinstance(metadata, (str, bytes)):
         candidates = list(metadata)
     else:
-        raise InputError(f"metadata of type {type(metadata).__name__}", field="metadata",
-                         expected="the parsed JSON (dict or list) of the curation API")
+        raise InputError(
+            f"metadata of type {type(metadata).__name__}",
+            field="metadata",
+            expected="the parsed JSON (dict or list) of the curation API",
+        )
     candidates = [c for c in candidates if isinstance(c, Mapping)]
     if dataset_id is not None:
         did = _check_uuid(dataset_id, "dataset_id")
         ids = [str(c.get("dataset_id", "")).lower() for c in candidates]
         candidates = [c for c, i in zip(candidates, ids, strict=True) if i == did]
         if not candidates:
-            raise InputError(f"no dataset {did} in the document (ids: {sorted(set(ids))[:10]})",
-                             field="dataset_id", expected="a dataset_id listed in the document")
+            raise InputError(
+                f"no dataset {did} in the document (ids: {sorted(set(ids))[:10]})",
+                field="dataset_id",
+                expected="a dataset_id listed in the document",
+            )
     if not candidates:
-        raise InputError("the document lists no dataset", field="metadata",
-                         expected="at least one dataset with assets")
+        raise InputError("the document lists no dataset", field="metadata", expected="at least one dataset with assets")
     distinct = {str(c.get("dataset_id", "")) for c in candidates}
     if len(distinct) > 1:
-        raise InputError(f"{len(distinct)} datasets in the document", field="dataset_id",
-                         expected="dataset_id= naming one of them")
+        raise InputError(
+            f"{len(distinct)} datasets in the document", field="dataset_id", expected="dataset_id= naming one of them"
+        )
     chosen = candidates[0]  # versions are listed newest first
-    assets = [a for a in chosen.get("assets") or []
-              if isinstance(a, Mapping) and str(a.get("filetype", "")).upper() == "H5AD"]
+    assets = [
+        a for a in chosen.get("assets") or [] if isinstance(a, Mapping) and str(a.get("filetype", "")).upper() == "H5AD"
+    ]
     urls = [str(a["url"]) for a in assets if a.get("url")]
     if not urls:
         kinds = [a.get("filetype") for a in chosen.get("assets") or [] if isinstance(a, Mapping)]
-        raise InputError(f"no H5AD asset with a URL (asset types: {kinds})",
-                         field="assets", expected="an asset with filetype 'H5AD' and a url")
+        raise InputError(
+            f"no H5AD asset with a URL (asset types: {kinds})",
+            field="assets",
+            expected="an asset with filetype 'H5AD' and a url",
+        )
     if len(set(urls)) > 1:
         log.info("several H5AD assets; using the first: %s", urls[0])
     return urls[0]
@@ -242,29 +254,40 @@ def _obs_mask(obs: pd.DataFrame, obs_filter, file) -> np.ndarray:
     if not obs_filter:
         return mask
     if not isinstance(obs_filter, Mapping):
-        raise InputError(f"obs_filter of type {type(obs_filter).__name__}", file=file,
-                         field="obs_filter", expected="a dict {column: value or [values]}")
+        raise InputError(
+            f"obs_filter of type {type(obs_filter).__name__}",
+            file=file,
+            field="obs_filter",
+            expected="a dict {column: value or [values]}",
+        )
     for col, wanted in obs_filter.items():
         if col not in obs.columns:
             raise InputError(
                 f"obs_filter names an unknown column {col!r}; columns: {list(obs.columns)}",
-                file=file, field=str(col), expected="an obs column of the h5ad",
+                file=file,
+                field=str(col),
+                expected="an obs column of the h5ad",
             )
         wanted = _as_text_list(wanted)
         if not wanted:
-            raise InputError("empty list of values", file=file, field=str(col),
-                             expected="at least one value")
+            raise InputError("empty list of values", file=file, field=str(col), expected="at least one value")
         present = obs[col].astype(str)
         hit = present.isin(wanted).to_numpy()
         if not hit.any():
             values = sorted(present.unique())[:20]
-            raise InputError(f"no cell has {col} in {wanted}; values present: {values}",
-                             file=file, field=str(col), expected="a value present in the column")
+            raise InputError(
+                f"no cell has {col} in {wanted}; values present: {values}",
+                file=file,
+                field=str(col),
+                expected="a value present in the column",
+            )
         mask &= hit
     if not mask.any():
         raise InputError(
             f"obs_filter {dict(obs_filter)!r} selects no cell (each condition alone does)",
-            file=file, field="obs_filter", expected="conditions that hold together",
+            file=file,
+            field="obs_filter",
+            expected="conditions that hold together",
         )
     return mask
 
@@ -331,11 +354,18 @@ def read_cellxgene(
         raise InputError(f"cannot read h5ad: {e}", file=path, expected="a CELLxGENE .h5ad") from e
     try:
         obs = backed.obs.copy()
-        for col, what in ((label_column, "label_column"), (donor_column, "donor_column"),
-                          (sample_column, "sample_column")):
+        for col, what in (
+            (label_column, "label_column"),
+            (donor_column, "donor_column"),
+            (sample_column, "sample_column"),
+        ):
             if col is not None and col not in obs.columns:
-                raise InputError(f"no obs column {col!r} ({what}); columns: {list(obs.columns)}",
-                                 file=path, field=col, expected=f"the obs column given as {what}")
+                raise InputError(
+                    f"no obs column {col!r} ({what}); columns: {list(obs.columns)}",
+                    file=path,
+                    field=col,
+                    expected=f"the obs column given as {what}",
+                )
         mask = _obs_mask(obs, obs_filter, path)
         idx = np.flatnonzero(mask)
         if backed.raw is not None:
@@ -350,8 +380,12 @@ def read_cellxgene(
     X = sp.csr_matrix(X, dtype=np.float32)
     check_integer_counts(X, file=path, field=where)
     if "feature_name" not in var.columns or var["feature_name"].isna().any():
-        raise InputError("no complete var['feature_name'] (gene symbols)", file=path,
-                         field="feature_name", expected="a CELLxGENE-schema h5ad")
+        raise InputError(
+            "no complete var['feature_name'] (gene symbols)",
+            file=path,
+            field="feature_name",
+            expected="a CELLxGENE-schema h5ad",
+        )
     keep = np.ones(var.shape[0], dtype=bool)
     if "feature_biotype" in var.columns:
         keep = (var["feature_biotype"].astype(str) == "gene").to_numpy()
@@ -371,20 +405,32 @@ def read_cellxgene(
     obs["sample"] = pd.Categorical(sample.astype(str).to_numpy())
     obs["batch"] = obs["sample"]
     if "tissue" in obs.columns:
-        obs["source"] = pd.Categorical(
-            ["milk" if "milk" in str(t).lower() else "tissue" for t in obs["tissue"]]
-        )
+        obs["source"] = pd.Categorical(["milk" if "milk" in str(t).lower() else "tissue" for t in obs["tissue"]])
     if "days_postpartum" not in obs.columns:
         obs["days_postpartum"] = np.nan
     obs["barcode"] = obs.index.astype(str).to_numpy()
     obs.index = obs.index.astype(str)
 
     adata = counts_anndata(X, obs, symbols, gene_ids, file=path)
-    record_params(adata, "ingest", {
-        "reader": "read_cellxgene", "path": str(path), "counts_from": where,
-        "obs_filter": {str(k): _as_text_list(v) for k, v in (obs_filter or {}).items()} or None,
-        "label_column": label_column, "donor_column": donor_column, "sample_column": sample_column,
-    })
-    log.info("read CELLxGENE h5ad %s: %d of %d cells x %d genes (counts from %s)", path,
-             adata.n_obs, len(mask), adata.n_vars, where)
+    record_params(
+        adata,
+        "ingest",
+        {
+            "reader": "read_cellxgene",
+            "path": str(path),
+            "counts_from": where,
+            "obs_filter": {str(k): _as_text_list(v) for k, v in (obs_filter or {}).items()} or None,
+            "label_column": label_column,
+            "donor_column": donor_column,
+            "sample_column": sample_column,
+        },
+    )
+    log.info(
+        "read CELLxGENE h5ad %s: %d of %d cells x %d genes (counts from %s)",
+        path,
+        adata.n_obs,
+        len(mask),
+        adata.n_vars,
+        where,
+    )
     return adata

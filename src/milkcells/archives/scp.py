@@ -99,9 +99,11 @@ def _delimiter(line: str) -> str:
 
 
 def _read_scp_metadata(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Portal metadata: header row (``NAME`` first), type row (``TYPE``, then
-    ``group``/``numeric``), one row per cell. Returns (typed table indexed by
-    cell name, {column: type})."""
+    """Read the portal metadata: (typed table indexed by cell name, {column: type}).
+
+    The file holds a header row (``NAME`` first), a type row (``TYPE``, then
+    ``group``/``numeric``) and one row per cell.
+    """
     if not path.is_file():
         raise InputError("metadata file not found", file=path, expected="the portal metadata file")
     try:
@@ -112,44 +114,67 @@ def _read_scp_metadata(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
             header = [h.strip() for h in next(rows, [])]
             types = [t.strip() for t in next(rows, [])]
     except (UnicodeDecodeError, OSError, EOFError) as e:
-        raise InputError(f"cannot read: {e}", file=path,
-                         expected="a UTF-8 text file, gzipped or not") from None
+        raise InputError(f"cannot read: {e}", file=path, expected="a UTF-8 text file, gzipped or not") from None
     sep = _delimiter(first_line)
     if not header or header[0].upper() != "NAME":
-        raise InputError(f"first header cell is {header[:1]}", file=path, field="NAME",
-                         expected="the portal format: a header row starting with NAME")
+        raise InputError(
+            f"first header cell is {header[:1]}",
+            file=path,
+            field="NAME",
+            expected="the portal format: a header row starting with NAME",
+        )
     if not types or types[0].upper() != "TYPE":
         raise InputError(
-            f"second row starts with {types[:1]}", file=path, field="TYPE",
+            f"second row starts with {types[:1]}",
+            file=path,
+            field="TYPE",
             expected="the portal format: a second row 'TYPE' then group/numeric per column",
         )
     if len(types) != len(header):
-        raise InputError(f"{len(header)} column headers but {len(types)} TYPE entries", file=path,
-                         field="TYPE", expected="one type per column")
+        raise InputError(
+            f"{len(header)} column headers but {len(types)} TYPE entries",
+            file=path,
+            field="TYPE",
+            expected="one type per column",
+        )
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
-        raise InputError(f"duplicated column names {dup}", file=path, field=dup[0],
-                         expected="unique names")
+        raise InputError(f"duplicated column names {dup}", file=path, field=dup[0], expected="unique names")
     col_types = {}
     for h, t in zip(header[1:], types[1:], strict=True):
         if t.lower() not in ("group", "numeric"):
-            raise InputError(f"column type {t!r}", file=path, field=h,
-                             expected="'group' or 'numeric'")
+            raise InputError(f"column type {t!r}", file=path, field=h, expected="'group' or 'numeric'")
         col_types[h] = t.lower()
     try:
-        raw = pd.read_csv(path, sep=sep, header=None, skiprows=2, names=header, dtype=str,
-                          keep_default_na=False, compression="gzip" if _is_gzip(path) else None)
+        raw = pd.read_csv(
+            path,
+            sep=sep,
+            header=None,
+            skiprows=2,
+            names=header,
+            dtype=str,
+            keep_default_na=False,
+            compression="gzip" if _is_gzip(path) else None,
+        )
     except (pd.errors.ParserError, ValueError) as e:
         raise InputError(f"cannot parse: {e}", file=path, expected="one row per cell") from None
     names = raw[header[0]].str.strip()
     empty = (names.isna() | (names == "")).to_numpy()
     if empty.any():
-        raise InputError(f"empty cell name on data row {int(np.flatnonzero(empty)[0]) + 1}",
-                         file=path, field="NAME", expected="a name for every cell")
+        raise InputError(
+            f"empty cell name on data row {int(np.flatnonzero(empty)[0]) + 1}",
+            file=path,
+            field="NAME",
+            expected="a name for every cell",
+        )
     dupn = names[names.duplicated()]
     if len(dupn):
-        raise InputError(f"{len(dupn)} duplicated cell names, first {dupn.iloc[0]!r}", file=path,
-                         field="NAME", expected="unique cell names")
+        raise InputError(
+            f"{len(dupn)} duplicated cell names, first {dupn.iloc[0]!r}",
+            file=path,
+            field="NAME",
+            expected="unique cell names",
+        )
     meta = pd.DataFrame(index=pd.Index(names.to_numpy(), name=None))
     for h, t in col_types.items():
         col = raw[h].to_numpy()
@@ -162,7 +187,9 @@ def _read_scp_metadata(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise InputError(
                     f"value {col[i]!r} of cell {names.iloc[i]!r} is not a number",
-                    file=path, field=h, expected="numbers (or NA) in a 'numeric' column",
+                    file=path,
+                    field=h,
+                    expected="numbers (or NA) in a 'numeric' column",
                 )
             meta[h] = num.to_numpy(dtype=float)
         else:
@@ -173,15 +200,13 @@ def _read_scp_metadata(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
 def _read_dense_counts(path: Path, chunk_genes: int) -> tuple[sp.csr_matrix, list[str], list[str]]:
     """Genes x cells text table -> (cells x genes CSR float32, genes, cells), chunk by chunk."""
     if not path.is_file():
-        raise InputError("counts file not found", file=path,
-                         expected="the dense genes x cells count table")
+        raise InputError("counts file not found", file=path, expected="the dense genes x cells count table")
     try:
         with _open_text(path) as fh:
             first_line = fh.readline()
             second_line = fh.readline()
     except (UnicodeDecodeError, OSError, EOFError) as e:
-        raise InputError(f"cannot read: {e}", file=path,
-                         expected="a UTF-8 text table, gzipped or not") from None
+        raise InputError(f"cannot read: {e}", file=path, expected="a UTF-8 text table, gzipped or not") from None
     sep = _delimiter(first_line)
     header = [c.strip() for c in next(csv.reader([first_line], delimiter=sep), [])]
     first_row = next(csv.reader([second_line], delimiter=sep), []) if second_line.strip() else []
@@ -194,22 +219,35 @@ def _read_dense_counts(path: Path, chunk_genes: int) -> tuple[sp.csr_matrix, lis
     else:
         raise InputError(
             f"header has {len(header)} cells but the first gene row {len(first_row)}",
-            file=path, expected="a header of cell names (with or without a first 'GENE' cell)",
+            file=path,
+            expected="a header of cell names (with or without a first 'GENE' cell)",
         )
     if not cells:
         raise InputError("no cell column", file=path, expected="one column per cell")
     seen: set[str] = set()
     dups = [c for c in cells if c in seen or seen.add(c)]
     if dups:
-        raise InputError(f"{len(dups)} duplicated cell names in the header, first {dups[0]!r}",
-                         file=path, field="header", expected="unique cell names")
+        raise InputError(
+            f"{len(dups)} duplicated cell names in the header, first {dups[0]!r}",
+            file=path,
+            field="header",
+            expected="unique cell names",
+        )
     gene_col = "\x00gene"
     dtypes = defaultdict(lambda: np.float32, {gene_col: str})
     blocks, genes = [], []
     try:
         reader = pd.read_csv(
-            path, sep=sep, header=None, skiprows=1, names=[gene_col, *cells], index_col=0,
-            dtype=dtypes, chunksize=chunk_genes, keep_default_na=False, na_values=[""],
+            path,
+            sep=sep,
+            header=None,
+            skiprows=1,
+            names=[gene_col, *cells],
+            index_col=0,
+            dtype=dtypes,
+            chunksize=chunk_genes,
+            keep_default_na=False,
+            na_values=[""],
             compression="gzip" if _is_gzip(path) else None,
         )
         with reader:
@@ -217,24 +255,33 @@ def _read_dense_counts(path: Path, chunk_genes: int) -> tuple[sp.csr_matrix, lis
                 arr = chunk.to_numpy(dtype=np.float32)
                 if not np.all(np.isfinite(arr)):
                     r, c = np.argwhere(~np.isfinite(arr))[0]
-                    raise InputError(f"missing or non-finite value for gene {chunk.index[r]!r}, "
-                                     f"cell {cells[c]!r}", file=path, field="counts",
-                                     expected="a count in every cell")
+                    raise InputError(
+                        f"missing or non-finite value for gene {chunk.index[r]!r}, cell {cells[c]!r}",
+                        file=path,
+                        field="counts",
+                        expected="a count in every cell",
+                    )
                 bad = not_counts(arr)
                 if bad.any():
                     r, c = np.argwhere(bad)[0]
                     raise InputError(
                         f"value {arr[r, c]!r} for gene {chunk.index[r]!r}, cell {cells[c]!r} "
                         "is not a non-negative integer; this looks like normalised data",
-                        file=path, field="counts", expected="raw integer counts",
+                        file=path,
+                        field="counts",
+                        expected="raw integer counts",
                     )
                 blocks.append(sp.csr_matrix(arr))
                 genes.extend(str(g) for g in chunk.index)
     except InputError:
         raise
     except (ValueError, pd.errors.ParserError) as e:
-        raise InputError(f"cannot parse the count table: {e}", file=path, field="counts",
-                         expected="gene names then one integer per cell on every row") from None
+        raise InputError(
+            f"cannot parse the count table: {e}",
+            file=path,
+            field="counts",
+            expected="gene names then one integer per cell on every row",
+        ) from None
     if not genes:
         raise InputError("count table has no gene row", file=path, expected="one row per gene")
     X = sp.vstack(blocks, format="csr").T.tocsr().astype(np.float32)
@@ -320,18 +367,23 @@ def read_scp(
     if source not in ("milk", "tissue"):
         raise InputError(f"source {source!r}", field="source", expected="'milk' or 'tissue'")
     if not 0 <= max_unmatched < 1:
-        raise InputError(f"max_unmatched {max_unmatched!r}", field="max_unmatched",
-                         expected="a fraction in [0, 1)")
+        raise InputError(f"max_unmatched {max_unmatched!r}", field="max_unmatched", expected="a fraction in [0, 1)")
     if int(chunk_genes) < 1:
-        raise InputError(f"chunk_genes {chunk_genes!r}", field="chunk_genes",
-                         expected="a positive integer")
+        raise InputError(f"chunk_genes {chunk_genes!r}", field="chunk_genes", expected="a positive integer")
     meta, col_types = _read_scp_metadata(metadata_path)
-    for col, what in ((label_column, "label_column"), (sample_column, "sample_column"),
-                      (donor_column, "donor_column"), (days_column, "days_column")):
+    for col, what in (
+        (label_column, "label_column"),
+        (sample_column, "sample_column"),
+        (donor_column, "donor_column"),
+        (days_column, "days_column"),
+    ):
         if col is not None and col not in meta.columns:
-            raise InputError(f"no column {col!r} ({what}); columns: {list(meta.columns)}",
-                             file=metadata_path, field=col,
-                             expected=f"the metadata column given as {what}")
+            raise InputError(
+                f"no column {col!r} ({what}); columns: {list(meta.columns)}",
+                file=metadata_path,
+                field=col,
+                expected=f"the metadata column given as {what}",
+            )
     X, genes, cells = _read_dense_counts(counts_path, int(chunk_genes))
 
     cell_index = pd.Index(cells)
@@ -342,21 +394,24 @@ def read_scp(
     n_bad = len(only_counts) + len(only_meta)
     if not in_meta.any():
         raise InputError(
-            f"no cell of the count table is in the metadata "
-            f"(e.g. {cells[:2]} vs {list(meta.index[:2])})",
-            file=metadata_path, field="NAME", expected="the same cell names in both files",
+            f"no cell of the count table is in the metadata (e.g. {cells[:2]} vs {list(meta.index[:2])})",
+            file=metadata_path,
+            field="NAME",
+            expected="the same cell names in both files",
         )
     if n_bad:
-        msg = (f"{len(only_counts)} cell(s) only in the counts (e.g. {list(only_counts[:3])}), "
-               f"{len(only_meta)} only in the metadata (e.g. {list(only_meta[:3])})")
+        msg = (
+            f"{len(only_counts)} cell(s) only in the counts (e.g. {list(only_counts[:3])}), "
+            f"{len(only_meta)} only in the metadata (e.g. {list(only_meta[:3])})"
+        )
         if n_bad / n_union > max_unmatched:
             raise InputError(
                 f"{msg}: {n_bad / n_union:.1%} of {n_union} cells unmatched",
-                file=metadata_path, field="NAME",
+                file=metadata_path,
+                field="NAME",
                 expected=f"the same cells in both files (at most {max_unmatched:.1%} unmatched)",
             )
-        warnings.warn(f"file {str(metadata_path)!r}: {msg}; dropping them", MilkcellsWarning,
-                      stacklevel=2)
+        warnings.warn(f"file {str(metadata_path)!r}: {msg}; dropping them", MilkcellsWarning, stacklevel=2)
         X = X[np.flatnonzero(in_meta)]
         cell_index = cell_index[in_meta]
 
@@ -369,14 +424,15 @@ def read_scp(
     if bad.any():
         raise InputError(
             f"{int(bad.sum())} cell(s) without a sample, first {samples.index[bad][0]!r}",
-            file=metadata_path, field=sample_column, expected="a sample name for every cell",
+            file=metadata_path,
+            field=sample_column,
+            expected="a sample name for every cell",
         )
     if donor_column is not None:
         donors = obs[donor_column].astype(str).str.strip()
         no_donor = donors.str.lower().isin(MISSING)
         if no_donor.any():
-            log.info("%s: %d cell(s) without a donor; using their sample name", metadata_path,
-                     int(no_donor.sum()))
+            log.info("%s: %d cell(s) without a donor; using their sample name", metadata_path, int(no_donor.sum()))
         donors = donors.where(~no_donor, samples)
     else:
         donors = samples
@@ -390,17 +446,25 @@ def read_scp(
             days = pd.to_numeric(text.mask(missing), errors="coerce")
             badd = days.isna() & ~missing
             if badd.any():
-                raise InputError(f"days {text[badd].iloc[0]!r} is not a number", file=metadata_path,
-                                 sample=samples[badd].iloc[0], field=days_column,
-                                 expected="a number of days, or NA")
+                raise InputError(
+                    f"days {text[badd].iloc[0]!r} is not a number",
+                    file=metadata_path,
+                    sample=samples[badd].iloc[0],
+                    field=days_column,
+                    expected="a number of days, or NA",
+                )
         if (days < 0).any():
-            raise InputError("negative days postpartum", file=metadata_path,
-                             sample=samples[days < 0].iloc[0], field=days_column,
-                             expected="days >= 0")
+            raise InputError(
+                "negative days postpartum",
+                file=metadata_path,
+                sample=samples[days < 0].iloc[0],
+                field=days_column,
+                expected="days >= 0",
+            )
     else:
         days = pd.Series(np.nan, index=obs.index)
     barcodes = [
-        c[len(s) + 1:] if c.startswith(s + "_") and len(c) > len(s) + 1 else c
+        c[len(s) + 1 :] if c.startswith(s + "_") and len(c) > len(s) + 1 else c
         for c, s in zip(cell_index, samples, strict=True)
     ]
     obs["sample"] = pd.Categorical(samples.to_numpy())
@@ -413,11 +477,19 @@ def read_scp(
     obs.index = pd.Index([str(c) for c in cell_index])
 
     adata = counts_anndata(X, obs, genes, genes, file=counts_path)
-    record_params(adata, "ingest", {
-        "reader": "read_scp", "counts_path": str(counts_path), "metadata_path": str(metadata_path),
-        "label_column": label_column, "sample_column": sample_column, "donor_column": donor_column,
-        "days_column": days_column, "n_unmatched_dropped": n_bad,
-    })
-    log.info("read SCP export: %d cells x %d genes, %d sample(s)", adata.n_obs, adata.n_vars,
-             obs["sample"].nunique())
+    record_params(
+        adata,
+        "ingest",
+        {
+            "reader": "read_scp",
+            "counts_path": str(counts_path),
+            "metadata_path": str(metadata_path),
+            "label_column": label_column,
+            "sample_column": sample_column,
+            "donor_column": donor_column,
+            "days_column": days_column,
+            "n_unmatched_dropped": n_bad,
+        },
+    )
+    log.info("read SCP export: %d cells x %d genes, %d sample(s)", adata.n_obs, adata.n_vars, obs["sample"].nunique())
     return adata

@@ -67,15 +67,20 @@ def prepare(
     out_dir = Path(out_dir)
     table = pd.read_csv(url_list, sep="\t", dtype=str, keep_default_na=False, comment="#")
     if "sample" not in table.columns:
-        raise InputError("missing column 'sample'", file=url_list, field="sample",
-                         expected="columns url, sample and optionally filename, sha256, md5, size")
+        raise InputError(
+            "missing column 'sample'",
+            file=url_list,
+            field="sample",
+            expected="columns url, sample and optionally filename, sha256, md5, size",
+        )
     items = read_url_list(url_list)
     records, rows = [], []
     for sample, idx in table.groupby("sample", sort=False).indices.items():
         its = [items[i] for i in idx]
         folder = out_dir / "raw" / str(sample)
-        records += download.fetch_all(its, folder, mirror=None if mirror is None else Path(mirror) / str(sample),
-                                      retries=retries, backoff=backoff)
+        records += download.fetch_all(
+            its, folder, mirror=None if mirror is None else Path(mirror) / str(sample), retries=retries, backoff=backoff
+        )
         names = [it["filename"] for it in its]
         if len(names) == 1 and names[0].endswith(".h5ad"):
             path = folder / names[0]
@@ -85,9 +90,16 @@ def prepare(
             if cls["format"] == "molecule_info":
                 raise InputError("molecule_info.h5 is not a count matrix", file=url_list, sample=str(sample))
         first = table.iloc[idx[0]]
-        rows.append({"sample": str(sample), "path": str(path), "donor": first.get("donor", "") or str(sample),
-                     "batch": first.get("batch", "") or str(sample), "source": first.get("source", "") or "milk",
-                     "days_postpartum": pd.to_numeric(first.get("days_postpartum", ""), errors="coerce")})
+        rows.append(
+            {
+                "sample": str(sample),
+                "path": str(path),
+                "donor": first.get("donor", "") or str(sample),
+                "batch": first.get("batch", "") or str(sample),
+                "source": first.get("source", "") or "milk",
+                "days_postpartum": pd.to_numeric(first.get("days_postpartum", ""), errors="coerce"),
+            }
+        )
     return finish(pd.DataFrame(rows, columns=SHEET_COLUMNS), records, out_dir)
 
 
@@ -129,22 +141,29 @@ def read_url_list(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError("URL list not found", file=path, expected="a tab-separated file")
     with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [(n, row) for n, row in enumerate(csv.reader(f, delimiter="\t",
-                                                             quoting=csv.QUOTE_NONE), start=1)
-                if row and any(c.strip() for c in row) and not row[0].startswith("#")]
+        rows = [
+            (n, row)
+            for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1)
+            if row and any(c.strip() for c in row) and not row[0].startswith("#")
+        ]
     if not rows:
-        raise InputError("URL list is empty", file=path,
-                         expected="a header line with a 'url' column")
+        raise InputError("URL list is empty", file=path, expected="a header line with a 'url' column")
     header = [c.strip() for c in rows[0][1]]
     if "url" not in header:
-        raise InputError(f"missing column 'url' (columns: {header})", file=path, field="url",
-                         expected="a header line with the columns url[, filename, sha256, md5, "
-                                  "size]")
+        raise InputError(
+            f"missing column 'url' (columns: {header})",
+            file=path,
+            field="url",
+            expected="a header line with the columns url[, filename, sha256, md5, size]",
+        )
     items = []
     for n, row in rows[1:]:
         if len(row) != len(header):
-            raise InputError(f"line {n} has {len(row)} fields", file=path,
-                             expected=f"{len(header)} tab-separated fields like the header")
+            raise InputError(
+                f"line {n} has {len(row)} fields",
+                file=path,
+                expected=f"{len(header)} tab-separated fields like the header",
+            )
         values = dict(zip(header, (c.strip() for c in row), strict=True))
         if not values["url"]:
             raise InputError(f"empty URL on line {n}", file=path, field="url")
