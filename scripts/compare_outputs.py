@@ -31,7 +31,9 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, *, rtol: float) -> list[str
         x, y = a[col], b[col]
         if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
             xv, yv = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
-            if not np.allclose(xv, yv, rtol=rtol, atol=rtol * np.nanmax(np.abs(xv), initial=0), equal_nan=True):
+            # the column's scale from its finite values (an inf, e.g. an open-ended stage, would allow anything)
+            scale = np.max(np.abs(xv[np.isfinite(xv)]), initial=0)
+            if not np.allclose(xv, yv, rtol=rtol, atol=rtol * scale, equal_nan=True):
                 worst = np.nanmax(np.abs(xv - yv))
                 problems.append(f"{col}: numbers differ (largest difference {worst:.3g})")
         elif not x.astype(str).equals(y.astype(str)):
