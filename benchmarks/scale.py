@@ -40,9 +40,9 @@ From a clean clone::
     .venv/bin/python benchmarks/scale.py --sizes 10000 50000 --workdir /tmp/scale
     .venv/bin/python benchmarks/scale.py --sizes 3000 --no-plain          # a quick check
 
-On 2 cores (README): 110,000 cells 646 s / 7.7 GB against plain scanpy's 596 s / 15.9 GB in the
-same run (7c463a1); 250,000 cells, last measured before that round's changes, 1,281 s / 18.3 GB
-(plain scanpy killed by the OOM killer at 21.8 GB).
+On 2 cores (README), one run at 689466e: 110,000 cells 629 s / 7.8 GB against plain scanpy's
+556 s / 17.1 GB; 250,000 cells 1,424 s / 17.1 GB (plain scanpy killed by the OOM killer at 21.8 GB
+in an earlier round); time exponent 0.93 from 50,000 to 250,000 cells.
 """
 
 from __future__ import annotations
