@@ -82,6 +82,21 @@ def url_join(base: str, *parts: str) -> str:
     return url
 
 
+def require_columns(columns, given: Mapping[str, str | None], *, file, kind: str, noun: str = "column") -> None:
+    """Raise unless every column named in ``given`` (``{argument: column or None}``) is in ``columns``.
+
+    The message reads ``no <noun> 'x' (argument)``; the expected text ``the <kind> column given as argument``.
+    """
+    for what, col in given.items():
+        if col is not None and col not in columns:
+            raise InputError(
+                f"no {noun} {col!r} ({what}); columns: {list(columns)}",
+                file=file,
+                field=col,
+                expected=f"the {kind} column given as {what}",
+            )
+
+
 def mirror_dir(url: str, base_url: str, mirror: str | os.PathLike | None) -> Path | None:
     """The mirror folder that holds ``url``'s file (same layout as the archive below ``base_url``)."""
     if mirror is None:

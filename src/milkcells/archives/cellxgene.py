@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from .._utils import InputError, record_params
 from ..io import check_integer_counts
-from ._common import checked_base, counts_anndata, fetch, finish, split_samples, url_join
+from ._common import checked_base, counts_anndata, fetch, finish, require_columns, split_samples, url_join
 
 __all__ = [
     "NAME",
@@ -354,18 +354,8 @@ def read_cellxgene(
         raise InputError(f"cannot read h5ad: {e}", file=path, expected="a CELLxGENE .h5ad") from e
     try:
         obs = backed.obs.copy()
-        for col, what in (
-            (label_column, "label_column"),
-            (donor_column, "donor_column"),
-            (sample_column, "sample_column"),
-        ):
-            if col is not None and col not in obs.columns:
-                raise InputError(
-                    f"no obs column {col!r} ({what}); columns: {list(obs.columns)}",
-                    file=path,
-                    field=col,
-                    expected=f"the obs column given as {what}",
-                )
+        given = {"label_column": label_column, "donor_column": donor_column, "sample_column": sample_column}
+        require_columns(obs.columns, given, file=path, kind="obs", noun="obs column")
         mask = _obs_mask(obs, obs_filter, path)
         idx = np.flatnonzero(mask)
         if backed.raw is not None:

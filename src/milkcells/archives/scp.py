@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from .._utils import InputError, MilkcellsWarning, record_params
 from ..io import not_counts
 from ..samplesheet import MISSING
-from ._common import counts_anndata, finish, split_samples
+from ._common import counts_anndata, finish, require_columns, split_samples
 
 __all__ = ["NAME", "CARRIES_AUTHOR_LABELS", "prepare", "local_inputs", "read_scp"]
 
@@ -371,19 +371,13 @@ def read_scp(
     if int(chunk_genes) < 1:
         raise InputError(f"chunk_genes {chunk_genes!r}", field="chunk_genes", expected="a positive integer")
     meta, col_types = _read_scp_metadata(metadata_path)
-    for col, what in (
-        (label_column, "label_column"),
-        (sample_column, "sample_column"),
-        (donor_column, "donor_column"),
-        (days_column, "days_column"),
-    ):
-        if col is not None and col not in meta.columns:
-            raise InputError(
-                f"no column {col!r} ({what}); columns: {list(meta.columns)}",
-                file=metadata_path,
-                field=col,
-                expected=f"the metadata column given as {what}",
-            )
+    given = {
+        "label_column": label_column,
+        "sample_column": sample_column,
+        "donor_column": donor_column,
+        "days_column": days_column,
+    }
+    require_columns(meta.columns, given, file=metadata_path, kind="metadata")
     X, genes, cells = _read_dense_counts(counts_path, int(chunk_genes))
 
     cell_index = pd.Index(cells)
