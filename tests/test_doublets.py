@@ -117,3 +117,25 @@ def test_disabled_keeps_every_cell_and_says_so(qc_sample):
     rec = out.uns["milkcells"]["doublets"]
     assert rec["params"] == {"enabled": False} and rec["n_doublets"] == 0 and rec["n_kept"] == qc_sample.n_obs
     assert "doublet_score" not in out.obs and "doublets" not in qc_sample.uns["milkcells"]
+
+
+def test_scrublet_scores_are_scanpys(qc_sample):
+    """Scrublet's scores and threshold as scanpy.pp.scrublet computes them with exact neighbours
+    (milkcells searches the neighbours with faiss, in float32, and z-scores without dense copies):
+    a score differs only where the k-th neighbour is a near-tie (one cell in 861 here)."""
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    ref = ad.AnnData(qc_sample.X.copy(), obs=pd.DataFrame(index=qc_sample.obs_names))
+    sc.pp.scrublet(ref, expected_doublet_rate=0.05, use_approx_neighbors=False, random_state=0, verbose=False)
+    out = doublets.remove_doublets(qc_sample, heterotypic=False)
+    scores = out.uns["milkcells"]["doublets"]["scores"]
+    want = ref.obs["doublet_score"].to_numpy()
+    differ = ~np.isclose(scores, want, rtol=0, atol=1e-12)
+    assert differ.mean() <= 0.01
+    # a near-tie swaps one neighbour: the score moves by one step of the neighbour count
+    assert np.abs(scores - want).max() < 0.01
+    threshold = out.uns["milkcells"]["doublets"]["threshold_used"]
+    assert threshold == pytest.approx(ref.uns["scrublet"]["threshold"], abs=1e-3)
+    assert ((scores > threshold) != ref.obs["predicted_doublet"].to_numpy()).sum() <= 0.01 * len(scores)

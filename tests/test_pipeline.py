@@ -247,3 +247,75 @@ def test_normalise_shares_the_counts_structure_and_equals_scanpy():
     np.testing.assert_array_equal(a.X.toarray(), ref.X.toarray())
     assert np.shares_memory(a.X.indices, a.layers["counts"].indices)
     assert not np.shares_memory(a.X.data, a.layers["counts"].data)
+
+
+def _merge_parts(seed: int = 0):
+    """Three samples of bare CSR counts: genes in another order in one, a gene missing from one,
+    a gene seen in two cells only, an explicit zero, an empty sample."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    genes = [f"G{i}" for i in range(60)]
+    parts = []
+    for k, (n, names) in enumerate(((40, genes), (30, genes[::-1]), (25, genes[:-1]), (0, genes))):
+        X = sp.random(n, len(names), density=0.3, format="csr", random_state=seed + k, dtype=np.float32)
+        X.data = rng.integers(1, 20, size=X.nnz).astype(np.float32)
+        X = X.tolil()
+        X[:, names.index("G7")] = 0  # G7 in two cells only
+        if k < 2:
+            X[0, names.index("G7")] = 3.0
+        X = X.tocsr()
+        a = ad.AnnData(X, obs=pd.DataFrame(index=[f"s{k}_c{i}" for i in range(n)]), var=pd.DataFrame(index=names))
+        a.obs["sample"] = f"s{k}"
+        a.var["gene_ids"] = [f"ID{g}" for g in names]
+        a.var["ambient_fraction"] = 0.01
+        parts.append(a)
+    parts[0].X.data[0] = 0.0  # an explicit zero: not a detection
+    return parts
+
+
+@pytest.mark.parametrize("consume", [False, True])
+def test_merge_equals_concat_and_filter_genes(consume):
+    """merge_samples builds the matrix sample by sample; the result equals anndata.concat (inner,
+    merge="first") followed by scanpy's filter_genes, values, structure, obs and var."""
+    import warnings
+
+    import anndata as ad
+    import scanpy as sc
+
+    parts = _merge_parts()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ad.concat([p for p in _merge_parts() if p.n_obs], join="inner", merge="first", index_unique=None)
+        got = preprocess.merge_samples(parts, min_cells=3, consume=consume)
+    ref.var = ref.var.drop(columns=["ambient_fraction"])
+    for name in ("s0", "s1", "s2"):
+        ref.var[f"ambient_fraction_{name}"] = 0.01
+    ref.obs["sample"] = ref.obs["sample"].astype(str).astype("category")
+    sc.pp.filter_genes(ref, min_cells=3)
+    ref.X.sort_indices()
+    assert "G7" not in got.var_names and got.n_vars == ref.n_vars == 58  # G59 is missing from s2
+    assert got.obs.equals(ref.obs)
+    assert got.var.equals(ref.var) and list(got.var.columns) == list(ref.var.columns)
+    assert got.var["n_cells"].dtype == ref.var["n_cells"].dtype
+    assert got.X.dtype == ref.X.dtype and got.X.has_sorted_indices
+    np.testing.assert_array_equal(got.X.indptr, ref.X.indptr)
+    np.testing.assert_array_equal(got.X.indices, ref.X.indices)
+    np.testing.assert_array_equal(got.X.data, ref.X.data)
+    assert parts == [] if consume else len(parts) == 4 and parts[0].X is not None
+
+
+def test_merge_with_layers_takes_anndata_path():
+    """Samples with a layer are merged by anndata.concat (every layer stacked) and then filtered."""
+    import warnings
+
+    parts = _merge_parts()[:3]
+    for p in parts:
+        p.layers["spliced"] = p.X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = preprocess.merge_samples(parts, min_cells=3)
+    assert "spliced" in got.layers and (got.layers["spliced"] != got.X).nnz == 0
+    assert got.n_vars == 58 and got.n_obs == 95

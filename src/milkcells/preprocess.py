@@ -22,7 +22,7 @@ __all__ = ["merge_samples", "normalise", "highly_variable_genes", "pca", "prepro
 log = logging.getLogger(__name__)
 
 
-def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3) -> ad.AnnData:
+def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3, consume: bool = False) -> ad.AnnData:
     """Concatenate per-sample objects on their shared genes.
 
     Parameters
@@ -32,11 +32,19 @@ def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3) -> ad.Ann
         across samples as :func:`milkcells.io.read_sample` makes them).
     min_cells
         Genes detected in fewer cells (over all samples) are dropped.
+    consume
+        Empty ``adatas`` (a list) while merging, each sample dropped once its counts are copied, so
+        that the samples and the merged matrix are not held in full at once (the workflow's
+        ``preprocess`` rule; 250,000 cells: 4.4 GB of counts either way).
 
     Returns
     -------
     The merged object; per-sample processing records are kept in
-    ``uns["milkcells"]["samples"][<sample>]``.
+    ``uns["milkcells"]["samples"][<sample>]``. The same as ``anndata.concat`` (inner join,
+    ``merge="first"``) followed by ``scanpy.pp.filter_genes(min_cells=...)``, which is what it does
+    for objects with layers, embeddings or a non-canonical CSR ``X``; for bare CSR counts (the
+    workflow's samples) the merged matrix is built sample by sample, already without the dropped
+    genes: peak memory is the merged counts plus one sample instead of four times the counts.
     """
     if not adatas:
         raise ValueError("no samples to merge")
@@ -55,23 +63,35 @@ def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3) -> ad.Ann
             MilkcellsWarning,
             stacklevel=2,
         )
-        adatas = [a for a in adatas if a.n_obs > 0]
-    if not adatas:
+    kept = [a for a in adatas if a.n_obs > 0]
+    if consume and isinstance(adatas, list):
+        adatas[:] = kept
+        kept = adatas
+    if not kept:
         raise ValueError(f"no sample has cells left after QC: {list(records)}")
-    shared = set(adatas[0].var_names)
-    for a in adatas[1:]:
+    shared = set(kept[0].var_names)
+    for a in kept[1:]:
         shared &= set(a.var_names)
-    union = set().union(*(set(a.var_names) for a in adatas))
+    union = set().union(*(set(a.var_names) for a in kept))
     if len(shared) < len(union):
         log.warning(
             "%d of %d genes are missing from at least one sample and are dropped",
             len(union) - len(shared), len(union),
         )  # fmt: skip
     ambient = {}
-    for a in adatas:
+    for a in kept:
         if "ambient_fraction" in a.var and a.n_obs:
             ambient[f"ambient_fraction_{a.obs['sample'].iloc[0]}"] = a.var["ambient_fraction"]
-    merged = ad.concat(list(adatas), join="inner", merge="first", index_unique=None)
+    n_kept = len(kept)
+    bare = all(_bare_csr(a) for a in kept)
+    if bare:  # obs and var as anndata.concat makes them; the matrix below
+        shells = [ad.AnnData(obs=a.obs, var=a.var) for a in kept]
+        merged = ad.concat(shells, join="inner", merge="first", index_unique=None)
+        del shells
+    else:
+        merged = ad.concat(list(kept), join="inner", merge="first", index_unique=None)
+        if consume:
+            kept.clear()
     # per-sample gene statistics do not describe the merged data
     merged.var = merged.var.drop(
         columns=["ambient_fraction", "n_cells_by_counts", "mean_counts", "pct_dropout_by_counts", "total_counts"],
@@ -82,10 +102,76 @@ def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3) -> ad.Ann
     for col in ("sample", "donor", "batch", "source"):
         if col in merged.obs:
             merged.obs[col] = merged.obs[col].astype(str).astype("category")
-    if min_cells > 0:
+    if bare:
+        merged = _merge_counts(merged, kept, min_cells=min_cells)
+        if consume:
+            kept.clear()
+    elif min_cells > 0:
         sc.pp.filter_genes(merged, min_cells=min_cells)
     merged.uns["milkcells"] = {"samples": records}
-    record_params(merged, "merge", {"min_cells": min_cells, "n_samples": len(adatas)})
+    record_params(merged, "merge", {"min_cells": min_cells, "n_samples": n_kept})
+    return merged
+
+
+def _bare_csr(a: ad.AnnData) -> bool:
+    """Counts in a canonical CSR ``X`` and nothing else per cell or gene but ``obs``/``var``."""
+    X = a.X
+    return (
+        isinstance(X, sp.csr_matrix | sp.csr_array)
+        and X.has_canonical_format
+        and not (len(a.layers) or len(a.obsm) or len(a.varm) or len(a.obsp) or len(a.varp) or a.raw is not None)
+    )
+
+
+def _merge_counts(merged: ad.AnnData, samples: list[ad.AnnData], *, min_cells: int) -> ad.AnnData:
+    """``merged`` (obs and var, no matrix) with the samples' counts on its genes in >= ``min_cells`` cells.
+
+    Cells per gene are counted as ``scanpy.pp.filter_genes`` counts them (entries > 0) and kept in
+    ``var["n_cells"]`` when ``min_cells > 0``. Each sample is dropped from ``samples`` once copied.
+    """
+    genes = merged.var_names
+    where = [genes.get_indexer(a.var_names) for a in samples]  # each sample gene's place; -1: not shared
+    n_cells = np.zeros(len(genes), dtype=np.int64)
+    for a, col in zip(samples, where, strict=True):
+        c = col[a.X.indices[a.X.data > 0]]
+        n_cells += np.bincount(c[c >= 0], minlength=len(genes))
+    keep = n_cells >= min_cells if min_cells > 0 else np.ones(len(genes), bool)
+    place = np.full(len(genes), -1, dtype=np.int64)
+    place[keep] = np.arange(int(keep.sum()))
+    to_place = [np.where(col >= 0, place[col], -1) for col in where]
+    nnz = sum(int(((to[a.X.indices] >= 0) & (a.X.data != 0)).sum()) for a, to in zip(samples, to_place, strict=True))
+    n_obs = sum(a.n_obs for a in samples)
+    itype = np.int32 if max(nnz, int(keep.sum())) < np.iinfo(np.int32).max else np.int64
+    data = np.empty(nnz, dtype=np.result_type(*(a.X.dtype for a in samples)))
+    indices = np.empty(nnz, dtype=itype)
+    indptr = np.zeros(n_obs + 1, dtype=itype)
+    row = pos = 0
+    sorted_ = True
+    for i, to in enumerate(to_place):
+        X = samples[i].X
+        sorted_ &= bool(np.all(np.diff(to[to >= 0]) > 0))
+        mapped = to[X.indices]
+        sel = (mapped >= 0) & (X.data != 0)  # explicit zeros dropped, as anndata.concat drops them
+        k = int(sel.sum())
+        data[pos : pos + k] = X.data[sel]
+        indices[pos : pos + k] = mapped[sel]
+        before = np.r_[0, np.cumsum(sel)]
+        indptr[row + 1 : row + X.shape[0] + 1] = pos + before[X.indptr[1:]]
+        row += X.shape[0]
+        pos += k
+        del X, mapped, sel, before
+        samples[i] = None  # the caller's list, when consuming; else a copy of it
+        gc.collect()
+    if min_cells > 0:
+        merged.var["n_cells"] = n_cells
+        removed = int((~keep).sum())
+        if removed:
+            log.info("filtered out %d genes that are detected in less than %d cells", removed, min_cells)
+    merged = merged[:, keep].copy()
+    X = sp.csr_matrix((data, indices, indptr), shape=(n_obs, int(keep.sum())))
+    if not sorted_:
+        X.sort_indices()
+    merged.X = X
     return merged
 
 

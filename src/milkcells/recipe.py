@@ -146,12 +146,16 @@ def qc(adata: ad.AnnData, *, config: dict) -> ad.AnnData:
     return doublets.remove_doublets(kept, seed=config["seed"], **config["doublets"])
 
 
-def preprocess(samples: list[ad.AnnData], *, config: dict) -> ad.AnnData:
-    """Merge the samples, normalise, select genes and run PCA (block ``preprocess``)."""
+def preprocess(samples: list[ad.AnnData], *, config: dict, consume: bool = False) -> ad.AnnData:
+    """Merge the samples, normalise, select genes and run PCA (block ``preprocess``).
+
+    With ``consume`` the list of samples is emptied as they are merged (memory: see
+    :func:`milkcells.preprocess.merge_samples`).
+    """
     from . import preprocess as preprocess_
 
     settings = dict(config["preprocess"])
-    merged = preprocess_.merge_samples(samples, min_cells=settings.pop("min_cells"))
+    merged = preprocess_.merge_samples(samples, min_cells=settings.pop("min_cells"), consume=consume)
     preprocess_.preprocess(merged, seed=config["seed"], **settings)
     return merged
 
