@@ -46,7 +46,7 @@ from milkcells import (
     cellcalling,
     cluster,
     compartments,
-    datasets,
+    demo,
     integrate,
     markertable,
     preprocess,
@@ -143,7 +143,7 @@ def mixed_confident_clusters(parts: list, *, max_major: float = 0.6, min_conf: f
 
 def evaluate(m, parts) -> dict:
     """Headline figures of one grid point."""
-    res = datasets.truth_agreement(m)
+    res = demo.truth_agreement(m)
     obs = m.obs[m.obs["sim_status"].astype(str) == "cell"]
     one = obs[obs["sample"].astype(str) == "S4_one_immune_type"]
     one_imm = one[one["sim_compartment"].astype(str) == "immune"]

@@ -1,6 +1,6 @@
 """Atlas scale on one workstation: the workflow beside a plain scanpy script, at several sizes.
 
-**The data are simulated** (:func:`milkcells.datasets.simulate_milk_sample`): per size, 12
+**The data are simulated** (:func:`milkcells.demo.simulate_milk_sample`): per size, 12
 samples from 6 donors, already cell-called (no empty droplets, but with the simulator's
 doublets and dying cells), 20,000 genes. Each sample is drawn in chunks of at most 2,000 cells
 (each chunk its own seed) and cached under ``--workdir``, so a rerun simulates nothing.
@@ -20,7 +20,7 @@ plain script that is reported as a result (it does not fit), for the workflow as
 prints per size
 both figures, their ratio, the workflow's time per rule (summed over the rule's jobs, from
 Snakemake's log) and the agreement of the calls with the simulation's truth
-(:func:`milkcells.datasets.truth_agreement`: compartment accuracy, cell-type macro-F1, ARI; for
+(:func:`milkcells.demo.truth_agreement`: compartment accuracy, cell-type macro-F1, ARI; for
 the plain script, the ARI of its Leiden clusters against the true types). At the end it fits the
 exponent of time against cells over the sizes >= 50,000 and writes
 
@@ -90,10 +90,10 @@ def sample_design(n_samples: int) -> pd.DataFrame:
 
 
 def _chunk(args):
-    from milkcells import datasets
+    from milkcells import demo
 
     sample, donor, days, n, k, n_genes, seed = args
-    a = datasets.simulate_milk_sample(
+    a = demo.simulate_milk_sample(
         sample, donor=donor, days_postpartum=days, n_cells=n, n_empty=0, n_genes=n_genes, seed=seed * 1000 + k
     )
     a.obs_names = [f"{bc}-{k}" for bc in a.obs_names]
@@ -131,7 +131,7 @@ def simulate(size: int, folder: Path, *, n_samples: int, n_genes: int, workers: 
         a = ad.concat(parts.pop(r.sample), merge="first")
         a.X = sp.csr_matrix(a.X, dtype=np.float32)
         a.uns["simulation"] = {
-            "note": "SIMULATED data (milkcells.datasets.simulate_milk_sample), not real milk",
+            "note": "SIMULATED data (milkcells.demo.simulate_milk_sample), not real milk",
             "n_cells": int(r.n_cells),
             "chunks_of": CHUNK,
         }
@@ -257,10 +257,10 @@ def rule_times(log: Path) -> pd.DataFrame:
 def agreement(path: Path) -> dict:
     import anndata as ad
 
-    from milkcells import datasets
+    from milkcells import demo
 
     a = ad.read_h5ad(path, backed="r")
-    res = datasets.truth_agreement(a)
+    res = demo.truth_agreement(a)
     a.file.close()
     return {
         "n_cells_kept": res["n_kept"],

@@ -1,7 +1,7 @@
 """Benchmark EmptyDrops on a sample-sized raw droplet matrix (simulated).
 
 Builds ~500,000 barcodes x 20,000 genes: the droplets of one simulated milk
-sample (:func:`milkcells.datasets.simulate_milk_sample`: cells, doublets,
+sample (:func:`milkcells.demo.simulate_milk_sample`: cells, doublets,
 dying cells, empty droplets), a share of its cells thinned to 150-500 UMIs
 (small cells that overlap the empty droplets), and extra empty and
 barely-used barcodes drawn sparsely from the sample's ambient profile. The
@@ -53,10 +53,10 @@ def build(n_barcodes: int, n_cells: int, n_genes: int, n_extra_empty: int, low_s
     import pandas as pd
     import scipy.sparse as sp
 
-    from milkcells import datasets
+    from milkcells import demo
 
     rng = np.random.default_rng(seed)
-    base = datasets.simulate_milk_sample(
+    base = demo.simulate_milk_sample(
         "BENCH_d010", donor="SIM1", days_postpartum=10, n_cells=n_cells, n_empty=2000,
         n_genes=n_genes, seed=seed,
     )  # fmt: skip

@@ -10,7 +10,7 @@ same raw droplet matrices, with the same ``lower``, ``niters``, ``retain`` (the 
   (tested, below the knee);
 - knee and inflection, ours against DropletUtils' (relative difference).
 
-The matrices are SIMULATED (:mod:`milkcells.simulation`, :mod:`milkcells.datasets`): a raw
+The matrices are SIMULATED (:mod:`milkcells.simulation`, :mod:`milkcells.demo`): a raw
 sample, the same kind of sample with ambient RNA at ~80 UMIs pre-trimmed to >= 20, 60 and
 100 UMIs (``lower`` raised as :func:`milkcells.cellcalling.call_cells` raises it), and a milk
 sample with heavy casein ambient RNA (~250 UMIs per empty droplet, above ``lower``).
@@ -65,7 +65,7 @@ def _totals(adata) -> np.ndarray:
 
 def matrices(names: list[str] | None = None, small: bool = False) -> dict:
     """``{name: (raw AnnData, lower)}``, the simulated test matrices (``small``: a quick version)."""
-    from milkcells import barcoderanks, datasets, simulation
+    from milkcells import barcoderanks, demo, simulation
 
     n_cells, n_empty = (150, 1500) if small else (300, 3000)
     out = {}
@@ -88,7 +88,7 @@ def matrices(names: list[str] | None = None, small: bool = False) -> dict:
 
     for level in (20, 60, 100):
         add(f"pretrimmed_{level}", lambda level=level: trimmed(level))
-    add("heavy_casein", lambda: datasets.simulate_milk_sample(
+    add("heavy_casein", lambda: demo.simulate_milk_sample(
         "H1", donor="D1", days_postpartum=10, n_cells=n_cells + 100, n_empty=n_empty, n_genes=800,
         ambient_umis=250))  # fmt: skip
     return out

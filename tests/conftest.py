@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from milkcells import datasets
+from milkcells import demo
 from milkcells.genes import is_mitochondrial
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ TUMOUR = SHARED / "breast_tumour_copykat_302"
 @pytest.fixture(scope="session")
 def raw_sample():
     """One simulated raw-droplet sample (seeded)."""
-    a = datasets.simulate_milk_sample("T1_d005", donor="D1", days_postpartum=5, n_cells=400, n_empty=2000, n_genes=800)
+    a = demo.simulate_milk_sample("T1_d005", donor="D1", days_postpartum=5, n_cells=400, n_empty=2000, n_genes=800)
     a.var["mt"] = is_mitochondrial(a.var_names)
     a.obs["sample"] = "T1_d005"
     return a

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkcells import agreement, datasets
+from milkcells import agreement, demo
 from milkcells.markertable import load_marker_table
 
 # A small marker table with a three-level hierarchy, independent of the shipped table's revisions.
@@ -211,7 +211,7 @@ def test_truth_agreement_maps_up_and_reports_absent_types(table):
         },
         index=[f"c{i}" for i in range(13)],
     )
-    res = datasets.truth_agreement(ad.AnnData(obs=obs), markers=table)
+    res = demo.truth_agreement(ad.AnnData(obs=obs), markers=table)
     assert res["n_kept"] == 13 and res["n_singlets"] == 12
     assert res["non_singlet_share"] == pytest.approx(1 / 13)
     assert res["compartment_accuracy"] == pytest.approx(10 / 12)

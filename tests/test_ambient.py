@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from milkcells import ambient, annotate, cellcalling, cluster, datasets, preprocess, qc
+from milkcells import ambient, annotate, cellcalling, cluster, demo, preprocess, qc
 
 
 @pytest.fixture(scope="module")
 def annotated():
     parts = []
     for name, amb in (("LOW", 60.0), ("HIGH", 300.0)):
-        raw = datasets.simulate_milk_sample(
+        raw = demo.simulate_milk_sample(
             name, donor="D1", days_postpartum=4, n_cells=400, n_empty=2000, n_genes=800, ambient_umis=amb
         )
         raw.obs_names = [f"{name}_{b}" for b in raw.obs_names]

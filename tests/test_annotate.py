@@ -1,11 +1,11 @@
 import numpy as np
 import pandas as pd
 
-from milkcells import annotate, cellcalling, cluster, datasets, markertable, preprocess, qc, scoring
+from milkcells import annotate, cellcalling, cluster, demo, markertable, preprocess, qc, scoring
 
 
 def _cluster_sample(ambient_umis):
-    raw = datasets.simulate_milk_sample(
+    raw = demo.simulate_milk_sample(
         "AMB", donor="D9", days_postpartum=3, n_cells=500, n_empty=2000, n_genes=800, ambient_umis=ambient_umis
     )
     raw.obs["sample"] = "AMB"

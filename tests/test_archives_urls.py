@@ -7,7 +7,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from milkcells import InputError, datasets, io
+from milkcells import InputError, demo, io
 from milkcells.archives import urls
 from milkcells.download import DownloadError
 
@@ -16,7 +16,7 @@ from .archive_server import serve
 
 def test_prepare_url_list_downloads_and_verifies(tmp_path):
     site = tmp_path / "site"
-    raw = datasets.simulate_milk_sample("U1", donor="D1", days_postpartum=7, n_cells=50, n_empty=100, n_genes=400)
+    raw = demo.simulate_milk_sample("U1", donor="D1", days_postpartum=7, n_cells=50, n_empty=100, n_genes=400)
     io.write_10x_mtx(raw, site / "U1", prefix="U1_")
     rows = []
     with serve(site) as (base, server):

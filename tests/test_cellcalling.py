@@ -55,7 +55,7 @@ def test_bad_arguments(raw_sample):
 
 # --- issue 8: real droplet matrices (pre-trimmed, heavy ambient, few cells) -------------------------
 
-from milkcells import datasets, qc, simulation  # noqa: E402
+from milkcells import demo, qc, simulation  # noqa: E402
 from milkcells._utils import InputError  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def test_heavy_ambient_above_lower():
 def test_ten_cells_knee_in_ambient_cloud_not_trusted(caplog, kind):
     # 10 cells: the knee falls among the empty droplets; the old code retained 51 of them (milk)
     if kind == "milk":
-        raw = datasets.simulate_milk_sample("T1", donor="D1", days_postpartum=10, n_cells=10, n_empty=2000, n_genes=800)
+        raw = demo.simulate_milk_sample("T1", donor="D1", days_postpartum=10, n_cells=10, n_empty=2000, n_genes=800)
     else:
         raw = simulation.simulate_raw_sample("T1", donor="D1", n_cells=10, n_empty=3000)
     with caplog.at_level("WARNING"):

@@ -13,7 +13,7 @@ from milkcells import (
     cellcalling,
     cluster,
     compartments,
-    datasets,
+    demo,
     doublets,
     integrate,
     markers,
@@ -71,9 +71,9 @@ MIRRORS = {
         for name in archives.names()
         for k in ("mirror", "retries", "backoff")
     },
-    ("demo", "n_cells"): (datasets.simulate_milk_sample, "n_cells"),
-    ("demo", "n_empty"): (datasets.simulate_milk_sample, "n_empty"),
-    ("demo", "n_genes"): (datasets.simulate_milk_sample, "n_genes"),
+    ("demo", "n_cells"): (demo.simulate_milk_sample, "n_cells"),
+    ("demo", "n_empty"): (demo.simulate_milk_sample, "n_empty"),
+    ("demo", "n_genes"): (demo.simulate_milk_sample, "n_genes"),
 }
 
 

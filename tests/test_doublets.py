@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from milkcells import cellcalling, datasets, doublets, qc, simulation
+from milkcells import cellcalling, demo, doublets, qc, simulation
 
 
 @pytest.fixture(scope="module")
 def qc_sample():
-    raw = datasets.simulate_milk_sample(
+    raw = demo.simulate_milk_sample(
         "DBL_d005", donor="D1", days_postpartum=5, n_cells=800, n_empty=3000, n_genes=1000, doublet_rate=0.08
     )
     return qc.filter_cells(cellcalling.call_cells(raw, niters=2000))
@@ -45,7 +45,7 @@ def test_scrublet_removes_doublets(qc_sample):
     s_in = qc_sample.obs["sim_status"].astype(str)
     s_out = out.obs["sim_status"].astype(str)
     # doublets of two different cell types are found; two lactocytes look like one
-    comps = {t: ct.compartment for t, ct in datasets.SIM_CELL_TYPES.items()}
+    comps = {t: ct.compartment for t, ct in demo.SIM_CELL_TYPES.items()}
 
     def cross(obs):
         pairs = obs["sim_doublet_of"].astype(str)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from milkcells import InputError
+from milkcells import InputError, _http
 from milkcells import download as dl
 from milkcells import manifest as mf
 from milkcells.archives import urls
@@ -400,7 +400,7 @@ def test_mirror_falls_back_to_network_and_rejects_bad_copies(archive, site, tmp_
 
 
 def test_progress_is_logged_for_long_downloads(archive, site, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(dl, "_PROGRESS_AFTER", 0.0)  # every download counts as long
+    monkeypatch.setattr(_http, "PROGRESS_AFTER", 0.0)  # every download counts as long
     base, _ = archive(site)
     with caplog.at_level(logging.INFO, logger="milkcells.download"):
         dl.fetch(base + "data/blob.bin", tmp_path / "blob.bin", chunk_size=1000, backoff=0.01)

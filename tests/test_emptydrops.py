@@ -8,17 +8,17 @@ import scipy.sparse as sp
 from scipy.special import gammaln
 from scipy.stats import kstest
 
-from milkcells import barcoderanks, cellcalling, datasets
+from milkcells import barcoderanks, cellcalling, demo
 from milkcells.emptydrops import emptydrops
 from milkcells.nullmodel import ambient_proportions
 
-IMMUNE = [t for t, ct in datasets.SIM_CELL_TYPES.items() if ct.compartment == "immune"]
+IMMUNE = [t for t, ct in demo.SIM_CELL_TYPES.items() if ct.compartment == "immune"]
 
 
 @pytest.fixture(scope="module")
 def raw():
     """Raw droplets of one simulated colostrum sample (immune-rich)."""
-    return datasets.simulate_milk_sample("ED1_d005", donor="D2", days_postpartum=5, n_cells=500,
+    return demo.simulate_milk_sample("ED1_d005", donor="D2", days_postpartum=5, n_cells=500,
                                          n_empty=3000, n_genes=800)  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from milkcells import (
     annotate,
     cluster,
     compartments,
-    datasets,
+    demo,
     integrate,
     markertable,
     preprocess,
@@ -25,9 +25,7 @@ CONFIG = recipe.default_config(
 def processed():
     parts = []
     for name, donor, days in (("A_d003", "A", 3), ("B_d150", "B", 150), ("C_d020", "C", 20)):
-        raw = datasets.simulate_milk_sample(
-            name, donor=donor, days_postpartum=days, n_cells=300, n_empty=1500, n_genes=800
-        )
+        raw = demo.simulate_milk_sample(name, donor=donor, days_postpartum=days, n_cells=300, n_empty=1500, n_genes=800)
         raw.obs_names = [f"{name}_{b}" for b in raw.obs_names]
         raw.obs["sample"], raw.obs["donor"], raw.obs["batch"] = name, donor, donor
         raw.obs["days_postpartum"] = float(days)
@@ -79,7 +77,7 @@ def test_cluster_annotate_split_compose(processed):
     assert "ambient_corrected" in m.layers and set(result.tables["ambient"]["sample"]) == set(m.obs["sample"])
     assert m.uns["milkcells"]["config"]["preprocess"]["n_pcs"] == 20
     # demo simulator (the table's own markers): a plumbing check, not evidence of accuracy
-    res = datasets.truth_agreement(m)
+    res = demo.truth_agreement(m)
     print({k: v for k, v in res.items() if k != "cell_type_recall"}, res["cell_type_recall"])
     assert res["compartment_accuracy"] >= 0.98, res
     assert res["cell_type_macro_f1"] >= 0.75, res

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from milkcells import datasets, io
+from milkcells import demo, io
 from milkcells.samplesheet import read_sample_sheet
 
 from .archive_server import Fault, serve
@@ -201,7 +201,7 @@ def test_scp_through_the_workflow(tmp_path):
 
 def test_url_list_through_the_workflow(tmp_path):
     site = tmp_path / "site"
-    raw = datasets.simulate_milk_sample("U1", donor="D1", days_postpartum=7, n_cells=50, n_empty=100, n_genes=400)
+    raw = demo.simulate_milk_sample("U1", donor="D1", days_postpartum=7, n_cells=50, n_empty=100, n_genes=400)
     io.write_10x_mtx(raw, site / "U1", prefix="U1_")
     with serve(site) as (base, server):
         rows = [{"url": f"{base}U1/{f.name}", "sample": "U1", "donor": "D1"} for f in sorted((site / "U1").iterdir())]

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkcells import datasets
+from milkcells import demo
 
 from .conftest import REPO, run_snakemake
 
@@ -70,7 +70,7 @@ def test_annotated_atlas(tiny_run):
     assert uns["integrate"]["params"]["method"] == "harmony"
     # the demo simulator plants the marker table's own genes, so this checks the plumbing, not the
     # science: accuracy on data not built from the table is benchmarks/annotation_robustness.py's
-    res = datasets.truth_agreement(a)
+    res = demo.truth_agreement(a)
     assert res["compartment_accuracy"] >= 0.98, res
     assert res["cell_type_macro_f1"] >= 0.85, res
     assert min(res["cell_type_recall"].values()) >= 0.6, res

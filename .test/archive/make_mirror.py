@@ -1,7 +1,7 @@
 """Build .test/archive/mirror: a small folder laid out like the BioStudies file tree.
 
 The SDRFs of three Twigger-style accessions (tests/data/sources) and, for the four milk samples
-they name, SIMULATED raw droplets (milkcells.datasets) as 10x MTX files in the Twigger naming,
+they name, SIMULATED raw droplets (milkcells.demo) as 10x MTX files in the Twigger naming,
 two of them gzipped. ``.test/archive/config.yaml`` runs the workflow offline from it::
 
     .venv/bin/python .test/archive/make_mirror.py          # once; the files are committed
@@ -11,7 +11,7 @@ two of them gzipped. ``.test/archive/config.yaml`` runs the workflow offline fro
 import shutil
 from pathlib import Path
 
-from milkcells import datasets, io
+from milkcells import demo, io
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parents[1] / "tests" / "data" / "sources"
@@ -43,7 +43,7 @@ def build(root: Path) -> Path:
         d.mkdir(parents=True)
         shutil.copy(FIXTURES / sdrf, d / f"{acc}.sdrf.txt")
     for sample, (acc, gz, days) in MILK.items():
-        raw = datasets.simulate_milk_sample(
+        raw = demo.simulate_milk_sample(
             sample, donor=sample, days_postpartum=days, n_cells=200, n_empty=800, n_genes=700
         )
         io.write_10x_mtx(raw, files_dir(root, acc), prefix=f"{sample}_", gzip=gz)

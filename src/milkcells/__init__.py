@@ -9,7 +9,7 @@ with the settings of :mod:`milkcells.recipe`:
 ``cluster`` -> ``markers`` -> ``annotate`` (with ``markertable`` and ``scoring``)
 -> ``ambient`` -> ``compartments`` -> ``composition`` -> ``plots``. ``genes``
 says which genes are mitochondrial or ribosomal; ``storage`` reads and writes
-the workflow's files; ``datasets`` makes the simulated demo data; ``archives``
+the workflow's files; ``demo`` makes the simulated demo data; ``archives``
 pulls public datasets (through ``download``) and ``samplesheet`` reads the sample
 sheet.
 """
@@ -33,7 +33,7 @@ _MODULES = (
     "compartments",
     "composition",
     "composition_model",
-    "datasets",
+    "demo",
     "doublets",
     "download",
     "emptydrops",

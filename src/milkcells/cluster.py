@@ -34,9 +34,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-#: Up to this many cells, kNN graphs are exact (see :func:`neighbors`): brute force on 2 cores takes
-#: ~7 s at 46,000 cells and ~38 s at 110,000 (quadratic: ~195 s at 250,000, where HNSW takes ~85 s).
-EXACT_NEIGHBORS_MAX_CELLS = 120_000
+#: Up to this many cells, kNN graphs are exact (see :func:`neighbors`). Brute force on 2 cores, 30
+#: dimensions, 15 neighbours: 24.5 s at 110,000 points and 96 s at 232,336 (2026-12-07; quadratic, so
+#: ~160 s at 300,000); on the 250,000-cell scale benchmark HNSW (the limit was 120,000) took 194 s
+#: for the atlas's 232,336 cells and 103 s for its 203,671 epithelial cells. Above the limit HNSW's
+#: n log n growth wins.
+EXACT_NEIGHBORS_MAX_CELLS = 300_000
 
 
 @contextlib.contextmanager

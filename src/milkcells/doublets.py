@@ -180,7 +180,7 @@ def _log_normalised(X: sp.csr_matrix, total: np.ndarray, target_sum: float = 1e4
 
 
 def _neighbours(Z: np.ndarray, k: int) -> np.ndarray:
-    """Each point's ``k`` nearest other points (Euclidean; exact up to 120,000 points, HNSW above)."""
+    """Each point's ``k`` nearest other points (Euclidean; exact up to 300,000 points, HNSW above)."""
     return knn_indices(Z, k, n_jobs=sc.settings.n_jobs)
 
 

@@ -47,7 +47,6 @@ import hashlib
 import http.client
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterable, Mapping
@@ -60,6 +59,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from ._http import Progress, human, int_header, parse_content_range
 from ._utils import InputError
 from .checks import check_format
 from .manifest import Expected, normalise_item, unique_filenames, write_manifest
@@ -87,8 +87,6 @@ USER_AGENT = f"milkcells/{_package_version()} (+https://github.com/milkcells/mil
 
 _RETRY_STATUS = frozenset({408, 429})
 _MAX_DELAY = 120.0  # cap on one backoff pause, seconds
-_PROGRESS_AFTER = 5.0  # a download is "long" after this many seconds: log its progress
-_PROGRESS_EVERY = 10.0  # and then at least every 10 % or this many seconds
 _READ_BLOCK = 1 << 20
 _NETWORK_ERRORS = (
     requests.exceptions.ConnectionError,
@@ -174,14 +172,6 @@ def _digest(path: Path) -> tuple[int, str, str]:
     return size, sha.hexdigest(), md5.hexdigest()
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover - unreachable
-
-
 def _verify(path: Path, *, name: str, expect: Expected, url: str, shown: Path) -> dict[str, Any]:
     """Size, checksums and format of ``path``; :class:`DownloadError` naming ``shown``."""
     size, sha256, md5 = _digest(path)
@@ -231,51 +221,6 @@ def _reuse(url: str, dest: Path, expect: Expected) -> dict:
 # --------------------------------------------------------------------------- transfer
 
 
-def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
-    """``"bytes 10-99/100"`` -> (10, 99, 100); ``"bytes */100"`` -> (None, None, 100)."""
-    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*", value or "")
-    if not m:
-        return None, None, None
-    start, end, total = m.groups()
-    return (
-        None if start is None else int(start),
-        None if end is None else int(end),
-        None if total == "*" else int(total),
-    )
-
-
-def _int_header(resp: requests.Response, name: str) -> int | None:
-    try:
-        return int(resp.headers[name])
-    except (KeyError, ValueError):
-        return None
-
-
-class _Progress:
-    """Log the progress of long downloads at INFO (every 10 % or every few seconds)."""
-
-    def __init__(self, url: str, done: int, total: int | None, enabled: bool) -> None:
-        self.url, self.done, self.total, self.enabled = url, done, total, enabled
-        self.start = self.last_time = time.monotonic()
-        self.last_done = done
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.start < _PROGRESS_AFTER:
-            return
-        step = self.total is not None and self.total > 0 and (self.done - self.last_done) * 10 >= self.total
-        if step or now - self.last_time >= _PROGRESS_EVERY:
-            rate = (self.done - self.last_done) / max(now - self.last_time, 1e-9)
-            of = ""
-            if self.total:
-                of = f" of {_human(self.total)} ({100 * self.done / self.total:.0f} %)"
-            log.info("%s: %s%s, %s/s", self.url, _human(self.done), of, _human(rate))
-            self.last_time, self.last_done = now, self.done
-
-
 def _request_headers(session: requests.Session, offset: int) -> dict[str, str]:
     # identity: the bytes on disk are exactly the served file, and Range/Content-Length
     # count those bytes (a .gz is not transparently decompressed)
@@ -305,7 +250,7 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
     with resp:
         status = resp.status_code
         if status == 416 and offset:
-            total = _parse_content_range(resp.headers.get("Content-Range"))[2]
+            total = parse_content_range(resp.headers.get("Content-Range"))[2]
             if total == offset and expect.size in (None, total):
                 log.info("%s: the partial download %s is already complete", url, part)
                 return offset
@@ -315,15 +260,15 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
                 "discarded the partial file, restarting from zero"
             )
         if status >= 500 or status in _RETRY_STATUS:
-            retry_after = _int_header(resp, "Retry-After")
+            retry_after = int_header(resp, "Retry-After")
             raise _Transient(
                 f"HTTP {status} {resp.reason}", retry_after=None if retry_after is None else float(retry_after)
             )
         if status not in (200, 206):
             raise DownloadError(f"HTTP {status} {resp.reason}; not retried", url=url, path=dest, expected="HTTP 200")
-        length = _int_header(resp, "Content-Length")
+        length = int_header(resp, "Content-Length")
         if status == 206:
-            start, end, total = _parse_content_range(resp.headers.get("Content-Range"))
+            start, end, total = parse_content_range(resp.headers.get("Content-Range"))
             if not offset or start != offset:
                 part.unlink(missing_ok=True)
                 got = resp.headers.get("Content-Range")
@@ -346,7 +291,7 @@ def _attempt(session, url, part: Path, *, dest: Path, expect: Expected, timeout,
             )
         if offset:
             log.info("%s: resuming from byte %d", url, offset)
-        meter = _Progress(url, offset, total, progress)
+        meter = Progress(url, offset, total, progress)
         stream = resp.raw.stream(chunk_size, decode_content=False)
         with open(part, mode) as f:
             while True:
@@ -530,7 +475,7 @@ def fetch(
         if own_session:
             session.close()
     elapsed = time.monotonic() - started
-    log.info("downloaded %s (%s in %.1f s, sha256 %s)", dest, _human(info["size"]), elapsed, info["sha256"])
+    log.info("downloaded %s (%s in %.1f s, sha256 %s)", dest, human(info["size"]), elapsed, info["sha256"])
     return _record(url, dest, info, downloaded=True, source="network", when=_utc())
 
 

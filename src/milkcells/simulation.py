@@ -1,6 +1,6 @@
 """Simulated milk droplets that are *not* the annotator's mirror, for validating cell typing.
 
-**These data are simulated.** Unlike the demo simulator (:mod:`milkcells.datasets`,
+**These data are simulated.** Unlike the demo simulator (:mod:`milkcells.demo`,
 which plants exactly the marker table's genes, perfectly exclusive), the
 programmes here are written in this module from the literature and are never
 read from ``data/markers.tsv``, and they are imperfect on purpose:

@@ -1,5 +1,5 @@
 rule simulate_demo:
-    """The embedded demo: SIMULATED raw milk droplets (milkcells.datasets)."""
+    """The embedded demo: SIMULATED raw milk droplets (milkcells.demo)."""
     output:
         os.path.join(DEMO_DIR, "simulated_{demo}.h5ad"),
     log:
