@@ -40,9 +40,9 @@ From a clean clone::
     .venv/bin/python benchmarks/scale.py --sizes 10000 50000 --workdir /tmp/scale
     .venv/bin/python benchmarks/scale.py --sizes 3000 --no-plain          # a quick check
 
-On 2 cores (README), one run at 689466e: 110,000 cells 629 s / 7.8 GB against plain scanpy's
-556 s / 17.1 GB; 250,000 cells 1,424 s / 17.1 GB (plain scanpy killed by the OOM killer at 21.8 GB
-in an earlier round); time exponent 0.93 from 50,000 to 250,000 cells.
+On 2 cores (README), one run at 3002446: 110,000 cells 536 s / 7.1 GB against plain scanpy's
+599 s / 17.1 GB (ratio 0.89); 250,000 cells 1,506 s / 15.5 GB (plain scanpy stopped at the memory
+cap, 21.7 GB); time exponent 1.02 from 50,000 to 250,000 cells.
 """
 
 from __future__ import annotations
