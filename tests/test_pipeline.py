@@ -1,6 +1,8 @@
 """The library stages chained as the recipe (the workflow, the notebook) chains them, on small simulated data."""
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 from milkcells import (
@@ -65,9 +67,14 @@ def test_harmony_reduces_donor_separation(processed):
         integrate.integrate(m, method="scvi")
 
 
-def test_cluster_annotate_split_compose(processed):
+@pytest.fixture(scope="module")
+def analysed(processed):
     # the stages after the merge, as the workflow runs them (ambient correction included)
-    result = recipe.analyse(processed.copy(), CONFIG)
+    return recipe.analyse(processed.copy(), CONFIG)
+
+
+def test_cluster_annotate_split_compose(analysed):
+    result = analysed
     m, table = result.atlas, result.tables["markers"]
     assert "X_umap" in m.obsm and m.obs["leiden"].nunique() >= 5
     assert set(table["group"].astype(str)) == set(m.obs["leiden"].astype(str))
@@ -89,6 +96,41 @@ def test_cluster_annotate_split_compose(processed):
     imm = comp[(comp["level"] == "compartment") & (comp["label"] == "immune")].set_index("sample")["fraction"]
     assert imm["A_d003"] > imm["B_d150"]  # immune share falls over lactation
     assert "days_postpartum" in comp.columns
+    # each compartment's cell-type calls per cluster: the table of them all, and kept in the atlas
+    calls = result.tables["cell_type_calls"]
+    assert list(calls.columns[: len(compartments.CALL_COLUMNS)]) == compartments.CALL_COLUMNS
+    assert set(calls["compartment"]) == {"epithelial", "immune"}
+    for name in ("epithelial", "immune"):
+        own = result.compartments[name].uns["milkcells"]["cell_type"]["clusters"]
+        assert m.uns["milkcells"]["cell_types"][name] is own
+        assert (calls["compartment"] == name).sum() == len(own)
+        assert calls.loc[calls["compartment"] == name, "label"].tolist() == own["label"].tolist()
+
+
+def test_cell_type_calls_round_trip(analysed, tmp_path):
+    # a compartment's table written with every digit reads back as it was (values and types), as the
+    # atlas keeps it; a compartment without cells gives a table without rows, and a wrong file an error
+    from milkcells.storage import write_table
+
+    for name in ("immune", "stromal"):
+        part = analysed.compartments[name]
+        table = compartments.cell_type_calls(part, name)
+        write_table(table, tmp_path / f"{name}.tsv", exact=True)
+        back = compartments.read_cell_type_calls(tmp_path / f"{name}.tsv")
+        if name == "stromal":
+            assert part.n_obs == 0 and len(back) == 0 and list(back.columns) == compartments.CALL_COLUMNS
+            continue
+        assert (back["score_T cell"].dtype, back["n_cells"].dtype) == (np.float32, np.int64)
+        pd.testing.assert_frame_equal(back, table, check_exact=True)
+        target = ad.AnnData(obs=analysed.atlas.obs[[]])
+        compartments.collect_cell_types(target, [part], calls={name: back})
+        own = part.uns["milkcells"]["cell_type"]["clusters"]
+        pd.testing.assert_frame_equal(target.uns["milkcells"]["cell_types"][name], own, check_exact=True)
+        with pytest.raises(ValueError, match="no cell-type calls given for compartment 'immune'"):
+            compartments.collect_cell_types(target, [part], calls={})
+    (tmp_path / "wrong.tsv").write_text("compartment\tresolution\nimmune\t1.0\n")
+    with pytest.raises(ValueError, match="wrong.tsv: expected a table of cell-type calls"):
+        compartments.read_cell_type_calls(tmp_path / "wrong.tsv")
 
 
 def test_resolution_sweep_prefers_stable_pure_partitions(processed):

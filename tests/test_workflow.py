@@ -32,6 +32,7 @@ OUTPUTS = [
     "tables/ambient.tsv",
     "tables/composition_time.tsv",
     "tables/resolution_sweep.tsv",
+    "tables/cell_type_calls.tsv",
     "tables/author_agreement.tsv",
 ]
 
@@ -85,6 +86,16 @@ def test_compartment_files(tiny_run):
         assert sub.n_obs == (full.obs["compartment"].astype(str) == comp).sum()
         assert "leiden_compartment" in sub.obs and "X_umap" in sub.obsm
         assert "counts" in sub.layers
+        # the cell-type calls per cluster: kept in the atlas exactly as the compartment made them (they
+        # pass through a table between the rules), and in the table for users (6 significant digits)
+        own = sub.uns["milkcells"]["cell_type"]["clusters"]
+        pd.testing.assert_frame_equal(full.uns["milkcells"]["cell_types"][comp], own, check_exact=True)
+        table = pd.read_csv(wd / "out" / "tables" / "cell_type_calls.tsv", sep="\t", dtype={"leiden_compartment": str})
+        table = table[table["compartment"] == comp].drop(columns="compartment").dropna(axis=1, how="all")
+        pd.testing.assert_frame_equal(
+            table.reset_index(drop=True), own, check_dtype=False, check_exact=False, rtol=1e-5, atol=1e-6
+        )
+        assert set(own["leiden_compartment"]) == set(sub.obs["leiden_compartment"].astype(str))
 
 
 def test_tables(tiny_run):

@@ -17,7 +17,15 @@ from .markertable import UNASSIGNED, ambient_prone_genes, load_marker_table, mar
 from .preprocess import highly_variable_genes, pca, signal_components
 from .scoring import gene_scale, score_cells
 
-__all__ = ["collect_cell_types", "concat_sweeps", "subcluster_compartment", "sweep_table"]
+__all__ = [
+    "cell_type_calls",
+    "collect_cell_types",
+    "concat_cell_type_calls",
+    "concat_sweeps",
+    "read_cell_type_calls",
+    "subcluster_compartment",
+    "sweep_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -205,18 +213,23 @@ def subcluster_compartment(
     return sub
 
 
-def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
+def collect_cell_types(
+    adata: ad.AnnData, parts: list[ad.AnnData], *, calls: dict[str, pd.DataFrame] | None = None
+) -> None:
     """Copy ``cell_type`` and its confidence from compartment objects back into ``adata``.
 
     Cells in no part (``unassigned`` compartment) get ``cell_type = "unassigned"``; the
     type level (``cell_type_broad``) and both confidences are copied too, and each non-empty
-    part's table of cluster calls to ``uns["milkcells"]["cell_types"][compartment]``.
+    part's table of cluster calls (:func:`cell_type_calls` without its ``compartment`` column) to
+    ``uns["milkcells"]["cell_types"][compartment]``: from ``calls`` (compartment -> table, as
+    :func:`read_cell_type_calls` reads them) where given, else from the parts.
     """
     label = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
     broad = pd.Series(UNASSIGNED, index=adata.obs_names, dtype=object)
     conf = pd.Series(0.0, index=adata.obs_names)
     broad_conf = pd.Series(0.0, index=adata.obs_names)
     sub = pd.Series("", index=adata.obs_names, dtype=object)
+    tables = {}
     for p in parts:
         if p.n_obs == 0:
             continue
@@ -226,14 +239,70 @@ def collect_cell_types(adata: ad.AnnData, parts: list[ad.AnnData]) -> None:
         conf.loc[p.obs_names] = p.obs["cell_type_confidence"].to_numpy()
         broad_conf.loc[p.obs_names] = p.obs.get("cell_type_broad_confidence", p.obs["cell_type_confidence"]).to_numpy()
         sub.loc[p.obs_names] = [f"{comp}:{c}" for c in p.obs["leiden_compartment"].astype(str)]
+        if calls is None:
+            tables[comp] = p.uns["milkcells"]["cell_type"]["clusters"]
+        elif comp not in calls or not len(calls[comp]):
+            raise ValueError(f"no cell-type calls given for compartment {comp!r} ({p.n_obs} cells)")
+        else:
+            tables[comp] = calls[comp].drop(columns="compartment")
     adata.obs["cell_type"] = pd.Categorical(label.to_numpy())
     adata.obs["cell_type_broad"] = pd.Categorical(broad.to_numpy())
     adata.obs["cell_type_confidence"] = conf.to_numpy().astype(np.float32)
     adata.obs["cell_type_broad_confidence"] = broad_conf.to_numpy().astype(np.float32)
     adata.obs["leiden_compartment"] = pd.Categorical(sub.to_numpy())
-    adata.uns.setdefault("milkcells", {})["cell_types"] = {
-        str(p.obs["compartment"].iloc[0]): p.uns["milkcells"]["cell_type"]["clusters"] for p in parts if p.n_obs
-    }
+    adata.uns.setdefault("milkcells", {})["cell_types"] = tables
+
+
+#: the first columns of a table of cell-type calls per cluster (:func:`cell_type_calls`); then the
+#: score of each of the compartment's types (``score_<type>``)
+CALL_COLUMNS = [
+    "compartment",
+    "leiden_compartment",
+    "n_cells",
+    "label",
+    "score",
+    "runner_up",
+    "runner_up_score",
+    "confidence",
+    "purity",
+    "status",
+]
+
+
+def cell_type_calls(adata: ad.AnnData, compartment: str | None = None) -> pd.DataFrame:
+    """A compartment's cell-type calls per cluster, as :func:`subcluster_compartment` made them.
+
+    One row per cluster (``leiden_compartment``): its cells, the type called (``label``; ``status``
+    says whether and why not), its score, the runner-up's, confidence and purity, and the score of
+    every type of the compartment; the compartment's name in the first column. A table without
+    rows (columns :data:`CALL_COLUMNS`) for a compartment without cells.
+    """
+    if adata.n_obs == 0:
+        return pd.DataFrame(columns=CALL_COLUMNS)
+    name = compartment or str(adata.obs["compartment"].iloc[0])
+    calls = adata.uns["milkcells"]["cell_type"]["clusters"]
+    return pd.concat([pd.Series(name, index=calls.index, name="compartment"), calls], axis=1)
+
+
+def read_cell_type_calls(path) -> pd.DataFrame:
+    """A table of :func:`cell_type_calls` written by ``milkcells.storage.write_table(..., exact=True)``.
+
+    Read back with its values and types (cluster names as text, counts as integers, the types'
+    scores as float32), so that what a later step keeps of it equals the compartment's own table.
+    """
+    calls = pd.read_csv(
+        path, sep="\t", dtype={c: str for c in ("compartment", "leiden_compartment")}, float_precision="round_trip"
+    )
+    if list(calls.columns[: len(CALL_COLUMNS)]) != CALL_COLUMNS:
+        raise ValueError(f"{path}: expected a table of cell-type calls with columns {CALL_COLUMNS} first")
+    scores = [c for c in calls.columns if c.startswith("score_")]
+    return calls.astype({"n_cells": np.int64} | {c: np.float32 for c in scores})
+
+
+def concat_cell_type_calls(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The compartments' tables of :func:`cell_type_calls` in one (a type's score empty outside its compartment)."""
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=CALL_COLUMNS)
 
 
 #: the columns of a sweep table without rows (no compartment swept)

@@ -249,11 +249,15 @@ def subcluster(
     )  # fmt: skip
 
 
-def collect(adata: ad.AnnData, parts: list[ad.AnnData], *, config: dict) -> None:
-    """The compartments' cell types back into the atlas, and the run's settings recorded (:func:`record_run`)."""
+def collect(adata: ad.AnnData, parts: list[ad.AnnData], *, config: dict, calls: dict | None = None) -> None:
+    """The compartments' cell types back into the atlas, and the run's settings recorded (:func:`record_run`).
+
+    ``calls``: each compartment's table of cluster calls, where it comes from a file
+    (:func:`milkcells.compartments.collect_cell_types`).
+    """
     from . import compartments
 
-    compartments.collect_cell_types(adata, parts)
+    compartments.collect_cell_types(adata, parts, calls=calls)
     record_run(adata, config)
 
 
@@ -305,7 +309,7 @@ def run(samples: list[ad.AnnData], config: dict | None = None) -> Run:
 
 def analyse(atlas: ad.AnnData, config: dict | None = None) -> Run:
     """Run the stages after the merge in memory, integration to composition (``atlas`` changes in place)."""
-    from .compartments import concat_sweeps, sweep_table
+    from .compartments import cell_type_calls, concat_cell_type_calls, concat_sweeps, sweep_table
     from .markertable import COMPARTMENTS
 
     config = default_config(config)
@@ -318,6 +322,7 @@ def analyse(atlas: ad.AnnData, config: dict | None = None) -> Run:
     tables["gene_scale"] = gene_scale(atlas, config=config)
     parts = {c: subcluster(atlas, c, config=config, scale=tables["gene_scale"]) for c in COMPARTMENTS}
     tables["resolution_sweep"] = concat_sweeps([sweep_table(p) for p in parts.values()])
+    tables["cell_type_calls"] = concat_cell_type_calls([cell_type_calls(p, c) for c, p in parts.items()])
     collect(atlas, list(parts.values()), config=config)
     tables["composition"], tables["composition_time"], tables["composition_stage"] = composition(atlas, config=config)
     return Run(atlas=atlas, compartments=parts, tables=tables)

@@ -236,10 +236,22 @@ def write_annotations(adata: AnnData, path: str | os.PathLike, *, layers: tuple[
     write_h5ad(small, path)
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> None:
-    """Write a tab-separated table atomically."""
+def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = False, exact: bool = False) -> None:
+    """Write a tab-separated table atomically.
+
+    Parameters
+    ----------
+    df, path
+        The table and its file (written through a temporary file renamed into place).
+    index
+        Write the index as the first column.
+    exact
+        Every digit that reading the numbers back (``pandas.read_csv(...,
+        float_precision="round_trip")``) needs to give the same values, for tables that pass
+        between steps; else 6 significant digits.
+    """
     with atomic_path(path, suffix=".tsv") as tmp:
-        df.to_csv(tmp, sep="\t", index=index, float_format="%.6g")
+        df.to_csv(tmp, sep="\t", index=index, float_format=None if exact else "%.6g")
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> None:

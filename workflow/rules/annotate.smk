@@ -30,6 +30,7 @@ rule annotated:
         matrices=out("intermediate", "preprocessed.h5ad"),
         umap=out("intermediate", "umap.h5ad"),
         parts=expand(out("intermediate", "compartments", "{compartment}.h5ad"), compartment=COMPARTMENTS),
+        calls=expand(out("intermediate", "compartments", "{compartment}_cell_type_calls.tsv"), compartment=COMPARTMENTS),
     output:
         out("annotated.h5ad"),
     log:

@@ -106,6 +106,7 @@ def final_outputs():
         out("tables", "ambient.tsv"),
         out("tables", "composition_time.tsv"),
         out("tables", "resolution_sweep.tsv"),
+        out("tables", "cell_type_calls.tsv"),
         out("figures", "composition_time.png"),
         *expand(
             out("figures", "umap_{key}.png"),
@@ -144,6 +145,7 @@ RULE_SIZING = {
     "subcluster": (4, 1500, 2, 20, 5),  # 5.5 GB (its rows), 6.8 GB, 118 s (epithelial, 89k cells)
     "compartment_umap": (1, 1500, 0.3, 20, 5),
     "resolution_sweep": (1, 1000, 0, 10, 0),  # 5.0 GB (the graph; copies the file), 0.7 GB, 84 s
+    "cell_type_calls": (1, 1000, 0, 10, 0),
     "annotated": (1, 1000, 0.1, 15, 3),  # 10.9 GB (obs, uns; copies the atlas's file), 0.4 GB, 28 s
     "composition": (1, 1000, 0.1, 15, 3),  # 5.5 GB (obs), 0.2 GB, 6 s
     "agreement": (1, 1000, 1.5, 10, 3),

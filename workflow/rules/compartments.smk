@@ -28,6 +28,7 @@ rule subcluster:
     output:
         adata=temp(out("intermediate", "compartments", "{compartment}.h5ad")),
         sweep=temp(out("intermediate", "compartments", "{compartment}_sweep.tsv")),
+        calls=temp(out("intermediate", "compartments", "{compartment}_cell_type_calls.tsv")),
     log:
         out("logs", "subcluster", "{compartment}.log"),
     # the largest compartment first (milk is mostly epithelial): it is the longest job of the run, and
@@ -83,3 +84,21 @@ rule resolution_sweep:
         runtime=sized_runtime("resolution_sweep"),
     script:
         "../scripts/resolution_sweep.py"
+
+
+rule cell_type_calls:
+    """The cell-type calls of every compartment's clusters, in one table."""
+    input:
+        expand(out("intermediate", "compartments", "{compartment}_cell_type_calls.tsv"), compartment=COMPARTMENTS),
+    output:
+        report(out("tables", "cell_type_calls.tsv"), caption="../report/cell_type_calls.rst", category="Clusters"),
+    log:
+        out("logs", "cell_type_calls.log"),
+    conda:
+        "../envs/figures.yaml"
+    threads: sized_threads("cell_type_calls")
+    resources:
+        mem_mb=sized_mem_mb("cell_type_calls"),
+        runtime=sized_runtime("cell_type_calls"),
+    script:
+        "../scripts/cell_type_calls.py"

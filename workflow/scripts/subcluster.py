@@ -20,3 +20,5 @@ sub = recipe.subcluster(adata, name, config=snakemake.params.config, scale=scale
 write_h5ad(sub, snakemake.output.adata)
 # the resolution sweep (resolution auto), for the table of all compartments' sweeps
 write_table(compartments.sweep_table(sub), snakemake.output.sweep)
+# its cell-type calls per cluster, every digit kept: the atlas (rule annotated) keeps them as they are
+write_table(compartments.cell_type_calls(sub, name), snakemake.output.calls, exact=True)
