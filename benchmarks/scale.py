@@ -82,7 +82,7 @@ def sample_design(n_samples: int) -> pd.DataFrame:
                 "sample": f"{donor}_d{days:03d}",
                 "donor": donor,
                 "batch": f"batch_{donor}",
-                "source": "milk",
+                "sample_type": "milk",
                 "days_postpartum": days,
             }
         )

@@ -8,6 +8,11 @@ Figures are not compared (their bytes carry timestamps). Prints one line per fil
 anything differs::
 
     python scripts/compare_outputs.py results_before results_after
+
+A change that renames a column (of the tables and of ``obs``) or adds an output says so, and the
+comparison holds it to exactly that: ``--rename source=sample_type`` compares the before's
+``source`` with the after's ``sample_type`` (and fails where the before has no ``source``),
+``--new tables/cell_type_calls.tsv`` lists an output the before lacks without failing.
 """
 
 from __future__ import annotations
@@ -70,14 +75,21 @@ def compare_matrices(a, b, *, rtol: float) -> tuple[bool, float]:
     return diff <= rtol * max(matrix_scale(a), 1e-300) or diff == 0, diff
 
 
-def compare_h5ad(p: Path, q: Path, *, rtol: float) -> list[str]:
+def renamed(df: pd.DataFrame, renames: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    """The before's frame with the renamed columns under their new names (and the renames it lacked)."""
+    present = {old: new for old, new in renames.items() if old in df.columns}
+    return df.rename(columns=present), [f"no column {old!r} to rename" for old in renames if old not in present]
+
+
+def compare_h5ad(p: Path, q: Path, *, rtol: float, renames: dict[str, str]) -> list[str]:
     import anndata as ad
 
     a, b = ad.read_h5ad(p), ad.read_h5ad(q)
     problems = []
     if not a.obs_names.equals(b.obs_names) or not a.var_names.equals(b.var_names):
         return ["cells or genes differ"]
-    problems += [f"obs {x}" for x in compare_frames(a.obs, b.obs, rtol=rtol)]
+    obs, missing = renamed(a.obs, renames)
+    problems += [f"obs {x}" for x in missing + compare_frames(obs, b.obs, rtol=rtol)]
     problems += [f"var {x}" for x in compare_frames(a.var, b.var, rtol=rtol)]
     for name in ("X", *sorted(set(a.layers) | set(b.layers))):
         x = a.X if name == "X" else a.layers.get(name)
@@ -104,7 +116,18 @@ def main(argv=None) -> int:
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path)
     ap.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of numbers (default 1e-5)")
+    ap.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="a column the change renamed, in the tables that hold it and in obs (repeatable)",
+    )
+    ap.add_argument(
+        "--new", action="append", default=[], type=Path, metavar="PATH", help="an output the change adds (repeatable)"
+    )
     args = ap.parse_args(argv)
+    renames = dict(r.split("=", 1) for r in args.rename)
     failed = False
     files = sorted(
         {p.relative_to(args.before) for p in args.before.glob("tables/*.tsv")}
@@ -115,14 +138,20 @@ def main(argv=None) -> int:
     )
     for rel in files:
         p, q = args.before / rel, args.after / rel
+        if rel in args.new and q.exists() and not p.exists():
+            print(f"new     {rel}")
+            continue
         if not p.exists() or not q.exists():
             print(f"DIFFERS {rel}: in {'after' if q.exists() else 'before'} only")
             failed = True
             continue
         if rel.suffix == ".tsv":
-            problems = compare_frames(pd.read_csv(p, sep="\t"), pd.read_csv(q, sep="\t"), rtol=args.rtol)
+            before = pd.read_csv(p, sep="\t")
+            # a rename applies to the tables holding the column: the after must hold the new name instead
+            before, _ = renamed(before, renames)
+            problems = compare_frames(before, pd.read_csv(q, sep="\t"), rtol=args.rtol)
         else:
-            problems = compare_h5ad(p, q, rtol=args.rtol)
+            problems = compare_h5ad(p, q, rtol=args.rtol, renames=renames)
         print(
             ("DIFFERS " if problems else "same    ") + str(rel) + ("" if not problems else ": " + "; ".join(problems))
         )

@@ -80,7 +80,9 @@ def test_shipped_table_calls_are_mapped_up_to_the_author_level():
 def test_nyquist_t_cells_match_cd4_and_cd8_calls(table):
     author = ["T cells"] * 4 + ["B cells"] * 2
     calls = ["CD4 T cell", "CD8 T cell", "CD4 T cell", "T cell", "B cell", "B cell"]
-    summary, per_label, confusion = agreement.label_agreement(_adata(author, calls), study="nyquist2022", markers=table)
+    summary, per_label, confusion = agreement.label_agreement(
+        _adata(author, calls), study="nyquist2022", marker_table=table
+    )
     per = per_label.set_index("author_label")
     assert per.loc["T cell", "recall"] == 1.0 and per.loc["T cell", "precision"] == 1.0
     assert per.loc["T cell", "f1"] == 1.0 and per.loc["T cell", "level"] == "cell_type"
@@ -91,7 +93,7 @@ def test_nyquist_t_cells_match_cd4_and_cd8_calls(table):
 def test_twigger_im_is_a_compartment(table):
     author = ["IM"] * 4 + ["LC2"] * 2
     calls = ["B cell", "neutrophil", "CD8 T cell", "GPNMB macrophage", "LC2", "LC2"]
-    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), study="twigger2022", markers=table)
+    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), study="twigger2022", marker_table=table)
     per = per_label.set_index("author_label")
     assert per.loc["immune", "recall"] == 1.0 and per.loc["immune", "level"] == "compartment"
     assert per.loc["immune", "precision"] == 1.0
@@ -101,7 +103,7 @@ def test_twigger_im_is_a_compartment(table):
 def test_coarser_call_is_not_correct(table):
     author = ["CD4 T cell"] * 4
     calls = ["CD4 T cell", "T cell", "T cell", "CD8 T cell"]
-    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), markers=table)
+    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), marker_table=table)
     row = per_label.set_index("author_label").loc["CD4 T cell"]
     assert row["recall"] == pytest.approx(1 / 4) and row["coarser_share"] == pytest.approx(2 / 4)
     assert row["level"] == "subtype" and row["most_called"] == "T cell"
@@ -111,7 +113,7 @@ def test_coarser_call_is_not_correct(table):
 def test_unassigned_lowers_recall(table):
     author = ["neutrophils"] * 4 + ["B cells"] * 4
     calls = ["neutrophil", "unassigned", "unassigned", "neutrophil"] + ["B cell"] * 4
-    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), study="nyquist2022", markers=table)
+    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), study="nyquist2022", marker_table=table)
     per = per_label.set_index("author_label")
     assert per.loc["neutrophil", "recall"] == 0.5 and per.loc["neutrophil", "unassigned_share"] == 0.5
     assert per.loc["neutrophil", "precision"] == 1.0
@@ -120,7 +122,7 @@ def test_unassigned_lowers_recall(table):
     assert summary["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
     assert summary["unassigned_share"] == pytest.approx(2 / 8)
     # unassigned is never correct, not even against an 'unassigned' reference
-    s, per, _ = agreement.label_agreement(_adata(["unassigned"] * 2, ["unassigned"] * 2), markers=table)
+    s, per, _ = agreement.label_agreement(_adata(["unassigned"] * 2, ["unassigned"] * 2), marker_table=table)
     assert per["recall"].iloc[0] == 0 and per["level"].iloc[0] == "absent"
 
 
@@ -128,7 +130,7 @@ def test_precision_counts_calls_mapped_up_to_the_label(table):
     # two cells the authors call B cells are called T-cell subtypes: false positives of T cell
     author = ["T cell"] * 2 + ["B cell"] * 2 + ["CD4 T cell"] * 2
     calls = ["CD4 T cell", "T cell", "CD8 T cell", "B cell", "CD4 T cell", "CD4 T cell"]
-    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), markers=table)
+    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), marker_table=table)
     per = per_label.set_index("author_label")
     # called T cell or below: 5 cells, of which the authors put 4 at or below T cell
     assert per.loc["T cell", "precision"] == pytest.approx(4 / 5) and per.loc["T cell", "recall"] == 1.0
@@ -142,7 +144,7 @@ def test_precision_counts_calls_mapped_up_to_the_label(table):
 def test_labels_absent_from_the_table_are_reported_apart(table):
     author = ["T cells"] * 2 + ["removed"] * 2
     calls = ["CD4 T cell", "CD8 T cell", "unassigned", "B cell"]
-    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), study="nyquist2022", markers=table)
+    summary, per_label, _ = agreement.label_agreement(_adata(author, calls), study="nyquist2022", marker_table=table)
     assert summary["absent_labels"] == ["removed"] and summary["absent_share"] == 0.5
     assert summary["macro_f1"] == 1.0 and summary["accuracy"] == 1.0
 
@@ -167,7 +169,7 @@ def test_identical_labelings_agree_fully():
 
 
 def test_case_insensitive_match_and_errors(table):
-    mapped = agreement.map_author_labels(pd.Series(["t cell", "Neutrophil", "IMMUNE", "odd label"]), markers=table)
+    mapped = agreement.map_author_labels(pd.Series(["t cell", "Neutrophil", "IMMUNE", "odd label"]), marker_table=table)
     assert list(mapped) == ["T cell", "neutrophil", "immune", "odd label"]
     with pytest.raises(ValueError, match="author_key"):
         agreement.label_agreement(_adata(["a"], ["b"]), author_key="nope")
@@ -211,7 +213,7 @@ def test_truth_agreement_maps_up_and_reports_absent_types(table):
         },
         index=[f"c{i}" for i in range(13)],
     )
-    res = demo.truth_agreement(ad.AnnData(obs=obs), markers=table)
+    res = demo.truth_agreement(ad.AnnData(obs=obs), marker_table=table)
     assert res["n_kept"] == 13 and res["n_singlets"] == 12
     assert res["non_singlet_share"] == pytest.approx(1 / 13)
     assert res["compartment_accuracy"] == pytest.approx(10 / 12)

@@ -218,7 +218,7 @@ def test_subtype_called_when_its_sibling_set_is_silent(tmp_path):
     a.obsm["X"] = np.vstack(emb)
     a.obs["leiden_compartment"] = pd.Categorical(["0"] * n + ["1"] * n)
     _knn(a)
-    annotate.annotate_cell_types(a, compartment="immune", groupby="leiden_compartment", markers=table)
+    annotate.annotate_cell_types(a, compartment="immune", groupby="leiden_compartment", marker_table=table)
     got = pd.crosstab(a.obs["truth"], a.obs["cell_type"].astype(str))
     assert got.loc["CTSL-high"].get("CTSL macrophage", 0) >= 36, got
     assert got.loc["plain"].get("macrophage", 0) >= 36, got  # no subtype shown: stays a macrophage

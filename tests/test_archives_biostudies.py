@@ -135,7 +135,7 @@ def test_sdrf_samples_milk_default_dedup_and_legacy_rewrite():
     assert list(s["sample"]) == ["LMC1", "LMC2"]  # one row per sample; NMC1 (tissue) left out
     assert list(s.index) == ["LMC1", "LMC2"]
     assert list(s["donor"]) == ["MD1", "MD2"]
-    assert set(s["source"]) == {"milk"}
+    assert set(s["sample_type"]) == {"milk"}
     assert set(s["batch"]) == set(s["accession"]) == {"E-MTAB-9841"}
     assert set(s["chemistry"]) == {"10xV3"}
     assert s["days_postpartum"].tolist() == [28.0, 10.0]  # "4" week, "10" day
@@ -154,7 +154,7 @@ def test_sdrf_samples_legacy_rewrite_follows_base_url():
 def test_sdrf_samples_include_tissue():
     s = biostudies.sdrf_samples(biostudies.read_sdrf(B1), accession="E-MTAB-9841", include_tissue=True)
     assert list(s["sample"]) == ["LMC1", "LMC2", "NMC1"]
-    assert s.loc["NMC1", "source"] == "tissue"
+    assert s.loc["NMC1", "sample_type"] == "tissue"
     assert np.isnan(s.loc["NMC1", "days_postpartum"])  # "not applicable"
 
 
@@ -163,7 +163,7 @@ def test_sdrf_samples_loose_headers_and_biostudies_urls():
     # "Characteristics [Individual]" and "Comment[Derived ArrayExpress FTP file]" matched loosely
     assert s["donor"].tolist() == ["TD5", "MD2", "MD5"]
     # index names say nothing: the organism part decides
-    assert s["source"].tolist() == ["tissue", "milk", "milk"]
+    assert s["sample_type"].tolist() == ["tissue", "milk", "milk"]
     assert s["days_postpartum"].isna().all()
     # AD4's second row has empty file cells: the files come from its first row, once
     files = s.loc["AD4", "files"]
@@ -282,7 +282,7 @@ def test_sample_sheet_from_sdrf_reads_back(tmp_path):
         "path",
         "donor",
         "batch",
-        "source",
+        "sample_type",
         "days_postpartum",
         "chemistry",
         "accession",
@@ -294,7 +294,7 @@ def test_sample_sheet_from_sdrf_reads_back(tmp_path):
         back = read_sample_sheet(tmp_path / "samples.tsv")
     # io may flag the extra columns (chemistry, accession) as carried into obs as they are
     assert all(issubclass(w.category, MilkcellsWarning) and "chemistry" in str(w.message) for w in caught)
-    assert back["source"].tolist() == ["milk", "milk", "tissue"]
+    assert back["sample_type"].tolist() == ["milk", "milk", "tissue"]
     assert back["donor"].tolist() == ["MD1", "MD2", "TD1"]
     assert back["days_postpartum"].iloc[:2].tolist() == [28.0, 10.0]
     assert np.isnan(back["days_postpartum"].iloc[2])
@@ -331,7 +331,7 @@ def test_sample_sheet_unusable_samples(tmp_path):
         biostudies.sample_sheet_from_sdrf(s, tmp_path)
     assert e.value.sample == "LMC9"
     sheet = biostudies.sample_sheet_from_sdrf(s, tmp_path, skip_unusable=True)
-    assert sheet["sample"].tolist() == ["NMC1B"] and sheet.loc[0, "source"] == "tissue"
+    assert sheet["sample"].tolist() == ["NMC1B"] and sheet.loc[0, "sample_type"] == "tissue"
     assert biostudies.sdrf_downloads(s, tmp_path, skip_unusable=True)["name"].tolist() == [
         "NMC1B_matrix.mtx",
         "NMC1B_genes.tsv",
@@ -350,7 +350,7 @@ def test_sample_sheet_h5_path(tmp_path):
             "sample": ["LMC5"],
             "files": [[{"name": "LMC5_raw_feature_bc_matrix.h5", "url": "u"}]],
             "donor": ["D5"],
-            "source": ["milk"],
+            "sample_type": ["milk"],
             "accession": ["E-MTAB-10855"],
             "batch": ["E-MTAB-10855"],
             "days_postpartum": [np.nan],

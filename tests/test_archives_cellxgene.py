@@ -133,7 +133,7 @@ def test_read_cellxgene_filter_raw_and_labels(cxg_h5ad):
     labels = obs.loc[milk, "cell_type"].astype(str).tolist()
     assert a.obs["author_label"].astype(str).tolist() == labels
     assert a.obs["donor"].astype(str).tolist() == obs.loc[milk, "donor_id"].astype(str).tolist()
-    assert (a.obs["sample"] == a.obs["donor"]).all() and set(a.obs["source"]) == {"milk"}
+    assert (a.obs["sample"] == a.obs["donor"]).all() and set(a.obs["sample_type"]) == {"milk"}
     assert list(a.obs["tissue"].cat.categories) == ["milk"]
     assert a.obs["days_postpartum"].isna().all()
     assert a.uns["milkcells"]["ingest"]["params"]["counts_from"] == "raw.X"
@@ -152,7 +152,7 @@ def test_read_cellxgene_list_filter_label_and_sample_columns(cxg_h5ad):
     assert set(a.obs["author_label"].astype(str)) <= {"LC2", "T"}
     assert a.obs["sample"].astype(str).tolist() == obs.loc[keep, "sample_id"].astype(str).tolist()
     everything = cellxgene.read_cellxgene(path)
-    assert everything.n_obs == len(obs) and set(everything.obs["source"]) == {"milk", "tissue"}
+    assert everything.n_obs == len(obs) and set(everything.obs["sample_type"]) == {"milk", "tissue"}
 
 
 def test_read_cellxgene_counts_in_x_without_raw(cxg_h5ad, tmp_path):
@@ -233,7 +233,7 @@ def test_prepare_end_to_end_through_a_local_curation_api(cxg_h5ad, tmp_path):
     back = read_sample_sheet(ds / "samples.tsv")
     milk = (obs["tissue"] == "milk").to_numpy()
     assert list(back.index) == sorted(set(obs.loc[milk, "sample_id"])) == list(sheet["sample"])
-    assert (back["source"] == "milk").all() and back["days_postpartum"].isna().all()
+    assert (back["sample_type"] == "milk").all() and back["days_postpartum"].isna().all()
     for sample, row in back.iterrows():
         a = io.read_sample(row["path"], sample=sample)
         cells = milk & (obs["sample_id"] == sample).to_numpy()

@@ -48,7 +48,7 @@ def test_read_scp_fixture():
     first, last = a.obs.iloc[0], a.obs.iloc[-1]
     assert (first["donor"], first["days_postpartum"], first["barcode"]) == ("BM01", 5.0, "AAACCTGA")
     assert last["donor"] == "K1" and np.isnan(last["days_postpartum"])  # donor NA -> sample
-    assert set(a.obs["source"]) == {"milk"} and (a.obs["batch"] == a.obs["sample"]).all()
+    assert set(a.obs["sample_type"]) == {"milk"} and (a.obs["batch"] == a.obs["sample"]).all()
     assert a.uns["milkcells"]["ingest"]["params"]["reader"] == "read_scp"
 
 

@@ -7,7 +7,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from milkcells import InputError, demo, io
+from milkcells import InputError, MilkcellsWarning, demo, io
 from milkcells.archives import urls
 from milkcells.download import DownloadError
 
@@ -22,13 +22,17 @@ def test_prepare_url_list_downloads_and_verifies(tmp_path):
     with serve(site) as (base, server):
         for f in sorted((site / "U1").iterdir()):
             sha = hashlib.sha256(f.read_bytes()).hexdigest()
-            rows.append({"url": f"{base}U1/{f.name}", "sample": "U1", "sha256": sha, "days_postpartum": "7"})
+            row = {"url": f"{base}U1/{f.name}", "sample": "U1", "sha256": sha, "days_postpartum": "7"}
+            rows.append(row | {"source": "tissue"})  # the former name of sample_type
         pd.DataFrame(rows).to_csv(tmp_path / "urls.tsv", sep="\t", index=False)
-        sheet = urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01)
+        with pytest.warns(MilkcellsWarning, match="column 'source' is now called 'sample_type'"):
+            sheet = urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01)
         n = server.count()
-        urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01)
+        with pytest.warns(MilkcellsWarning, match="'source'"):
+            urls.prepare(tmp_path / "ds", url_list=tmp_path / "urls.tsv", backoff=0.01)
         assert server.count() == n  # nothing downloaded again
     assert sheet.loc[0, "sample"] == "U1" and sheet.loc[0, "days_postpartum"] == 7
+    assert sheet.loc[0, "sample_type"] == "tissue"
     a = io.read_sample(sheet.loc[0, "path"], sample="U1")
     assert a.shape == raw.shape
     manifest = pd.read_csv(tmp_path / "ds" / "manifest.tsv", sep="\t")

@@ -57,7 +57,7 @@ MIRRORS = {
     ("markers", "max_cells_per_group"): (markers.rank_markers, "max_cells_per_group"),
     ("compartment_calls", "min_score"): (annotate.annotate_compartments, "min_score"),
     ("compartment_calls", "exclusive_ratio"): (annotate.annotate_compartments, "exclusive_ratio"),
-    ("annotation", "markers"): (annotate.annotate_cell_types, "markers"),
+    ("annotation", "marker_table"): (annotate.annotate_cell_types, "marker_table"),
     ("annotation", "min_score"): (annotate.annotate_cell_types, "min_score"),
     ("annotation", "min_margin"): (annotate.annotate_compartments, "min_margin"),
     ("annotation", "expr_floor"): (annotate.annotate_compartments, "expr_floor"),

@@ -85,7 +85,7 @@ def test_plain_download_and_manifest(archive, site, tmp_path):
     )
     assert dest.read_bytes() == data
     assert not dest.with_name("blob.bin.part").exists()
-    assert rec["downloaded"] is True and rec["source"] == "network"
+    assert rec["downloaded"] is True and rec["origin"] == "network"
     assert rec["url"] == base + "data/blob.bin" and rec["path"] == str(dest)
     assert (rec["size"], rec["sha256"], rec["md5"]) == (len(data), _sha(data), hashlib.md5(data).hexdigest())
     assert datetime.fromisoformat(rec["time"]).utcoffset().total_seconds() == 0
@@ -115,7 +115,7 @@ def test_second_fetch_and_fetch_all_download_nothing(archive, site, tmp_path):
     assert seen == 3
 
     again = dl.fetch_all(items, out, manifest=manifest, **FAST)
-    assert [(r["downloaded"], r["source"]) for r in again] == [(False, "existing")] * 3
+    assert [(r["downloaded"], r["origin"]) for r in again] == [(False, "existing")] * 3
     single = dl.fetch(base + "data/blob.bin", out / "blob.bin", sha256=first[0]["sha256"], **FAST)
     assert single["downloaded"] is False
     assert server.count(method=None) == seen  # no request at all
@@ -375,7 +375,7 @@ def test_mirror_is_used_without_network(archive, site, tmp_path):
     ]
     out = tmp_path / "out"
     records = dl.fetch_all(items, out, mirror=mirror, manifest=out / "manifest.tsv", **FAST)
-    assert [(r["source"], r["downloaded"]) for r in records] == [("mirror", True)] * 2
+    assert [(r["origin"], r["downloaded"]) for r in records] == [("mirror", True)] * 2
     assert (out / "data" / "blob.bin").read_bytes() == (site / "data" / "blob.bin").read_bytes()
     assert server.count(method=None) == 0
     assert len(mf.read_manifest(out / "manifest.tsv")) == 2
@@ -388,7 +388,7 @@ def test_mirror_falls_back_to_network_and_rejects_bad_copies(archive, site, tmp_
     (mirror / "data" / "table.tsv.gz").write_bytes(b"\x1f\x8b not really gzip")
     out = tmp_path / "out"
     rec = dl.fetch_all([{"url": base + "data/blob.bin", "filename": "data/blob.bin"}], out, mirror=mirror, **FAST)
-    assert rec[0]["source"] == "network" and server.count("data/blob.bin") == 1
+    assert rec[0]["origin"] == "network" and server.count("data/blob.bin") == 1
     with pytest.raises(dl.DownloadError, match="corrupt gzip") as err:
         dl.fetch_all([{"url": base + "data/table.tsv.gz", "filename": "data/table.tsv.gz"}], out, mirror=mirror, **FAST)
     assert str(mirror / "data" / "table.tsv.gz") in str(err.value)

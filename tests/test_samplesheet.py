@@ -20,7 +20,7 @@ def test_sample_sheet_defaults(tmp_path):
         df = read_sample_sheet(p)
     assert list(df.index) == ["A1", "B-2"]
     assert list(df["donor"]) == ["A1", "B-2"] and list(df["batch"]) == ["A1", "B-2"]
-    assert set(df["source"]) == {"milk"}
+    assert set(df["sample_type"]) == {"milk"}
     assert df["days_postpartum"].isna().all()
     assert list(df["extra"]) == ["x", "y"]
 
@@ -34,7 +34,7 @@ def test_sample_sheet_defaults(tmp_path):
         ("sample\tpath\n\ta\n", "empty sample name on line 2"),
         ("sample\tpath\nA\t\n", "empty path"),
         ("sample\tpath\tdays_postpartum\nA\ta\tthree\n", "days_postpartum 'three' is not a number"),
-        ("sample\tpath\tsource\nA\ta\tblood\n", "unknown source"),
+        ("sample\tpath\tsample_type\nA\ta\tblood\n", "unknown sample_type 'blood' on line 2"),
         ("sample\tpath\nA B\ta\n", "unsupported characters"),
         ("sample\tpath\tdays_post_partum\nA\ta\t5\n", "did you mean 'days_postpartum'"),
         ("sample\tpath\tDonor\nA\ta\tD1\n", "did you mean 'donor'"),
@@ -117,13 +117,24 @@ def test_inputs_checked_once_with_the_schema_message(tmp_path):
 
 
 def test_negative_days_and_schema_messages(tmp_path):
-    p = _sheet(tmp_path, "sample\tpath\tdays_postpartum\tsource\nA\ta\t3.5\ttissue\nB\tb\t-2\t\n")
+    p = _sheet(tmp_path, "sample\tpath\tdays_postpartum\tsample_type\nA\ta\t3.5\ttissue\nB\tb\t-2\t\n")
     with pytest.raises(InputError, match="days_postpartum is negative") as e:
         read_sample_sheet(p)
     assert e.value.sample == "B" and e.value.field == "days_postpartum" and "number of days" in e.value.expected
-    p = _sheet(tmp_path, "sample\tpath\tdays_postpartum\tsource\nA\ta\t3.5\ttissue\nB\tb\t\t\n")
+    p = _sheet(tmp_path, "sample\tpath\tdays_postpartum\tsample_type\nA\ta\t3.5\ttissue\nB\tb\t\t\n")
     df = read_sample_sheet(p)
-    assert df["days_postpartum"].iloc[0] == 3.5 and df["source"].tolist() == ["tissue", "milk"]
+    assert df["days_postpartum"].iloc[0] == 3.5 and df["sample_type"].tolist() == ["tissue", "milk"]
+
+
+def test_former_column_name_is_read_with_a_warning(tmp_path):
+    # sheets written before the rename (column `source`) still work: read as sample_type, checked as it
+    p = _sheet(tmp_path, "sample\tpath\tsource\nA\ta\ttissue\nB\tb\t\n")
+    with pytest.warns(MilkcellsWarning, match="column 'source' is now called 'sample_type'"):
+        df = read_sample_sheet(p)
+    assert df["sample_type"].tolist() == ["tissue", "milk"] and "source" not in df.columns
+    p = _sheet(tmp_path, "sample\tpath\tsource\nA\ta\tblood\n")
+    with pytest.warns(MilkcellsWarning), pytest.raises(InputError, match="unknown sample_type 'blood' on line 2"):
+        read_sample_sheet(p)
 
 
 def test_every_message_of_the_schema_belongs_to_a_rule_of_its_column():

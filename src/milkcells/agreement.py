@@ -51,19 +51,19 @@ __all__ = [
 Markers = pd.DataFrame | str | os.PathLike | None
 
 
-def _marker_table(markers: Markers) -> pd.DataFrame:
-    table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+def _marker_table(marker_table: Markers) -> pd.DataFrame:
+    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
     if "parent" not in table.columns:
         table = table.assign(parent="")
     return table
 
 
-def label_hierarchy(markers: Markers = None) -> dict[str, str]:
+def label_hierarchy(marker_table: Markers = None) -> dict[str, str]:
     """Each label of the marker table mapped to its parent label.
 
     Parameters
     ----------
-    markers
+    marker_table
         Marker table or its path (default: the table shipped with milkcells).
 
     Returns
@@ -71,7 +71,7 @@ def label_hierarchy(markers: Markers = None) -> dict[str, str]:
     ``{label: parent}``: a subtype's parent is its ``parent`` cell type, a cell
     type's parent is its compartment, a compartment's parent is ``""``.
     """
-    table = _marker_table(markers)
+    table = _marker_table(marker_table)
     parents: dict[str, str] = {}
     parent_col = table["parent"].fillna("").astype(str)
     columns = (table["level"], table["compartment"], table["cell_type"], parent_col)
@@ -118,7 +118,7 @@ def label_lineage(label: str, table: Markers = None) -> list[str]:
     return _lineage(str(label), label_hierarchy(table))
 
 
-def map_author_labels(labels: pd.Series, *, study: str | None = None, markers: Markers = None) -> pd.Series:
+def map_author_labels(labels: pd.Series, *, study: str | None = None, marker_table: Markers = None) -> pd.Series:
     """Map author labels to milkcells labels.
 
     Parameters
@@ -128,7 +128,7 @@ def map_author_labels(labels: pd.Series, *, study: str | None = None, markers: M
     study
         Use only this study's rows of ``data/author_labels.tsv``
         (``nyquist2022``, ``twigger2022``, ``cellxgene``).
-    markers
+    marker_table
         Marker table or its path (default: the shipped one) whose compartments
         and cell types unlisted labels are matched to, case-insensitively.
 
@@ -138,7 +138,7 @@ def map_author_labels(labels: pd.Series, *, study: str | None = None, markers: M
     """
     table = author_label_map(study)
     mapping = dict(zip(table["author_label"], table["cell_type"], strict=True))
-    known = {t.lower(): t for t in label_hierarchy(markers)}
+    known = {t.lower(): t for t in label_hierarchy(marker_table)}
     known[UNASSIGNED] = UNASSIGNED
 
     def one(label: str) -> str:
@@ -158,7 +158,7 @@ def compare_labels(
     truth: pd.Series | Iterable[str],
     calls: pd.Series | Iterable[str],
     *,
-    markers: Markers = None,
+    marker_table: Markers = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Score calls against reference labels, each call mapped up to the reference's level.
 
@@ -169,7 +169,7 @@ def compare_labels(
         truth), one per cell.
     calls
         milkcells' calls, one per cell (missing calls count as ``unassigned``).
-    markers
+    marker_table
         Marker table or its path giving the label hierarchy (default: the
         shipped one).
 
@@ -199,7 +199,7 @@ def compare_labels(
     calls = _as_labels(calls)
     if len(truth) != len(calls):
         raise ValueError(f"truth and calls differ in length ({len(truth)} vs {len(calls)})")
-    parents = label_hierarchy(markers)
+    parents = label_hierarchy(marker_table)
     conf = pd.crosstab(truth.to_numpy(), calls.to_numpy())
     counts = conf.to_numpy()
     rows, cols = list(conf.index), list(conf.columns)
@@ -267,7 +267,7 @@ def label_agreement(
     author_key: str = "author_label",
     key: str = "cell_type",
     study: str | None = None,
-    markers: Markers = None,
+    marker_table: Markers = None,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Compare ``obs[key]`` with the authors' labels in ``obs[author_key]``.
 
@@ -285,7 +285,7 @@ def label_agreement(
         ``obs`` column of milkcells' labels.
     study
         Restrict the label map to one study (``nyquist2022``, ``twigger2022``).
-    markers
+    marker_table
         Marker table or its path giving the label hierarchy (default: the
         shipped one; pass the table the cells were annotated with).
 
@@ -305,12 +305,12 @@ def label_agreement(
         raise ValueError(f"author_key {author_key!r} is not an obs column")
     if key not in adata.obs:
         raise ValueError(f"key {key!r} is not an obs column")
-    table = _marker_table(markers)
+    table = _marker_table(marker_table)
     keep = adata.obs[author_key].notna() & (adata.obs[author_key].astype(str) != "")
     obs = adata.obs.loc[keep]
-    truth = map_author_labels(obs[author_key], study=study, markers=table)
+    truth = map_author_labels(obs[author_key], study=study, marker_table=table)
     calls = _as_labels(obs[key])
-    summary, per_label = compare_labels(truth, calls, markers=table)
+    summary, per_label = compare_labels(truth, calls, marker_table=table)
     per_label = per_label.rename(columns={"label": "author_label"})
     confusion = pd.crosstab(truth.rename("author_label"), calls.rename(key))
     return summary, per_label, confusion

@@ -105,7 +105,7 @@ def annotate_compartments(
     adata: ad.AnnData,
     *,
     groupby: str = "leiden",
-    markers: pd.DataFrame | str | os.PathLike | None = None,
+    marker_table: pd.DataFrame | str | os.PathLike | None = None,
     min_score: float = 0.1,
     min_margin: float = 0.25,
     min_purity: float = 0.6,
@@ -121,7 +121,7 @@ def annotate_compartments(
         Clustered cells, log-normalised ``X``, kNN graph in ``obsp``.
     groupby
         ``obs`` column of the clusters.
-    markers
+    marker_table
         Marker table or its path (default: the shipped milk table).
     min_score, min_margin, min_purity
         As in :func:`~milkcells.scoring.call_groups`. The no-call baseline is lower than for cell
@@ -151,7 +151,7 @@ def annotate_compartments(
     metallothioneins of LC1 or smooth-muscle genes of basal cells are
     expressed outside the epithelium).
     """
-    table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
     cores = marker_sets(adata, table=table, level="compartment", exclude=excluded)
     types = marker_sets(adata, table=table, level="cell_type", exclude=excluded)
@@ -256,7 +256,7 @@ def annotate_cell_types(
     *,
     compartment: str,
     groupby: str = "leiden_compartment",
-    markers: pd.DataFrame | str | os.PathLike | None = None,
+    marker_table: pd.DataFrame | str | os.PathLike | None = None,
     min_score: float = 0.15,
     min_margin: float = 0.25,
     min_purity: float = 0.6,
@@ -280,7 +280,7 @@ def annotate_cell_types(
         Whose cell-type marker sets to use.
     groupby
         ``obs`` column of the (sub)clusters.
-    markers
+    marker_table
         Marker table or its path (default: the shipped milk table).
     min_score, min_margin, min_purity, expr_floor, ambient_threshold
         As in :func:`annotate_compartments`.
@@ -319,7 +319,7 @@ def annotate_cell_types(
     """
     if compartment not in COMPARTMENTS:
         raise ValueError(f"compartment must be one of {list(COMPARTMENTS)}, but {compartment!r} was passed.")
-    table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
     # milk transcripts stay in the sets only when the cell's excess over ambient can be tested
     can_test = layer is not None and "ambient_contamination" in adata.obs

@@ -34,7 +34,7 @@ def subcluster_compartment(
     adata: ad.AnnData,
     compartment: str,
     *,
-    markers=None,
+    marker_table=None,
     n_top_genes: int = 2000,
     hvg_batch_key: str | None = "sample",
     n_pcs: int = 30,
@@ -64,7 +64,7 @@ def subcluster_compartment(
         ``layers["counts"]``: all cells, or (with ``scale``) the compartment's alone.
     compartment
         ``"epithelial"``, ``"immune"`` or ``"stromal"``.
-    markers
+    marker_table
         Marker table or path (default: the shipped table).
     n_top_genes, hvg_batch_key, n_pcs, integration, integration_key, n_neighbors, seed
         As in :mod:`milkcells.preprocess`, :func:`milkcells.integrate.integrate`
@@ -135,7 +135,9 @@ def subcluster_compartment(
         log.warning("compartment %s has %d cells: not re-clustered", compartment, sub.n_obs)
         sub.obs["leiden_compartment"] = pd.Categorical(["0"] * sub.n_obs)
         if sub.n_obs:
-            annotate_cell_types(sub, compartment=compartment, markers=markers, reference=adata, scale=scale, **typing)
+            annotate_cell_types(
+                sub, compartment=compartment, marker_table=marker_table, reference=adata, scale=scale, **typing
+            )
         else:
             for key in ("cell_type", "cell_type_broad"):
                 sub.obs[key] = pd.Categorical([], categories=[UNASSIGNED])
@@ -166,7 +168,7 @@ def subcluster_compartment(
             umap=False,
             seed=seed,
         )
-        table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+        table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
         sets = marker_sets(
             sub,
             table=table,
@@ -197,7 +199,7 @@ def subcluster_compartment(
         annotate_cell_types(
             sub,
             compartment=compartment,
-            markers=markers,
+            marker_table=marker_table,
             groupby="leiden_compartment",
             reference=adata,
             scale=scale,

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 _UNASSIGNED = "unassigned"
-_SAMPLE_FIELDS = ("donor", "batch", "source", "days_postpartum")
+_SAMPLE_FIELDS = ("donor", "batch", "sample_type", "days_postpartum")
 
 
 def composition_table(adata: ad.AnnData, *, groupby: str = "sample") -> pd.DataFrame:
@@ -42,7 +42,7 @@ def composition_table(adata: ad.AnnData, *, groupby: str = "sample") -> pd.DataF
     Returns
     -------
     A long table, one row per sample and label: ``sample``, the sample fields
-    (``donor``, ``batch``, ``source``, ``days_postpartum`` where present),
+    (``donor``, ``batch``, ``sample_type``, ``days_postpartum`` where present),
     ``level`` (``compartment`` or ``cell_type``), ``compartment``, ``label``,
     ``n_cells``, ``fraction`` (of the sample's cells) and
     ``fraction_of_compartment`` (cell types only). Every label appears for

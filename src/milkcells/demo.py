@@ -150,7 +150,7 @@ def sample_sheet(prefix: str = "resources/demo") -> pd.DataFrame:
                     "path": f"{prefix}/simulated_{name}.h5ad",
                     "donor": donor,
                     "batch": f"batch_{donor}",
-                    "source": "milk",
+                    "sample_type": "milk",
                     "days_postpartum": d,
                 }
             )
@@ -367,7 +367,7 @@ def _barcodes(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def truth_agreement(adata: ad.AnnData, *, markers: pd.DataFrame | str | None = None) -> dict[str, object]:
+def truth_agreement(adata: ad.AnnData, *, marker_table: pd.DataFrame | str | None = None) -> dict[str, object]:
     """Compare calls with the simulation's truth on the true singlets kept.
 
     Cell types are scored as in :func:`milkcells.agreement.compare_labels`:
@@ -379,7 +379,7 @@ def truth_agreement(adata: ad.AnnData, *, markers: pd.DataFrame | str | None = N
     adata
         Annotated simulated cells: ``obs`` has ``sim_status``,
         ``sim_compartment``, ``sim_cell_type``, ``compartment`` and ``cell_type``.
-    markers
+    marker_table
         Marker table (or its path) the cells were annotated with (default: the
         shipped one); it gives the label hierarchy and which types can be called.
 
@@ -402,7 +402,7 @@ def truth_agreement(adata: ad.AnnData, *, markers: pd.DataFrame | str | None = N
     obs = adata.obs.loc[single]
     comp_ok = (obs["compartment"].astype(str) == obs["sim_compartment"].astype(str)).to_numpy()
     truth, calls = obs["sim_cell_type"].astype(str), obs["cell_type"].astype(str)
-    summary, per = compare_labels(truth, calls, markers=markers)
+    summary, per = compare_labels(truth, calls, marker_table=marker_table)
     known = per[per["level"] != "absent"]
     absent = per[per["level"] == "absent"]
     return {

@@ -188,7 +188,7 @@ def _verify(path: Path, *, name: str, expect: Expected, url: str, shown: Path) -
     return {"size": size, "sha256": sha256, "md5": md5}
 
 
-def _record(url: str, dest: Path, info: Mapping, *, downloaded: bool, source: str, when: str) -> dict:
+def _record(url: str, dest: Path, info: Mapping, *, downloaded: bool, origin: str, when: str) -> dict:
     return {
         "url": url,
         "path": str(dest),
@@ -196,7 +196,7 @@ def _record(url: str, dest: Path, info: Mapping, *, downloaded: bool, source: st
         "sha256": info["sha256"],
         "md5": info["md5"],
         "downloaded": downloaded,
-        "source": source,
+        "origin": origin,
         "time": when,
     }
 
@@ -215,7 +215,7 @@ def _reuse(url: str, dest: Path, expect: Expected) -> dict:
             expected=exc.expected,
         ) from exc
     log.debug("%s: already present and verified", dest)
-    return _record(url, dest, info, downloaded=False, source="existing", when=_utc(dest.stat().st_mtime))
+    return _record(url, dest, info, downloaded=False, origin="existing", when=_utc(dest.stat().st_mtime))
 
 
 # --------------------------------------------------------------------------- transfer
@@ -416,9 +416,9 @@ def fetch(
     Returns
     -------
     dict
-        ``{"url", "path", "size", "sha256", "md5", "downloaded", "source",
+        ``{"url", "path", "size", "sha256", "md5", "downloaded", "origin",
         "time"}``: ``downloaded`` is ``True`` when this call put the file in
-        place; ``source`` is ``"network"`` or ``"existing"`` (``"mirror"`` from
+        place; ``origin`` (where it came from) is ``"network"`` or ``"existing"`` (``"mirror"`` from
         :func:`fetch_all`); ``time`` (ISO 8601, UTC) is when the file was
         finished (for an existing file: its modification time).
 
@@ -476,22 +476,22 @@ def fetch(
             session.close()
     elapsed = time.monotonic() - started
     log.info("downloaded %s (%s in %.1f s, sha256 %s)", dest, human(info["size"]), elapsed, info["sha256"])
-    return _record(url, dest, info, downloaded=True, source="network", when=_utc())
+    return _record(url, dest, info, downloaded=True, origin="network", when=_utc())
 
 
-def _from_mirror(item: Mapping, source: Path, dest: Path, expect: Expected) -> dict:
-    """Copy ``source`` to ``dest`` through a ``.part`` file, verified like a download."""
+def _from_mirror(item: Mapping, copy: Path, dest: Path, expect: Expected) -> dict:
+    """Copy the mirror's ``copy`` to ``dest`` through a ``.part`` file, verified like a download."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
     try:
-        shutil.copyfile(source, part)
-        info = _verify(part, name=dest.name, expect=expect, url=item["url"], shown=source)
+        shutil.copyfile(copy, part)
+        info = _verify(part, name=dest.name, expect=expect, url=item["url"], shown=copy)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     os.replace(part, dest)
-    log.info("copied %s from the mirror %s", dest, source)
-    return _record(item["url"], dest, info, downloaded=True, source="mirror", when=_utc())
+    log.info("copied %s from the mirror %s", dest, copy)
+    return _record(item["url"], dest, info, downloaded=True, origin="mirror", when=_utc())
 
 
 def fetch_all(
@@ -533,7 +533,7 @@ def fetch_all(
     Returns
     -------
     list of dict
-        One :func:`fetch` record per item, in order; ``source`` is
+        One :func:`fetch` record per item, in order; ``origin`` is
         ``"network"``, ``"mirror"`` or ``"existing"``.
 
     Raises
@@ -566,9 +566,9 @@ def fetch_all(
             dest = dest_dir / item["filename"]
             expect = Expected(sha256=item["sha256"], md5=item["md5"], size=item["size"])
             if mirror is not None and not (dest.exists() or dest.is_symlink()):
-                source = mirror / item["filename"]
-                if source.is_file():
-                    records.append(_from_mirror(item, source, dest, expect))
+                copy = mirror / item["filename"]
+                if copy.is_file():
+                    records.append(_from_mirror(item, copy, dest, expect))
                     continue
                 log.info("%s is not in the mirror %s; downloading it", item["filename"], mirror)
             records.append(fetch(item["url"], dest, sha256=item["sha256"], md5=item["md5"], size=item["size"], **kw))

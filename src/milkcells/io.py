@@ -571,7 +571,7 @@ def read_sample(
     sample
         Sample name; ``obs_names`` become ``"<sample>_<barcode>"``.
     metadata
-        Sample-sheet fields (``donor``, ``batch``, ``source``,
+        Sample-sheet fields (``donor``, ``batch``, ``sample_type``,
         ``days_postpartum``, ...) written as constant ``obs`` columns; columns
         already present in an h5ad's ``obs`` (for example author labels) are
         kept.
@@ -590,7 +590,7 @@ def read_sample(
         if key in ("sample", "path"):
             continue
         adata.obs[key] = np.nan if value is None else value
-    for col in ("sample", "donor", "batch", "source"):
+    for col in ("sample", "donor", "batch", "sample_type"):
         if col in adata.obs:
             adata.obs[col] = adata.obs[col].astype(str).astype("category")
     flag_genes(adata.var)

@@ -153,7 +153,7 @@ def write_manifest(records: Iterable[Mapping[str, Any]], path: str | os.PathLike
     One line per file: ``url``, ``path`` (as recorded), ``size`` (bytes),
     ``sha256``, ``md5`` and ``time`` (ISO 8601, UTC, when the file was
     finished). The file is written atomically (a temporary file renamed into
-    place). Run-specific fields of the records (``downloaded``, ``source``)
+    place). Run-specific fields of the records (``downloaded``, ``origin``)
     are not written, so re-running a finished download writes the same
     manifest.
 

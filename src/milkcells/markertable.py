@@ -32,7 +32,17 @@ log = logging.getLogger(__name__)
 
 #: The compartments of milk cells, in the order of the workflow's outputs.
 COMPARTMENTS = ("epithelial", "immune", "stromal")
-MARKER_COLUMNS = ("level", "compartment", "cell_type", "ontology_id", "ontology_label", "positive", "source", "parent")
+#: The marker table's columns (``citation``: the literature behind a row; ``source`` before).
+MARKER_COLUMNS = (
+    "level",
+    "compartment",
+    "cell_type",
+    "ontology_id",
+    "ontology_label",
+    "positive",
+    "citation",
+    "parent",
+)
 UNASSIGNED = "unassigned"
 
 
@@ -44,7 +54,8 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     path
         A TSV with the columns of :data:`MARKER_COLUMNS` (``#`` lines are
         comments); ``None`` reads the table shipped with milkcells. A
-        ``negative`` column is accepted and ignored (with a warning).
+        ``negative`` column is accepted and ignored (with a warning); a
+        ``source`` column (the former name of ``citation``) is read as ``citation``.
 
     Returns
     -------
@@ -62,6 +73,8 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
         raise InputError(
             f"missing columns {missing}", file=src, field=missing[0], expected=f"columns {list(MARKER_COLUMNS)}"
         )
+    if "source" in df.columns and "citation" not in df.columns:  # the column's former name
+        df = df.rename(columns={"source": "citation"})
     for col in MARKER_COLUMNS:
         if col not in df.columns:
             df[col] = ""

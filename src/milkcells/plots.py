@@ -45,9 +45,9 @@ def umap(adata: ad.AnnData, color: str, *, ax=None, title: str | None = None) ->
     return fig
 
 
-def marker_dotplot(adata: ad.AnnData, *, groupby: str = "cell_type", markers=None, n_per_set: int = 4) -> Figure:
+def marker_dotplot(adata: ad.AnnData, *, groupby: str = "cell_type", marker_table=None, n_per_set: int = 4) -> Figure:
     """Dot plot of the top curated markers of each cell type present."""
-    table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
     present = set(adata.obs[groupby].astype(str))
     genes: dict[str, list[str]] = {}
     parents = [None, *sorted(set(table.loc[table["parent"] != "", "parent"]))]

@@ -99,7 +99,7 @@ def merge_samples(adatas: Sequence[ad.AnnData], *, min_cells: int = 3, consume: 
     )
     for col, frac in ambient.items():
         merged.var[col] = frac.reindex(merged.var_names).to_numpy(dtype=float)
-    for col in ("sample", "donor", "batch", "source"):
+    for col in ("sample", "donor", "batch", "sample_type"):
         if col in merged.obs:
             merged.obs[col] = merged.obs[col].astype(str).astype("category")
     if bare:

@@ -68,13 +68,13 @@ STAGES: dict[str, tuple[str, ...]] = {
 #: Config keys renamed to the keyword names of the functions they feed: ``(block, old) -> (block, new)``.
 RENAMED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("clustering", "compartment_resolution"): ("subcluster", "resolution"),
-    ("annotation", "marker_table"): ("annotation", "markers"),
+    ("annotation", "markers"): ("annotation", "marker_table"),
     ("annotation", "compartment_min_score"): ("compartment_calls", "min_score"),
     ("annotation", "compartment_exclusive_ratio"): ("compartment_calls", "exclusive_ratio"),
 }
 
 #: The keys of the annotation block that the compartment calls share with the cell types.
-_SHARED_WITH_COMPARTMENTS = ("markers", "min_margin", "min_purity", "expr_floor", "ambient_threshold")
+_SHARED_WITH_COMPARTMENTS = ("marker_table", "min_margin", "min_purity", "expr_floor", "ambient_threshold")
 
 
 def _schema() -> dict:
@@ -210,7 +210,7 @@ def gene_scale(adata: ad.AnnData, *, config: dict) -> pd.Series:
     from . import scoring
 
     a = config["annotation"]
-    return scoring.marker_gene_scale(adata, markers=a["markers"], expr_floor=a["expr_floor"])
+    return scoring.marker_gene_scale(adata, marker_table=a["marker_table"], expr_floor=a["expr_floor"])
 
 
 def subcluster(

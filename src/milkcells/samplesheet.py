@@ -31,6 +31,7 @@ __all__ = [
     "read_sample_sheet",
     "SAMPLES_SCHEMA",
     "SAMPLE_SHEET_COLUMNS",
+    "RENAMED_COLUMNS",
     "SAMPLE_NAME",
     "MISSING",
     "DAYS_PER_UNIT",
@@ -48,6 +49,9 @@ SAMPLE_SHEET_COLUMNS = {
     "required": tuple(SAMPLES_SCHEMA["required"]),
     "optional": tuple(c for c in SAMPLES_SCHEMA["properties"] if c not in SAMPLES_SCHEMA["required"]),
 }
+
+#: Sample-sheet columns under their former names (read as the new name, with a warning): ``old -> new``.
+RENAMED_COLUMNS = {"source": "sample_type"}
 
 #: A sample name: letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit.
 SAMPLE_NAME = re.compile(SAMPLES_SCHEMA["properties"]["sample"]["pattern"])
@@ -126,9 +130,11 @@ def read_sample_sheet(
     ----------
     path
         Tab-separated file with the columns ``sample`` and ``path``, and
-        optionally ``donor``, ``batch``, ``source`` (``milk`` or ``tissue``),
+        optionally ``donor``, ``batch``, ``sample_type`` (``milk`` or ``tissue``),
         ``days_postpartum``, ``chemistry`` and ``accession``; further columns
-        are kept (with a :class:`~milkcells.MilkcellsWarning`).
+        are kept (with a :class:`~milkcells.MilkcellsWarning`); a column under
+        its former name (:data:`RENAMED_COLUMNS`) is read as the new one, with
+        a warning.
     check_paths
         Also check that every ``path`` exists (the workflow does, before it runs).
     made_later
@@ -138,7 +144,7 @@ def read_sample_sheet(
     Returns
     -------
     The sheet indexed by ``sample``, with ``donor`` and ``batch`` defaulting to
-    the sample name, ``source`` to ``"milk"`` and ``days_postpartum`` as float
+    the sample name, ``sample_type`` to ``"milk"`` and ``days_postpartum`` as float
     (NaN where unknown).
 
     Raises
@@ -146,7 +152,7 @@ def read_sample_sheet(
     InputError
         On a missing file, missing columns, a column name close to a known one,
         a cell breaking the schema (an empty or malformed sample name, an empty
-        path, an unknown source, a non-numeric or negative ``days_postpartum``;
+        path, an unknown sample type, a non-numeric or negative ``days_postpartum``;
         the message is the schema's), duplicated sample names (also names
         differing only in letter case) or, with ``check_paths``, a missing
         input. Only whole lines starting with ``#`` are comments; a ``#``
@@ -179,6 +185,14 @@ def read_sample_sheet(
     if len(rows_from) != len(df):
         rows_from = list(range(2, len(df) + 2))
     df.columns = [c.strip() for c in df.columns]
+    for old, new in RENAMED_COLUMNS.items():
+        if old in df.columns and new not in df.columns:
+            warnings.warn(
+                f"file {str(path)!r}: column {old!r} is now called {new!r}; read as {new!r}",
+                MilkcellsWarning,
+                stacklevel=2,
+            )
+            df = df.rename(columns={old: new})
     for col in SAMPLE_SHEET_COLUMNS["required"]:
         if col not in df.columns:
             raise InputError(
@@ -232,8 +246,8 @@ def read_sample_sheet(
         if col not in df.columns:
             df[col] = df["sample"]
         df[col] = df[col].where(df[col] != "", df["sample"])
-    source = SAMPLES_SCHEMA["properties"]["source"]["default"]
-    df["source"] = df["source"].replace("", source) if "source" in df.columns else source
+    kind = SAMPLES_SCHEMA["properties"]["sample_type"]["default"]
+    df["sample_type"] = df["sample_type"].replace("", kind) if "sample_type" in df.columns else kind
     days = df["days_postpartum"] if "days_postpartum" in df.columns else pd.Series("", index=df.index)
     df["days_postpartum"] = pd.to_numeric(days.mask(days == ""), errors="coerce").astype(float)
     if check_paths:

@@ -104,7 +104,7 @@ def gene_scale(
 def marker_gene_scale(
     adata: ad.AnnData,
     *,
-    markers: pd.DataFrame | str | os.PathLike | None = None,
+    marker_table: pd.DataFrame | str | os.PathLike | None = None,
     layer: str | None = "ambient_corrected",
     expr_floor: float = 1.0,
 ) -> pd.Series:
@@ -114,7 +114,7 @@ def marker_gene_scale(
     The workflow measures this once on the whole atlas and hands it to each compartment's
     re-clustering (``scale=``), which then needs only that compartment's cells in memory.
     """
-    table = markers if isinstance(markers, pd.DataFrame) else load_marker_table(markers)
+    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
     present = set(adata.var_names)
     genes = sorted({alt for entries in table["positive"] for entry in entries for alt in entry.split("|")} & present)
     return gene_scale(adata, genes, layer=layer if layer in adata.layers else None, expr_floor=expr_floor)

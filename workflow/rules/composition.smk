@@ -45,6 +45,6 @@ rule agreement:
     params:
         author_key=AUTHOR_KEY,
         # the table the cells were called with
-        markers=config["annotation"]["markers"],
+        marker_table=config["annotation"]["marker_table"],
     script:
         "../scripts/agreement.py"

@@ -33,7 +33,7 @@ rule plot_markers:
         mem_mb=sized_mem_mb("plot_markers"),
         runtime=sized_runtime("plot_markers"),
     params:
-        markers=config["annotation"]["markers"],
+        marker_table=config["annotation"]["marker_table"],
     script:
         "../scripts/plot_markers.py"
 

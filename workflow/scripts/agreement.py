@@ -7,7 +7,7 @@ from milkcells.storage import save_figure, write_table
 log = setup_rule(snakemake)
 adata = ad.read_h5ad(snakemake.input[0])
 summary, per_label, confusion = agreement.label_agreement(
-    adata, author_key=snakemake.params.author_key, markers=snakemake.params.markers
+    adata, author_key=snakemake.params.author_key, marker_table=snakemake.params.marker_table
 )
 log.info("agreement with %s: %s", snakemake.params.author_key, summary)
 lead = ["author_label", "recall", "precision", "f1"]

@@ -29,7 +29,7 @@ from ..storage import write_h5ad, write_table
 log = logging.getLogger(__name__)
 
 #: The sample-sheet columns every archive writes (BioStudies adds ``chemistry`` and ``accession``).
-SHEET_COLUMNS = ["sample", "path", "donor", "batch", "source", "days_postpartum"]
+SHEET_COLUMNS = ["sample", "path", "donor", "batch", "sample_type", "days_postpartum"]
 
 _URL_SCHEMES = ("http", "https", "ftp", "file")
 
@@ -123,7 +123,7 @@ def finish(sheet: pd.DataFrame, records: list[dict], out_dir: Path) -> pd.DataFr
     return sheet
 
 
-def split_samples(adata: ad.AnnData, out_dir: Path, *, source: str) -> pd.DataFrame:
+def split_samples(adata: ad.AnnData, out_dir: Path, *, sample_type: str) -> pd.DataFrame:
     """Write one ``samples/<sample>.h5ad`` per ``obs["sample"]``; return their sample-sheet rows."""
     rows = []
     for sample, idx in adata.obs.groupby("sample", observed=True).indices.items():
@@ -131,14 +131,14 @@ def split_samples(adata: ad.AnnData, out_dir: Path, *, source: str) -> pd.DataFr
         path = out_dir / "samples" / f"{sample}.h5ad"
         write_h5ad(part, path)
         first = part.obs.iloc[0]
-        own = str(first.get("source", ""))
+        own = str(first.get("sample_type", ""))
         rows.append(
             {
                 "sample": str(sample),
                 "path": str(path),
                 "donor": str(first.get("donor", sample)),
                 "batch": str(first.get("batch", sample)),
-                "source": own if own in ("milk", "tissue") else source,
+                "sample_type": own if own in ("milk", "tissue") else sample_type,
                 "days_postpartum": float(first.get("days_postpartum", float("nan"))),
             }
         )

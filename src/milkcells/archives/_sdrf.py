@@ -207,7 +207,7 @@ _LEGACY_URL = re.compile(
 _FIRE_URL = re.compile(r"^(?:ftp|https?)://[^/]*ebi\.ac\.uk/+biostudies/fire/+(.+)$", re.IGNORECASE)
 
 
-def _source_rule(texts: Iterable[str], name: str) -> str | None:
+def _sample_type_rule(texts: Iterable[str], name: str) -> str | None:
     """``milk``/``tissue`` from sample-describing text, then from the sample name.
 
     1. any text mentions ``milk`` -> ``milk``;
@@ -272,7 +272,7 @@ def sdrf_samples(
     column follows it; ``"2 weeks"`` style values are converted; missing
     markers (``not applicable``, ``NA``...) give NaN.
 
-    **Milk or tissue** (``source``), decided per sample:
+    **Milk or tissue** (``sample_type``), decided per sample:
 
     1. ``milk`` when the organism part (or tissue, sampling site, sample
        type, cell type, material type) mentions *milk*;
@@ -313,7 +313,7 @@ def sdrf_samples(
     DataFrame indexed by ``sample`` (also a column), with columns
     ``sample`` (the Source Name, with characters other than letters,
     digits, ``._-`` replaced by ``_``), ``source_name``, ``donor``,
-    ``source``, ``organism_part``, ``batch``, ``accession``, ``chemistry``,
+    ``sample_type``, ``organism_part``, ``batch``, ``accession``, ``chemistry``,
     ``days_postpartum`` (float, NaN when unknown) and ``files``: a list of
     ``{"name", "url", "url_origin"}`` dicts, ``url_origin`` being ``sdrf``,
     ``legacy`` (rewritten), ``biostudies`` (re-rooted) or ``fallback``.
@@ -415,8 +415,8 @@ def sdrf_samples(
         donor = one_value(name, rows, donor_col) or sample
         part = one_value(name, rows, part_col)
         texts = [one_value(name, rows, c) for c in text_cols]
-        source = _source_rule(texts, name)
-        if source is None:
+        sample_type = _sample_type_rule(texts, name)
+        if sample_type is None:
             raise InputError(
                 f"cannot tell milk from tissue (organism part {part!r})",
                 file=file,
@@ -465,7 +465,7 @@ def sdrf_samples(
                 "sample": sample,
                 "source_name": name,
                 "donor": donor,
-                "source": source,
+                "sample_type": sample_type,
                 "organism_part": part,
                 "batch": acc,
                 "accession": acc,
@@ -475,15 +475,15 @@ def sdrf_samples(
             }
         )
     out = pd.DataFrame.from_records(records)
-    n_tissue = int((out["source"] == "tissue").sum())
+    n_tissue = int((out["sample_type"] == "tissue").sum())
     if not include_tissue:
-        out = out[out["source"] == "milk"]
+        out = out[out["sample_type"] == "milk"]
     if out.empty:
         raise InputError(
             f"no {'' if include_tissue else 'milk '}sample left ({n_tissue} tissue sample(s) "
             f"{'kept' if include_tissue else 'skipped'})",
             file=file,
-            field="source",
+            field="sample_type",
             expected="milk samples (pass include_tissue=True to keep breast tissue)",
         )
     log.info(

@@ -95,7 +95,7 @@ def prepare(
         try:
             tables.append(sdrf_samples(dest, accession=acc, include_tissue=include_tissue, base_url=base_url))
         except InputError as e:
-            if e.field != "source":  # only "no milk sample left" is not fatal
+            if e.field != "sample_type":  # only "no milk sample left" is not fatal
                 raise
             log.warning("%s: %s", acc, e)
     if not tables:
@@ -202,7 +202,7 @@ def sample_sheet_from_sdrf(
 
     Returns
     -------
-    Columns ``sample``, ``path``, ``donor``, ``batch``, ``source``,
+    Columns ``sample``, ``path``, ``donor``, ``batch``, ``sample_type``,
     ``days_postpartum``, ``chemistry``, ``accession``, in input order; write
     it with :func:`milkcells.storage.write_table` and read it back with
     :func:`milkcells.samplesheet.read_sample_sheet`.
@@ -224,14 +224,14 @@ def sample_sheet_from_sdrf(
                 "path": str(path),
                 "donor": _text(row, "donor") or sample,
                 "batch": _text(row, "batch") or _text(row, "accession") or sample,
-                "source": _text(row, "source") or "milk",
+                "sample_type": _text(row, "sample_type") or "milk",
                 "days_postpartum": np.nan if is_missing(days) else float(days),
                 "chemistry": _text(row, "chemistry"),
                 "accession": _text(row, "accession"),
             }
         )
     return pd.DataFrame(
-        rows, columns=["sample", "path", "donor", "batch", "source", "days_postpartum", "chemistry", "accession"]
+        rows, columns=["sample", "path", "donor", "batch", "sample_type", "days_postpartum", "chemistry", "accession"]
     )
 
 

@@ -90,7 +90,7 @@ def prepare(
     h5ad_path = out_dir / "raw" / f"{dataset_id}.h5ad"
     records.append(fetch(h5ad_url, h5ad_path, base_url=api_url, mirror=mirror, retries=retries, backoff=backoff))
     adata = read_cellxgene(h5ad_path, obs_filter=obs_filter, label_column=label_column, sample_column=sample_column)
-    sheet = split_samples(adata, out_dir, source="milk")
+    sheet = split_samples(adata, out_dir, sample_type="milk")
     return finish(sheet, records, out_dir)
 
 
@@ -333,7 +333,7 @@ def read_cellxgene(
     AnnData with the selected cells; ``X``: raw counts, CSR float32;
     ``var_names``: unique gene symbols; ``var["gene_ids"]``: Ensembl IDs;
     ``var["mt"]``, ``var["ribo"]``; ``obs``: the file's columns plus
-    ``author_label``, ``donor``, ``sample``, ``batch`` (= sample), ``source``
+    ``author_label``, ``donor``, ``sample``, ``batch`` (= sample), ``sample_type``
     (``milk`` when the ``tissue`` text mentions milk, else ``tissue``; only
     when a ``tissue`` column exists), ``days_postpartum`` (NaN; not in the
     schema) and ``barcode`` (the obs name).
@@ -395,7 +395,7 @@ def read_cellxgene(
     obs["sample"] = pd.Categorical(sample.astype(str).to_numpy())
     obs["batch"] = obs["sample"]
     if "tissue" in obs.columns:
-        obs["source"] = pd.Categorical(["milk" if "milk" in str(t).lower() else "tissue" for t in obs["tissue"]])
+        obs["sample_type"] = pd.Categorical(["milk" if "milk" in str(t).lower() else "tissue" for t in obs["tissue"]])
     if "days_postpartum" not in obs.columns:
         obs["days_postpartum"] = np.nan
     obs["barcode"] = obs.index.astype(str).to_numpy()

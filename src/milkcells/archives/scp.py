@@ -67,7 +67,7 @@ def prepare(
     """
     out_dir = Path(out_dir)
     adata = read_scp(counts, metadata, label_column=label_column)
-    sheet = split_samples(adata, out_dir, source="milk")
+    sheet = split_samples(adata, out_dir, sample_type="milk")
     return finish(sheet, [], out_dir)
 
 
@@ -296,7 +296,7 @@ def read_scp(
     sample_column: str = "biosample_id",
     donor_column: str | None = "donor_id",
     days_column: str | None = "time_post_partum_days",
-    source: str = "milk",
+    sample_type: str = "milk",
     max_unmatched: float = 0.01,
     chunk_genes: int = 1000,
 ) -> ad.AnnData:
@@ -340,8 +340,8 @@ def read_scp(
     days_column
         Metadata column with days postpartum -> ``obs["days_postpartum"]``;
         ``None`` for none (NaN).
-    source
-        ``"milk"`` or ``"tissue"``, written to ``obs["source"]``.
+    sample_type
+        ``"milk"`` or ``"tissue"``, written to ``obs["sample_type"]``.
     max_unmatched
         Largest tolerated fraction of unmatched cells (0 for strict).
     chunk_genes
@@ -351,7 +351,7 @@ def read_scp(
     -------
     AnnData (cells in count-file order x genes) with CSR float32 integer
     counts; ``obs``: every metadata column (typed), plus ``sample``,
-    ``donor``, ``batch`` (= sample), ``source``, ``days_postpartum``,
+    ``donor``, ``batch`` (= sample), ``sample_type``, ``days_postpartum``,
     ``barcode`` (the cell name without a leading ``<sample>_``) and
     ``author_label``; ``var``: unique symbols as names, the original symbol
     in ``gene_ids`` (the portal file has no Ensembl IDs), ``mt``, ``ribo``;
@@ -364,8 +364,8 @@ def read_scp(
         sample names, negative days, or too many unmatched cells.
     """
     counts_path, metadata_path = Path(counts_path), Path(metadata_path)
-    if source not in ("milk", "tissue"):
-        raise InputError(f"source {source!r}", field="source", expected="'milk' or 'tissue'")
+    if sample_type not in ("milk", "tissue"):
+        raise InputError(f"sample_type {sample_type!r}", field="sample_type", expected="'milk' or 'tissue'")
     if not 0 <= max_unmatched < 1:
         raise InputError(f"max_unmatched {max_unmatched!r}", field="max_unmatched", expected="a fraction in [0, 1)")
     if int(chunk_genes) < 1:
@@ -464,7 +464,7 @@ def read_scp(
     obs["sample"] = pd.Categorical(samples.to_numpy())
     obs["donor"] = pd.Categorical(donors.to_numpy())
     obs["batch"] = obs["sample"]
-    obs["source"] = pd.Categorical([source] * len(obs))
+    obs["sample_type"] = pd.Categorical([sample_type] * len(obs))
     obs["days_postpartum"] = days.to_numpy(dtype=float)
     obs["barcode"] = barcodes
     obs["author_label"] = pd.Categorical(obs[label_column].astype(object).to_numpy())

@@ -3,7 +3,8 @@
 The URL list is a TSV: ``url`` and ``sample``, optionally ``filename``,
 ``sha256``, ``md5``, ``size`` (:data:`URL_LIST_COLUMNS`, read by
 :func:`read_url_list`) and the sample-sheet fields ``donor``, ``batch``,
-``source``, ``days_postpartum``. :func:`prepare` downloads each sample's files
+``sample_type``, ``days_postpartum`` (``source``, its former name, is read as it, with a warning).
+:func:`prepare` downloads each sample's files
 into ``out_dir/raw/<sample>/`` and writes the sample sheet.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,10 @@ from typing import Any
 import pandas as pd
 
 from .. import download
-from .._utils import InputError
+from .._utils import InputError, MilkcellsWarning
 from ..io import classify_10x_files
 from ..manifest import normalise_item, unique_filenames
+from ..samplesheet import RENAMED_COLUMNS
 from ._common import SHEET_COLUMNS, finish
 
 __all__ = ["NAME", "CARRIES_AUTHOR_LABELS", "URL_LIST_COLUMNS", "prepare", "local_inputs", "read_url_list"]
@@ -53,7 +56,7 @@ def prepare(
     url_list
         TSV with ``url`` and ``sample`` and optionally ``filename``,
         ``sha256``, ``md5``, ``size`` (see :func:`read_url_list`)
-        and the sheet fields ``donor``, ``batch``, ``source``, ``days_postpartum``.
+        and the sheet fields ``donor``, ``batch``, ``sample_type``, ``days_postpartum``.
         Each sample's files must form one 10x MTX set, one 10x ``.h5`` or one ``.h5ad``.
     mirror
         A folder holding the files as ``<mirror>/<sample>/<filename>``.
@@ -66,6 +69,14 @@ def prepare(
     """
     out_dir = Path(out_dir)
     table = pd.read_csv(url_list, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    for old, new in RENAMED_COLUMNS.items():
+        if old in table.columns and new not in table.columns:
+            warnings.warn(
+                f"file {str(url_list)!r}: column {old!r} is now called {new!r}; read as {new!r}",
+                MilkcellsWarning,
+                stacklevel=2,
+            )
+            table = table.rename(columns={old: new})
     if "sample" not in table.columns:
         raise InputError(
             "missing column 'sample'",
@@ -96,7 +107,7 @@ def prepare(
                 "path": str(path),
                 "donor": first.get("donor", "") or str(sample),
                 "batch": first.get("batch", "") or str(sample),
-                "source": first.get("source", "") or "milk",
+                "sample_type": first.get("sample_type", "") or "milk",
                 "days_postpartum": pd.to_numeric(first.get("days_postpartum", ""), errors="coerce"),
             }
         )
