@@ -122,7 +122,9 @@ def test_disabled_keeps_every_cell_and_says_so(qc_sample):
 def test_scrublet_scores_are_scanpys(qc_sample):
     """Scrublet's scores and threshold as scanpy.pp.scrublet computes them with exact neighbours
     (milkcells searches the neighbours with faiss, in float32, and z-scores without dense copies):
-    a score differs only where the k-th neighbour is a near-tie (one cell in 861 here)."""
+    a score differs only where the k-th neighbour is a near-tie (one cell in 861 here). The
+    threshold agrees here because these simulated doublets include duplicates, so scanpy does not
+    count a simulated doublet as its own neighbour (see the test of the classifier alone)."""
     import anndata as ad
     import pandas as pd
     import scanpy as sc
@@ -139,3 +141,43 @@ def test_scrublet_scores_are_scanpys(qc_sample):
     threshold = out.uns["milkcells"]["doublets"]["threshold_used"]
     assert threshold == pytest.approx(ref.uns["scrublet"]["threshold"], abs=1e-3)
     assert ((scores > threshold) != ref.obs["predicted_doublet"].to_numpy()).sum() <= 0.01 * len(scores)
+
+
+def test_scrublet_classifier_against_scanpys_on_observed_and_simulated_cells():
+    """The kNN classifier alone, on one manifold, against scanpy's.
+
+    milkcells scores every point, observed or simulated, by its k_adj - 1 nearest other points.
+    scanpy (1.11) puts the point itself first unless some row of its neighbour graph already starts
+    with its own point (``_has_self_column`` tests ``any``), which exact duplicates among the points
+    cause (two simulated doublets of the same parents): then it scores as milkcells does; else a
+    simulated doublet counts itself as a doublet neighbour, its score rises and so does the threshold
+    (in a 206-cell sample of the archive test scanpy called 2 doublets, milkcells 4). Observed cells'
+    scores are the same either way (a point itself is not a simulated neighbour).
+    """
+    from scanpy.preprocessing._scrublet.core import Scrublet
+
+    rng = np.random.default_rng(0)
+    n_obs = 300
+    obs = rng.normal(size=(n_obs, 10))
+    parents = rng.integers(0, n_obs, size=(2 * n_obs, 2))
+    sim = (obs[parents[:, 0]] + obs[parents[:, 1]]) / 2 + rng.normal(scale=0.05, size=(2 * n_obs, 10))
+    with_duplicate = sim.copy()
+    with_duplicate[1] = with_duplicate[0]
+    for simulated, scanpy_counts_itself in ((sim, True), (with_duplicate, False)):
+        ref, ours = (
+            Scrublet(np.zeros((n_obs, 1)), n_neighbors=None, expected_doublet_rate=0.05, stdev_doublet_rate=0.02)
+            for _ in range(2)
+        )
+        for s in (ref, ours):
+            s.set_manifold(obs, simulated)
+        ref._nearest_neighbor_classifier(
+            k=ref._n_neighbors, exp_doub_rate=0.05, stdev_doub_rate=0.02, use_approx_neighbors=False
+        )
+        doublets._scrublet_scores(ours, expected_rate=0.05, stdev_rate=0.02)
+        np.testing.assert_allclose(ours.doublet_scores_obs_, ref.doublet_scores_obs_, rtol=1e-12)
+        np.testing.assert_allclose(ours.doublet_errors_obs_, ref.doublet_errors_obs_, rtol=1e-12)
+        same_sim = np.isclose(ours.doublet_scores_sim_, ref.doublet_scores_sim_, rtol=1e-12, atol=0)
+        if scanpy_counts_itself:
+            assert not same_sim.any() and (ours.doublet_scores_sim_ < ref.doublet_scores_sim_).all()
+        else:
+            assert same_sim.all()

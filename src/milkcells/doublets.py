@@ -137,9 +137,13 @@ def _scrublet(
 def _scrublet_scores(scrub, *, expected_rate: float, stdev_rate: float) -> None:
     """Scrublet's kNN doublet scores (``Scrublet._nearest_neighbor_classifier``), the search by faiss.
 
-    The same neighbours as Scrublet's exact search (scikit-learn's brute force over the observed
-    and simulated cells' PCs: each point's ``k_adj - 1`` nearest others), ties and float32
-    rounding of the distances aside, and the same Bayesian score and standard error;
+    Each point, observed or simulated, is scored by its ``k_adj - 1`` nearest other points (exact,
+    over the observed and simulated cells' PCs; ties and float32 rounding of the distances aside),
+    with scanpy's Bayesian score and standard error. The observed cells' scores are scanpy's.
+    scanpy 1.11 puts each point itself first among its neighbours unless a row of its graph
+    already starts with its own point (exact duplicate points, such as two simulated doublets of
+    the same parents, cause that), so it may count a simulated doublet as its own doublet neighbour:
+    its simulated scores, and the threshold found from them, are then higher (tested);
     faiss computes the distances as one matrix product instead of scikit-learn's chunked pairwise
     distances and argpartition (12,362 cells: 6.7 s against 9.0 s on one core).
     """
