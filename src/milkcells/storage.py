@@ -45,8 +45,8 @@ class Stored(tuple):
         return super().__new__(cls, (str(path), key))
 
 
-def write_h5ad_from(source: str | os.PathLike, path: str | os.PathLike, elements: dict) -> None:
-    """Write ``path`` (atomically) as a copy of the h5ad file ``source`` with some elements replaced or added.
+def write_h5ad_from(original: str | os.PathLike, path: str | os.PathLike, elements: dict) -> None:
+    """Write ``path`` (atomically) as a copy of the h5ad file ``original`` with some elements replaced or added.
 
     ``elements`` maps element paths in the file (``"obs"``, ``"obsm/X_umap"``, ``"uns/umap"``) to
     their new values, or to :class:`Stored` elements of other files, which are copied as stored
@@ -58,8 +58,8 @@ def write_h5ad_from(source: str | os.PathLike, path: str | os.PathLike, elements
     import h5py
     from anndata.io import write_elem
 
-    with timed(f"write {Path(path).name} (copy of {Path(source).name})"), atomic_path(path, suffix=".h5ad") as tmp:
-        shutil.copyfile(source, tmp)
+    with timed(f"write {Path(path).name} (copy of {Path(original).name})"), atomic_path(path, suffix=".h5ad") as tmp:
+        shutil.copyfile(original, tmp)
         with h5py.File(tmp, "r+") as f:
             for key, value in elements.items():
                 parent, _, name = key.rpartition("/")
