@@ -32,6 +32,7 @@ __all__ = [
     "SAMPLES_SCHEMA",
     "SAMPLE_SHEET_COLUMNS",
     "RENAMED_COLUMNS",
+    "rename_former_columns",
     "SAMPLE_NAME",
     "MISSING",
     "DAYS_PER_UNIT",
@@ -121,6 +122,23 @@ def days_from_text(value: str, unit: str = "") -> float:
 # --------------------------------------------------------------------------- reading a sheet
 
 
+def rename_former_columns(table: pd.DataFrame, file: str | os.PathLike) -> pd.DataFrame:
+    """``table`` with sample-sheet columns under a former name (:data:`RENAMED_COLUMNS`) renamed.
+
+    Each rename gives a :class:`~milkcells.MilkcellsWarning` naming ``file``, the old and the new
+    name; a column is left as it is where the table also has the new one.
+    """
+    for old, new in RENAMED_COLUMNS.items():
+        if old in table.columns and new not in table.columns:
+            warnings.warn(
+                f"file {str(file)!r}: column {old!r} is now called {new!r}; read as {new!r}",
+                MilkcellsWarning,
+                stacklevel=3,
+            )
+            table = table.rename(columns={old: new})
+    return table
+
+
 def read_sample_sheet(
     path: str | os.PathLike, *, check_paths: bool = False, made_later: Callable[[str], bool] | None = None
 ) -> pd.DataFrame:
@@ -185,14 +203,7 @@ def read_sample_sheet(
     if len(rows_from) != len(df):
         rows_from = list(range(2, len(df) + 2))
     df.columns = [c.strip() for c in df.columns]
-    for old, new in RENAMED_COLUMNS.items():
-        if old in df.columns and new not in df.columns:
-            warnings.warn(
-                f"file {str(path)!r}: column {old!r} is now called {new!r}; read as {new!r}",
-                MilkcellsWarning,
-                stacklevel=2,
-            )
-            df = df.rename(columns={old: new})
+    df = rename_former_columns(df, path)
     for col in SAMPLE_SHEET_COLUMNS["required"]:
         if col not in df.columns:
             raise InputError(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from typing import Any
 import pandas as pd
 
 from .. import download
-from .._utils import InputError, MilkcellsWarning
+from .._utils import InputError
 from ..io import classify_10x_files
 from ..manifest import normalise_item, unique_filenames
-from ..samplesheet import RENAMED_COLUMNS
+from ..samplesheet import rename_former_columns
 from ._common import SHEET_COLUMNS, finish
 
 __all__ = ["NAME", "CARRIES_AUTHOR_LABELS", "URL_LIST_COLUMNS", "prepare", "local_inputs", "read_url_list"]
@@ -69,14 +68,7 @@ def prepare(
     """
     out_dir = Path(out_dir)
     table = pd.read_csv(url_list, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    for old, new in RENAMED_COLUMNS.items():
-        if old in table.columns and new not in table.columns:
-            warnings.warn(
-                f"file {str(url_list)!r}: column {old!r} is now called {new!r}; read as {new!r}",
-                MilkcellsWarning,
-                stacklevel=2,
-            )
-            table = table.rename(columns={old: new})
+    table = rename_former_columns(table, url_list)
     if "sample" not in table.columns:
         raise InputError(
             "missing column 'sample'",
