@@ -52,7 +52,7 @@ Markers = pd.DataFrame | str | os.PathLike | None
 
 
 def _marker_table(marker_table: Markers) -> pd.DataFrame:
-    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
+    table = load_marker_table(marker_table)
     if "parent" not in table.columns:
         table = table.assign(parent="")
     return table

@@ -151,7 +151,7 @@ def annotate_compartments(
     metallothioneins of LC1 or smooth-muscle genes of basal cells are
     expressed outside the epithelium).
     """
-    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
+    table = load_marker_table(marker_table)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
     cores = marker_sets(adata, table=table, level="compartment", exclude=excluded)
     types = marker_sets(adata, table=table, level="cell_type", exclude=excluded)
@@ -319,7 +319,7 @@ def annotate_cell_types(
     """
     if compartment not in COMPARTMENTS:
         raise ValueError(f"compartment must be one of {list(COMPARTMENTS)}, but {compartment!r} was passed.")
-    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
+    table = load_marker_table(marker_table)
     excluded = ambient_prone_genes(adata, ambient_threshold=ambient_threshold)
     # milk transcripts stay in the sets only when the cell's excess over ambient can be tested
     can_test = layer is not None and "ambient_contamination" in adata.obs

@@ -168,7 +168,7 @@ def subcluster_compartment(
             umap=False,
             seed=seed,
         )
-        table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
+        table = load_marker_table(marker_table)
         sets = marker_sets(
             sub,
             table=table,

@@ -46,14 +46,16 @@ MARKER_COLUMNS = (
 UNASSIGNED = "unassigned"
 
 
-def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_marker_table(path: pd.DataFrame | str | os.PathLike | None = None) -> pd.DataFrame:
     """Read the curated milk marker table (or a user's table of the same columns).
 
     Parameters
     ----------
     path
         A TSV with the columns of :data:`MARKER_COLUMNS` (``#`` lines are
-        comments); ``None`` reads the table shipped with milkcells. A
+        comments); ``None`` reads the table shipped with milkcells; a table
+        already loaded is returned as it is (so every function taking a
+        ``marker_table`` takes a path or a table). A
         ``negative`` column is accepted and ignored (with a warning); a
         ``source`` column (the former name of ``citation``) is read as ``citation``.
 
@@ -62,6 +64,8 @@ def load_marker_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     The table, with ``positive`` as lists of gene entries (an entry ``"A|B"``
     means A, or its alias B where A is absent).
     """
+    if isinstance(path, pd.DataFrame):
+        return path
     src = files("milkcells") / "data" / "markers.tsv" if path is None else Path(path)
     try:
         with src.open("r") as fh:

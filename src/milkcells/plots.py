@@ -47,7 +47,7 @@ def umap(adata: ad.AnnData, color: str, *, ax=None, title: str | None = None) ->
 
 def marker_dotplot(adata: ad.AnnData, *, groupby: str = "cell_type", marker_table=None, n_per_set: int = 4) -> Figure:
     """Dot plot of the top curated markers of each cell type present."""
-    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
+    table = load_marker_table(marker_table)
     present = set(adata.obs[groupby].astype(str))
     genes: dict[str, list[str]] = {}
     parents = [None, *sorted(set(table.loc[table["parent"] != "", "parent"]))]

@@ -114,7 +114,7 @@ def marker_gene_scale(
     The workflow measures this once on the whole atlas and hands it to each compartment's
     re-clustering (``scale=``), which then needs only that compartment's cells in memory.
     """
-    table = marker_table if isinstance(marker_table, pd.DataFrame) else load_marker_table(marker_table)
+    table = load_marker_table(marker_table)
     present = set(adata.var_names)
     genes = sorted({alt for entries in table["positive"] for entry in entries for alt in entry.split("|")} & present)
     return gene_scale(adata, genes, layer=layer if layer in adata.layers else None, expr_floor=expr_floor)
